@@ -1,0 +1,56 @@
+"""Metrics collection: the interface the engine sees and the selection between collector v1 and v2."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from wva.collector.types import (
+    MetricsValidationResult,
+    OptimizerMetrics,
+    ReplicaMetrics,
+    VariantRef,
+)
+
+__all__ = [
+    "MetricsCollector",
+    "collector_v2_enabled",
+]
+
+_TRUTHY = frozenset({"true", "1", "yes", "on"})
+_FALSY = frozenset({"", "false", "0", "no", "off"})
+
+
+def collector_v2_enabled(value: str | None) -> bool:
+    """Parse the ``COLLECTOR_V2`` flag: true/1/yes/on (any case) select v2; unset/false/0/no/off v1."""
+    if value is None:
+        return False
+    normalised = value.strip().lower()
+    if normalised in _TRUTHY:
+        return True
+    if normalised in _FALSY:
+        return False
+    raise ValueError(
+        f"COLLECTOR_V2={value!r} is not a boolean; use one of true/1/yes/on or false/0/no/off"
+    )
+
+
+@runtime_checkable
+class MetricsCollector(Protocol):
+    """What the saturation engine needs from a metrics backend. Both collectors implement it."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def validate_metrics_availability(
+        self, model_id: str, namespace: str
+    ) -> MetricsValidationResult: ...
+
+    async def collect_optimizer_metrics(
+        self, model_id: str, namespace: str, va_name: str
+    ) -> OptimizerMetrics: ...
+
+    async def collect_replica_metrics(
+        self, model_id: str, namespace: str, variants: Sequence[VariantRef]
+    ) -> list[ReplicaMetrics]: ...
