@@ -1,0 +1,253 @@
+"""Operator configuration from the environment, parsed and validated once at startup.
+
+Every bad value is reported with the variable's name and the offending value; all problems are
+collected so an operator sees them in one go. Secrets (the bearer token) never appear in reprs or
+logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from wva.collector import collector_v2_enabled
+from wva.durations import parse_duration
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POD_NAMESPACE = "workload-variant-autoscaler-system"
+DEFAULT_CONFIG_MAP_NAME = "workload-variant-autoscaler-variantautoscaling-config"
+DEFAULT_SATURATION_CONFIG_MAP_NAME = "saturation-scaling-config"
+
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
+class ActuationMode(StrEnum):
+    HPA = "hpa"  # publish gauges; an HPA or KEDA scales the Deployment
+    DIRECT = "direct"  # also patch the Deployment's scale subresource
+
+
+class MetricsSourceMode(StrEnum):
+    PROMETHEUS = "prometheus"
+    PODS = "pods"
+    AUTO = "auto"
+
+
+class SettingsError(ValueError):
+    """One or more environment variables are invalid; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+class Settings(BaseModel):
+    """All of wva's environment configuration. Durations are float seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prometheus_base_url: str | None = None
+    prometheus_ca_cert_path: str | None = None
+    prometheus_tls_insecure_skip_verify: bool = False
+    prometheus_bearer_token: SecretStr | None = None
+    prometheus_token_path: str | None = None
+    prometheus_client_cert_path: str | None = None
+    prometheus_client_key_path: str | None = None
+    prometheus_server_name: str | None = None
+    prometheus_query_timeout: float = 10.0
+    pod_namespace: str = DEFAULT_POD_NAMESPACE
+    pod_name: str = Field(default_factory=socket.gethostname)
+    config_map_name: str = DEFAULT_CONFIG_MAP_NAME
+    saturation_config_map_name: str = DEFAULT_SATURATION_CONFIG_MAP_NAME
+    controller_instance: str = ""
+    collector_v2: bool = False
+    global_opt_interval: float = 30.0
+    log_level: str = "INFO"
+    watch_namespaces: tuple[str, ...] = ()
+    actuation_mode: ActuationMode = ActuationMode.HPA
+    metrics_source: MetricsSourceMode = MetricsSourceMode.PROMETHEUS
+    leader_election: bool = True
+    lease_name: str = "wva-leader"
+    lease_duration: float = 15.0
+    kube_api_url: str | None = None
+
+    @property
+    def prometheus_is_plain_http(self) -> bool:
+        return bool(self.prometheus_base_url) and urlparse(self.prometheus_base_url or "").scheme == "http"
+
+    def bearer_token(self) -> str | None:
+        """The Prometheus bearer token: the env value wins, else the token file (read each call)."""
+        if self.prometheus_bearer_token is not None:
+            return self.prometheus_bearer_token.get_secret_value()
+        if self.prometheus_token_path:
+            with open(self.prometheus_token_path, encoding="utf-8") as fh:
+                return fh.read().strip() or None
+        return None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, require_prometheus: bool = False) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); raise SettingsError naming bad values."""
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+
+        def take(var: str, field: str, parse: Callable[[str], Any]) -> None:
+            raw = env.get(var)
+            if raw is None:
+                return
+            try:
+                values[field] = parse(raw)
+            except ValueError as exc:
+                problems.append(f"{var}={raw!r}: {exc}")
+
+        take("PROMETHEUS_BASE_URL", "prometheus_base_url", _parse_prometheus_url)
+        take("PROMETHEUS_CA_CERT_PATH", "prometheus_ca_cert_path", _optional_readable_file)
+        take("PROMETHEUS_TLS_INSECURE_SKIP_VERIFY", "prometheus_tls_insecure_skip_verify", parse_bool)
+        take("PROMETHEUS_BEARER_TOKEN", "prometheus_bearer_token", _secret)
+        take("PROMETHEUS_TOKEN_PATH", "prometheus_token_path", _optional_readable_file)
+        take("PROMETHEUS_CLIENT_CERT_PATH", "prometheus_client_cert_path", _optional_readable_file)
+        take("PROMETHEUS_CLIENT_KEY_PATH", "prometheus_client_key_path", _optional_readable_file)
+        take("PROMETHEUS_SERVER_NAME", "prometheus_server_name", lambda v: v.strip() or None)
+        take("WVA_PROMETHEUS_QUERY_TIMEOUT", "prometheus_query_timeout", _positive_duration)
+        take("POD_NAMESPACE", "pod_namespace", _dns_label)
+        take("POD_NAME", "pod_name", _non_empty)
+        take("CONFIG_MAP_NAME", "config_map_name", _non_empty)
+        take("SATURATION_CONFIG_MAP_NAME", "saturation_config_map_name", _non_empty)
+        take("CONTROLLER_INSTANCE", "controller_instance", _label_value)
+        take("COLLECTOR_V2", "collector_v2", _collector_flag)
+        take("GLOBAL_OPT_INTERVAL", "global_opt_interval", _positive_duration)
+        take("LOG_LEVEL", "log_level", parse_log_level)
+        take("WATCH_NAMESPACE", "watch_namespaces", _namespaces)
+        take("ACTUATION_MODE", "actuation_mode", lambda v: _enum(ActuationMode, v))
+        take("METRICS_SOURCE", "metrics_source", lambda v: _enum(MetricsSourceMode, v))
+        take("LEADER_ELECTION", "leader_election", parse_bool)
+        take("LEADER_ELECTION_LEASE_NAME", "lease_name", _dns_label)
+        take("LEADER_ELECTION_LEASE_DURATION", "lease_duration", _positive_duration)
+        take("WVA_KUBE_API_URL", "kube_api_url", _parse_http_url)
+
+        cert, key = values.get("prometheus_client_cert_path"), values.get("prometheus_client_key_path")
+        if bool(cert) != bool(key):
+            problems.append(
+                "PROMETHEUS_CLIENT_CERT_PATH and PROMETHEUS_CLIENT_KEY_PATH must be set together "
+                f"(got cert={cert!r}, key={key!r})"
+            )
+        if require_prometheus and not values.get("prometheus_base_url"):
+            problems.append("PROMETHEUS_BASE_URL is required (e.g. https://prometheus.monitoring.svc:9090)")
+        if problems:
+            raise SettingsError(problems)
+        settings = cls(**values)
+        if settings.prometheus_is_plain_http:
+            log.warning(
+                "Prometheus URL uses plain http; traffic and any bearer token are unencrypted url=%s",
+                settings.prometheus_base_url,
+            )
+        if settings.prometheus_tls_insecure_skip_verify:
+            log.warning("TLS certificate verification for Prometheus is disabled")
+        return settings
+
+
+def parse_bool(value: str) -> bool:
+    normalised = value.strip().lower()
+    if normalised in _TRUE:
+        return True
+    if normalised in _FALSE:
+        return False
+    raise ValueError("not a boolean; use true/false (also 1/0, yes/no, on/off)")
+
+
+def parse_log_level(value: str) -> str:
+    level = value.strip().upper()
+    level = {"WARN": "WARNING", "": "INFO"}.get(level, level)
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("unknown log level; use debug, info, warning or error")
+    return level
+
+
+def _collector_flag(value: str) -> bool:
+    try:
+        return collector_v2_enabled(value)
+    except ValueError:
+        raise ValueError("not a boolean; use true/1/yes/on or false/0/no/off") from None
+
+
+def _parse_prometheus_url(value: str) -> str | None:
+    url = value.strip()
+    if not url:
+        return None
+    return _parse_http_url(url)
+
+
+def _parse_http_url(value: str) -> str:
+    url = value.strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return url
+
+
+def _optional_readable_file(value: str) -> str | None:
+    path = value.strip()
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise ValueError("no such file")
+    if not os.access(path, os.R_OK):
+        raise ValueError("file is not readable")
+    return path
+
+
+def _positive_duration(value: str) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
+def _secret(value: str) -> SecretStr | None:
+    return SecretStr(value.strip()) if value.strip() else None
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+def _dns_label(value: str) -> str:
+    name = value.strip()
+    if len(name) > 63 or not _DNS_LABEL.match(name):
+        raise ValueError("must be a DNS-1123 label (lower-case alphanumerics and '-', at most 63 characters)")
+    return name
+
+
+def _label_value(value: str) -> str:
+    v = value.strip()
+    if len(v) > 63 or not _LABEL_VALUE.match(v):
+        raise ValueError("must be a valid Kubernetes label value (at most 63 characters of [A-Za-z0-9-_.])")
+    return v
+
+
+def _namespaces(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    for name in names:
+        _dns_label(name)
+    return names
+
+
+def _enum(enum: type[StrEnum], value: str) -> StrEnum:
+    try:
+        return enum(value.strip().lower())
+    except ValueError:
+        allowed = ", ".join(m.value for m in enum)
+        raise ValueError(f"must be one of {allowed}") from None
