@@ -1,0 +1,262 @@
+"""The saturation analyzer: pure functions from per-replica metrics to replica targets.
+
+Faithful to upstream WVA's percentage-based analyzer, including its floating-point behaviour
+(IEEE doubles, the same summation order) and its inclusive/strict comparisons:
+
+- a replica is saturated iff ``kv >= kvCacheThreshold`` or ``queue >= queueLengthThreshold``;
+- scale up iff the average spare KV (over non-saturated replicas) is ``< kvSpareTrigger`` or the
+  average spare queue is ``< queueSpareTrigger``;
+- scale down is safe iff, with the load of the non-saturated replicas spread over one replica
+  fewer, both spares stay ``>=`` their triggers (and at least two replicas are non-saturated);
+- at most one replica is added or removed per model group per call: cheapest variant up, most
+  expensive variant down, never below 1, never touching a variant whose previous decision is
+  still pending.
+
+Nothing here does I/O; ``now`` can be injected for deterministic timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from wva.collector.types import DEFAULT_VARIANT_COST, ReplicaMetrics
+from wva.saturation.config import SaturationScalingConfig
+
+__all__ = [
+    "MIN_NON_SATURATED_REPLICAS_FOR_SCALE_DOWN",
+    "ModelSaturationAnalysis",
+    "VariantReplicaState",
+    "VariantSaturationAnalysis",
+    "analyze_model_saturation",
+    "calculate_saturation_targets",
+    "clamp_target",
+]
+
+logger = logging.getLogger(__name__)
+
+MIN_NON_SATURATED_REPLICAS_FOR_SCALE_DOWN = 2
+
+
+@dataclass(frozen=True, slots=True)
+class VariantReplicaState:
+    """What Kubernetes says about a variant: replicas now, and wva's last decision (0 = none)."""
+
+    variant_name: str
+    current_replicas: int
+    desired_replicas: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSaturationAnalysis:
+    """Saturation of the reporting replicas of one variant."""
+
+    variant_name: str
+    accelerator_name: str = ""
+    cost: float = DEFAULT_VARIANT_COST
+    replica_count: int = 0
+    non_saturated_count: int = 0
+    saturated_replicas: list[str] = field(default_factory=list)
+    avg_spare_kv_capacity: float = 0.0
+    avg_spare_queue_length: float = 0.0
+    max_kv_cache_usage: float = 0.0
+    max_queue_length: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSaturationAnalysis:
+    """Saturation of one model group and the two scaling signals derived from it."""
+
+    model_id: str
+    namespace: str
+    analyzed_at: float = 0.0
+    total_replicas: int = 0
+    non_saturated_count: int = 0
+    avg_spare_kv_capacity: float = 0.0
+    avg_spare_queue_length: float = 0.0
+    should_scale_up: bool = False
+    scale_down_safe: bool = False
+    scale_up_reason: str = ""
+    variant_analyses: list[VariantSaturationAnalysis] = field(default_factory=list)
+
+
+def _is_saturated(replica: ReplicaMetrics, config: SaturationScalingConfig) -> bool:
+    return (
+        replica.kv_cache_usage >= config.kv_cache_threshold
+        or replica.queue_length >= config.queue_length_threshold
+    )
+
+
+def _analyze_variant(
+    name: str, replicas: Sequence[ReplicaMetrics], config: SaturationScalingConfig
+) -> VariantSaturationAnalysis:
+    saturated: list[str] = []
+    non_saturated = 0
+    spare_kv_sum = 0.0
+    spare_queue_sum = 0.0
+    for replica in replicas:
+        if _is_saturated(replica, config):
+            saturated.append(replica.pod_name)
+            continue
+        non_saturated += 1
+        spare_kv_sum += config.kv_cache_threshold - replica.kv_cache_usage
+        spare_queue_sum += config.queue_length_threshold - float(replica.queue_length)
+    first = replicas[0]
+    return VariantSaturationAnalysis(
+        variant_name=name,
+        accelerator_name=first.accelerator_name,
+        cost=first.cost,
+        replica_count=len(replicas),
+        non_saturated_count=non_saturated,
+        saturated_replicas=saturated,
+        avg_spare_kv_capacity=spare_kv_sum / non_saturated if non_saturated else 0.0,
+        avg_spare_queue_length=spare_queue_sum / non_saturated if non_saturated else 0.0,
+        max_kv_cache_usage=max(r.kv_cache_usage for r in replicas),
+        max_queue_length=max(r.queue_length for r in replicas),
+    )
+
+
+def _scale_up_reason(kv_spare: float, queue_spare: float, config: SaturationScalingConfig) -> str:
+    kv_trigger = kv_spare < config.kv_spare_trigger
+    queue_trigger = queue_spare < config.queue_spare_trigger
+    kv_text = f"{kv_spare:.3f} < {config.kv_spare_trigger:.3f}"
+    queue_text = f"{queue_spare:.1f} < {config.queue_spare_trigger:.1f}"
+    if kv_trigger and queue_trigger:
+        return f"both KV spare ({kv_text}) and queue spare ({queue_text})"
+    if kv_trigger:
+        return f"KV spare Saturation low ({kv_text})"
+    if queue_trigger:
+        return f"queue spare Saturation low ({queue_text})"
+    return ""
+
+
+def _scale_down_safe(replicas: Sequence[ReplicaMetrics], config: SaturationScalingConfig) -> bool:
+    """Would the non-saturated replicas' load, spread over one replica fewer, keep both spares?"""
+    kv_total = 0.0
+    queue_total = 0
+    count = 0
+    for replica in replicas:
+        if _is_saturated(replica, config):
+            continue
+        kv_total += replica.kv_cache_usage
+        queue_total += replica.queue_length
+        count += 1
+    if count < MIN_NON_SATURATED_REPLICAS_FOR_SCALE_DOWN:
+        return False
+    remaining = float(count - 1)
+    kv_after = kv_total / remaining
+    queue_after = float(queue_total) / remaining
+    return (
+        config.kv_cache_threshold - kv_after >= config.kv_spare_trigger
+        and config.queue_length_threshold - queue_after >= config.queue_spare_trigger
+    )
+
+
+def analyze_model_saturation(
+    model_id: str,
+    namespace: str,
+    replicas: Sequence[ReplicaMetrics],
+    config: SaturationScalingConfig,
+    now: float | None = None,
+) -> ModelSaturationAnalysis:
+    """Classify every replica of one model group and derive the scale-up / scale-down signals.
+
+    Variants are analysed in name order (upstream iterates a Go map, i.e. in random order), which
+    also fixes the floating-point summation order of the model averages.
+    """
+    analyzed_at = time.time() if now is None else now
+    if not replicas:
+        return ModelSaturationAnalysis(model_id=model_id, namespace=namespace, analyzed_at=analyzed_at)
+
+    by_variant: dict[str, list[ReplicaMetrics]] = {}
+    for replica in replicas:
+        by_variant.setdefault(replica.variant_name, []).append(replica)
+    variants = [_analyze_variant(name, by_variant[name], config) for name in sorted(by_variant)]
+
+    non_saturated = 0
+    weighted_kv = 0.0
+    weighted_queue = 0.0
+    for variant in variants:
+        non_saturated += variant.non_saturated_count
+        weighted_kv += variant.avg_spare_kv_capacity * variant.non_saturated_count
+        weighted_queue += variant.avg_spare_queue_length * variant.non_saturated_count
+    avg_kv = weighted_kv / non_saturated if non_saturated else 0.0
+    avg_queue = weighted_queue / non_saturated if non_saturated else 0.0
+
+    reason = _scale_up_reason(avg_kv, avg_queue, config)
+    analysis = ModelSaturationAnalysis(
+        model_id=model_id,
+        namespace=namespace,
+        analyzed_at=analyzed_at,
+        total_replicas=len(replicas),
+        non_saturated_count=non_saturated,
+        avg_spare_kv_capacity=avg_kv,
+        avg_spare_queue_length=avg_queue,
+        should_scale_up=bool(reason),
+        scale_down_safe=_scale_down_safe(replicas, config),
+        scale_up_reason=reason,
+        variant_analyses=variants,
+    )
+    logger.debug(
+        "saturation analysed model=%s namespace=%s replicas=%d non_saturated=%d spare_kv=%.3f "
+        "spare_queue=%.1f scale_up=%s scale_down_safe=%s",
+        model_id, namespace, analysis.total_replicas, non_saturated, avg_kv, avg_queue,
+        analysis.should_scale_up, analysis.scale_down_safe,
+    )
+    return analysis
+
+
+def calculate_saturation_targets(
+    analysis: ModelSaturationAnalysis | None, states: Sequence[VariantReplicaState]
+) -> dict[str, int]:
+    """Replica targets for the variants of one model group: at most one ±1 step per call.
+
+    Without an analysis (or with no variant analysed) every state keeps its current replicas.
+    Otherwise targets cover exactly the analysed variants (those with at least one reporting
+    replica); a variant with no state is treated as having 0 current and 0 desired replicas.
+    """
+    if analysis is None or not analysis.variant_analyses:
+        return {state.variant_name: state.current_replicas for state in states}
+
+    state_by_name = {state.variant_name: state for state in states}
+    targets: dict[str, int] = {}
+    costs: dict[str, float] = {}
+    preserved: set[str] = set()
+    for variant in analysis.variant_analyses:
+        name = variant.variant_name
+        state = state_by_name.get(name) or VariantReplicaState(name, 0, 0)
+        current, desired = state.current_replicas, state.desired_replicas
+        stable = desired == 0 or desired == current
+        all_reporting = variant.replica_count == current
+        targets[name] = variant.replica_count if stable and all_reporting else current
+        if desired not in (0, current):
+            # wva's previous decision is still rolling out: hold it, and act elsewhere.
+            targets[name] = desired
+            preserved.add(name)
+        costs[name] = variant.cost
+
+    movable = [name for name in targets if name not in preserved]
+    if analysis.should_scale_up:
+        if movable:
+            chosen = min(movable, key=lambda n: (costs[n], n))
+            targets[chosen] += 1
+    elif analysis.scale_down_safe:
+        shrinkable = [name for name in movable if targets[name] > 1]
+        if shrinkable:
+            chosen = max(shrinkable, key=lambda n: (costs[n], n))
+            targets[chosen] -= 1
+    return targets
+
+
+def clamp_target(target: int, min_replicas: int, max_replicas: int | None) -> int:
+    """Bound a decision to the VA's ``[minReplicas, maxReplicas]``.
+
+    If the bounds conflict (``max_replicas < min_replicas``), ``max_replicas`` wins: it is the
+    budget cap, and the API forbids such a spec anyway.
+    """
+    bounded = max(target, min_replicas)
+    if max_replicas is not None:
+        bounded = min(bounded, max_replicas)
+    return bounded
