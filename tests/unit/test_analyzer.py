@@ -395,3 +395,32 @@ def test_scale_down_ignores_saturated_replicas_load() -> None:
     result = analyze_model_saturation("model", "ns", replicas, C0)
     assert result.scale_down_safe is True
     assert result.should_scale_up is False
+
+
+def test_worked_example_of_the_scaling_algorithm_doc() -> None:
+    """The two-cycle example in docs/scaling-algorithm.md, number for number."""
+    replicas = [
+        replica("llama-h100", 0.72, 1, pod="h100-a", cost=40),
+        replica("llama-h100", 0.78, 2, pod="h100-b", cost=40),
+        replica("llama-l40s", 0.70, 3, pod="l40s-a", cost=15),
+        replica("llama-l40s", 0.85, 0, pod="l40s-b", cost=15),
+    ]
+    analysis = analyze_model_saturation("meta/llama-3-8b", "prod", replicas, C0)
+    h100, l40s = analysis.variant_analyses
+
+    assert l40s.saturated_replicas == ["l40s-b"]
+    assert (h100.avg_spare_kv_capacity, h100.avg_spare_queue_length) == (pytest.approx(0.05), 3.5)
+    assert (l40s.avg_spare_kv_capacity, l40s.avg_spare_queue_length) == (pytest.approx(0.10), 2.0)
+    assert analysis.non_saturated_count == 3
+    assert analysis.avg_spare_kv_capacity == pytest.approx(0.2 / 3)
+    assert analysis.avg_spare_queue_length == 3.0
+    assert analysis.scale_up_reason == "KV spare Saturation low (0.067 < 0.100)"
+    assert analysis.scale_down_safe is False
+
+    cycle1 = [VariantReplicaState("llama-h100", 2), VariantReplicaState("llama-l40s", 2)]
+    assert calculate_saturation_targets(analysis, cycle1) == {"llama-h100": 2, "llama-l40s": 3}
+
+    # Next cycle, same load, the new L40S pod is not up yet: its decision is held, H100 grows.
+    cycle2 = [VariantReplicaState("llama-h100", 2, 2), VariantReplicaState("llama-l40s", 2, 3)]
+    assert calculate_saturation_targets(analysis, cycle2) == {"llama-h100": 3, "llama-l40s": 3}
+    assert clamp_target(3, 1, 2) == 2

@@ -312,3 +312,19 @@ def test_store_readers_never_see_a_half_applied_update() -> None:
     assert seen
     assert seen <= allowed
     assert store.version == 201
+
+
+def test_override_example_of_the_scaling_algorithm_doc() -> None:
+    store = SaturationConfigStore()
+    errors = store.update(
+        {
+            "default": SHIPPED_DEFAULT,
+            "llama-prod": "model_id: meta/llama-3-8b\nnamespace: prod\nkvCacheThreshold: 0.70\n"
+            "kvSpareTrigger: 0.15\n",
+            "granite-everywhere": "model_id: ibm/granite-3-8b\nqueueLengthThreshold: 10\n",
+        }
+    )
+    assert errors == {}
+    assert thresholds(store.get("meta/llama-3-8b", "prod")) == (0.70, 5.0, 0.15, 3.0)
+    assert thresholds(store.get("meta/llama-3-8b", "dev")) == (0.80, 5.0, 0.10, 3.0)
+    assert thresholds(store.get("ibm/granite-3-8b", "anywhere")) == (0.80, 10.0, 0.10, 3.0)
