@@ -1,0 +1,143 @@
+"""Per-pod saturation metrics (``ReplicaMetrics``) from one refresh of the two saturation queries."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from wva.collector import promql
+from wva.collector.types import (
+    FreshnessStatus,
+    PodResolver,
+    ReplicaMetrics,
+    ReplicaMetricsMetadata,
+    VariantRef,
+)
+from wva.collector.v2.errors import MetricsCollectionError
+from wva.collector.v2.registration import register_saturation_queries
+from wva.collector.v2.results import MetricResult, RefreshSpec
+from wva.collector.v2.source import MetricsSource
+
+__all__ = ["DEFAULT_STALENESS_THRESHOLD", "ReplicaMetricsCollector", "pod_label"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STALENESS_THRESHOLD = 120.0
+
+
+def pod_label(labels: object) -> str:
+    """The pod name of a sample: label ``pod``, else ``pod_name``, else ""."""
+    get = getattr(labels, "get", None)
+    if get is None:
+        return ""
+    return str(get(promql.LABEL_POD) or get(promql.LABEL_POD_FALLBACK) or "")
+
+
+@dataclass(slots=True)
+class _PodSample:
+    kv: float | None = None
+    queue: int | None = None
+
+
+class ReplicaMetricsCollector:
+    """Builds one ``ReplicaMetrics`` per pod of the given variants.
+
+    Samples older than ``staleness_threshold`` seconds are skipped (0 disables the filter; a sample
+    without a timestamp is kept). With real Prometheus this filter rarely bites: instant-query
+    samples carry the evaluation time, and a pod gone for more than the ``[1m]`` window simply
+    drops out of the result.
+    """
+
+    def __init__(
+        self,
+        source: MetricsSource,
+        mapper: PodResolver,
+        staleness_threshold: float = DEFAULT_STALENESS_THRESHOLD,
+        *,
+        source_name: str = "prometheus",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._source = source
+        self._mapper = mapper
+        self.staleness_threshold = staleness_threshold
+        self._source_name = source_name
+        self._clock = clock
+        register_saturation_queries(source.query_list())
+
+    async def collect(
+        self, model_id: str, namespace: str, variants: Sequence[VariantRef]
+    ) -> list[ReplicaMetrics]:
+        """Raise ``MetricsCollectionError`` if either query failed; sorted by (variant, pod)."""
+        params = {promql.PARAM_NAMESPACE: namespace, promql.PARAM_MODEL_ID: model_id}
+        results = await self._source.refresh(
+            RefreshSpec(queries=list(promql.SATURATION_QUERIES), params=params)
+        )
+        now = self._clock()
+        pods: dict[str, _PodSample] = {}
+        kv = self._checked(results, promql.Q_KV_CACHE_USAGE, "KV cache query failed")
+        for pod, value in self._pod_values(kv, now):
+            pods.setdefault(pod, _PodSample()).kv = value
+        queue = self._checked(results, promql.Q_QUEUE_LENGTH, "queue length query failed")
+        for pod, value in self._pod_values(queue, now):
+            pods.setdefault(pod, _PodSample()).queue = int(value)  # truncation, as upstream
+
+        by_name = {v.name: v for v in variants if v.namespace == namespace}
+        metadata = ReplicaMetricsMetadata(
+            collected_at=now, age=0.0, freshness_status=FreshnessStatus.FRESH, source=self._source_name
+        )
+        out: list[ReplicaMetrics] = []
+        for pod, sample in pods.items():
+            if sample.kv is None or sample.queue is None:
+                logger.debug(
+                    "Pod has only one saturation metric, using 0 for the other: pod=%s kv=%s queue=%s",
+                    pod, sample.kv, sample.queue,
+                )
+            va_name = self._mapper.get_va_for_pod(pod, namespace)
+            variant = by_name.get(va_name) if va_name is not None else None
+            if variant is None:
+                logger.debug("Skipping pod without a known variant: pod=%s namespace=%s va=%s",
+                             pod, namespace, va_name)
+                continue
+            out.append(
+                ReplicaMetrics(
+                    pod_name=pod,
+                    kv_cache_usage=sample.kv or 0.0,
+                    queue_length=sample.queue or 0,
+                    variant_name=variant.name,
+                    namespace=namespace,
+                    model_id=model_id,
+                    accelerator_name=variant.accelerator_name,
+                    cost=variant.cost,
+                    metadata=metadata,
+                )
+            )
+        out.sort(key=lambda r: (r.variant_name, r.pod_name))
+        return out
+
+    @staticmethod
+    def _checked(results: dict[str, MetricResult], name: str, what: str) -> MetricResult:
+        result = results.get(name)
+        if result is None:
+            raise MetricsCollectionError(f"{what}: no result for query {name!r}")
+        if result.error is not None:
+            raise MetricsCollectionError(f"{what}: {result.error}")
+        return result
+
+    def _pod_values(self, result: MetricResult, now: float) -> list[tuple[str, float]]:
+        out = []
+        for value in result.values:
+            pod = pod_label(value.labels)
+            if not pod:
+                continue
+            if (
+                self.staleness_threshold > 0
+                and value.timestamp > 0
+                and now - value.timestamp > self.staleness_threshold
+            ):
+                logger.debug("Skipping stale sample: query=%s pod=%s age=%.1fs",
+                             result.query_name, pod, now - value.timestamp)
+                continue
+            out.append((pod, value.value))
+        return out
