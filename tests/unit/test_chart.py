@@ -1,0 +1,475 @@
+"""The Helm chart, rendered for real with helm-python-sdk (the Helm Go SDK), under several value sets.
+
+Every rendered object is validated (``kubernetes_validate --strict`` for Kubernetes 1.30-1.33,
+structural schemas for ServiceMonitor/ScaledObject), RBAC is checked against ``wva.rbac``, and the
+rendered Deployment environment is parsed by ``wva.settings.Settings`` exactly as the operator
+would at startup.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wva import settings as wva_settings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "workload-variant-autoscaler"
+RELEASE = "wva"
+NAMESPACE = "wva-system"
+
+
+def _load_manifest_checks() -> Any:
+    """The shared manifest checks live in test_kustomize.py; load them by path (layout-independent)."""
+    name = "wva_test_manifest_checks"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_kustomize.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+checks = _load_manifest_checks()
+
+
+@pytest.fixture(scope="module")
+def helm() -> Any:
+    try:
+        import helm_python
+    except ImportError:
+        message = "helm-python-sdk is not installed: pip install helm-python-sdk (or '.[test]')"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return helm_python
+
+
+@pytest.fixture(scope="module")
+def chart(helm: Any) -> Iterator[Any]:
+    with helm.Chart.load(CHART) as c:
+        yield c
+
+
+class Rendered:
+    """One rendering: the parsed objects and the NOTES text."""
+
+    def __init__(self, manifests: Mapping[str, str]) -> None:
+        self.notes = ""
+        self.objects: list[dict[str, Any]] = []
+        for path, text in manifests.items():
+            if path.endswith("NOTES.txt"):
+                self.notes = text
+            else:
+                self.objects += checks.load_documents(text)
+
+    def kind(self, kind: str) -> list[dict[str, Any]]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str) -> dict[str, Any]:
+        return dict(checks.one(self.objects, kind))
+
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        (found,) = [o for o in self.kind(kind) if o["metadata"]["name"] == name]
+        return found
+
+
+def render(chart: Any, values: dict[str, Any] | None = None) -> Rendered:
+    return Rendered(chart.render(values or {}, name=RELEASE, namespace=NAMESPACE))
+
+
+FULLNAME = f"{RELEASE}-workload-variant-autoscaler"
+SA = (NAMESPACE, f"{FULLNAME}-controller")
+PEM = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "namespaced": {"namespaceScoped": True, "watchNamespaces": ["llm-a", "llm-b"]},
+    "direct-keda": {
+        "actuation": {"mode": "direct"},
+        "hpa": {"enabled": False},
+        "keda": {"enabled": True, "triggerAuthenticationName": "prom-auth"},
+        "scaleTarget": {"namespace": "llm", "deploymentName": "vllm-llama", "variantName": "vllm-llama-va"},
+        "prometheus": {"tls": {"ca": {"secretName": "prom-ca"}}, "bearerToken": {"secretName": "prom-token"}},
+    },
+    "instance-monitor-overrides": {
+        "controllerInstance": "ci-1",
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "hpa": {"enabled": True},
+        "prometheusAdapter": {"rulesConfigMap": True},
+        "scaleTarget": {"namespace": "llm", "deploymentName": "vllm-llama", "variantName": "vllm-llama-va"},
+        "saturation": {
+            "overrides": {
+                "llama-8b": {"model_id": "meta/llama-3.1-8b", "namespace": "llm", "kvCacheThreshold": 0.7},
+                "qwen": {"model_id": "Qwen/Qwen3-0.6B", "namespace": "llm", "queueLengthThreshold": 8},
+            }
+        },
+        "prometheus": {
+            "tls": {"ca": {"pem": PEM}, "clientCert": {"secretName": "prom-client"}},
+            "bearerToken": {"serviceAccountToken": True},
+            "serverName": "prometheus.monitoring",
+        },
+    },
+}
+WATCH = {"namespaced": ("llm-a", "llm-b")}
+MODES = {"direct-keda": "direct"}
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def rendered(request: pytest.FixtureRequest, chart: Any) -> tuple[str, Rendered]:
+    return request.param, render(chart, VALUE_SETS[request.param])
+
+
+def test_chart_metadata(chart: Any) -> None:
+    assert chart.name == "workload-variant-autoscaler"
+    assert chart.version == "0.1.0"
+    assert chart.metadata["appVersion"] == "0.1.0"
+
+
+def test_helm_lint_is_clean(helm: Any) -> None:
+    report = helm.lint(CHART, strict=True, namespace=NAMESPACE)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_every_rendered_object_is_valid(rendered: tuple[str, Rendered]) -> None:
+    _, out = rendered
+    assert out.objects
+    assert checks.validate_objects(out.objects) == []
+
+
+def test_rbac_covers_wva_rbac_and_nothing_more(rendered: tuple[str, Rendered]) -> None:
+    name, out = rendered
+    problems = checks.rbac_problems(
+        out.objects,
+        own_namespace=NAMESPACE,
+        actuation_mode=MODES.get(name, "hpa"),
+        watch_namespaces=WATCH.get(name, ()),
+        subject=SA,
+    )
+    assert problems == []
+
+
+def test_scale_subresource_only_with_direct_actuation(rendered: tuple[str, Rendered]) -> None:
+    name, out = rendered
+    granted = [
+        res
+        for role in out.kind("ClusterRole") + out.kind("Role")
+        for rule in role["rules"]
+        for res in rule["resources"]
+    ]
+    assert ("deployments/scale" in granted) == (name == "direct-keda")
+
+
+def test_namespaced_mode_uses_roles_in_watched_namespaces(chart: Any) -> None:
+    out = render(chart, VALUE_SETS["namespaced"])
+    from wva import rbac
+
+    # Nothing about VAs, Deployments or Pods is granted cluster-wide ...
+    for request in [
+        ("llmd.ai", "variantautoscalings", "", "list"),
+        ("apps", "deployments", "", "watch"),
+        ("", "pods", "", "list"),
+    ]:
+        assert not rbac.is_allowed(*request, None, out.objects, subject=SA)
+        assert rbac.is_allowed(*request, "llm-a", out.objects, subject=SA)
+        assert not rbac.is_allowed(*request, "kube-system", out.objects, subject=SA)
+    deployment = out.one("Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=llm-a" in args and "--namespace=llm-b" in args and "--all-namespaces" not in args
+    assert checks.env_of(deployment)["WATCH_NAMESPACE"]["value"] == "llm-a,llm-b"
+
+
+def test_namespace_scoped_without_list_watches_the_release_namespace(chart: Any) -> None:
+    out = render(chart, {"namespaceScoped": True})
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in out.kind("Role")}
+    assert (NAMESPACE, f"{FULLNAME}-manager") in roles
+    assert checks.env_of(out.one("Deployment"))["WATCH_NAMESPACE"]["value"] == NAMESPACE
+    assert (
+        checks.rbac_problems(out.objects, own_namespace=NAMESPACE, watch_namespaces=(NAMESPACE,), subject=SA)
+        == []
+    )
+
+
+def test_default_deployment_contract(chart: Any) -> None:
+    out = render(chart)
+    deployment = out.one("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deployment["spec"]["replicas"] == 2
+    assert container["image"] == "ghcr.io/llm-d-incubation/wva:0.1.0"
+    assert container["args"][:2] == ["run", "--all-namespaces"]
+    assert pod["securityContext"]["runAsUser"] == 65532 and pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http-metrics": 8080, "probes": 8081}
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert "emptyDir" in tmp
+    env = checks.env_of(deployment)
+    assert env["ACTUATION_MODE"]["value"] == "hpa"
+    assert env["LEADER_ELECTION"]["value"] == "true"
+    assert env["PROMETHEUS_TLS_INSECURE_SKIP_VERIFY"]["value"] == "false"
+    assert "CONTROLLER_INSTANCE" not in env
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # The metrics Service reaches these pods on the metrics port.
+    service = out.one("Service")
+    assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
+    assert service["spec"]["ports"][0]["targetPort"] == "http-metrics"
+    assert out.kind("ServiceMonitor") == [] and out.kind("HorizontalPodAutoscaler") == []
+
+
+def pod_labels(deployment: Mapping[str, Any]) -> dict[str, str]:
+    return dict(deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def _settings_env(out: Rendered, tmp_path: Path) -> dict[str, str]:
+    """The container environment as the kubelet would build it; mounted files become temp files."""
+    deployment = out.one("Deployment")
+    cms = {c["metadata"]["name"]: c["data"] for c in out.kind("ConfigMap")}
+    mounts = {
+        m["name"]: m["mountPath"]
+        for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    }
+    env: dict[str, str] = {}
+    for name, var in checks.env_of(deployment).items():
+        if "value" in var:
+            env[name] = var["value"]
+        elif "fieldRef" in var["valueFrom"]:
+            env[name] = {"metadata.namespace": NAMESPACE, "metadata.name": "wva-abc-123"}[
+                var["valueFrom"]["fieldRef"]["fieldPath"]
+            ]
+        else:
+            ref = var["valueFrom"]["configMapKeyRef"]
+            env[name] = cms[ref["name"]][ref["key"]]
+        if name.endswith("_PATH") and not env[name].startswith("/var/run/secrets/"):
+            assert str(Path(env[name]).parent) in mounts.values(), f"{name} points outside every mount"
+            local = tmp_path / name
+            local.write_text("x")
+            env[name] = str(local)
+        elif name.endswith("_PATH"):
+            local = tmp_path / name
+            local.write_text("token")
+            env[name] = str(local)
+    return env
+
+
+def test_rendered_environment_is_accepted_by_settings(rendered: tuple[str, Rendered], tmp_path: Path) -> None:
+    name, out = rendered
+    env = _settings_env(out, tmp_path)
+    s = wva_settings.Settings.from_env(env)
+    assert s.pod_namespace == NAMESPACE
+    assert s.config_map_name == f"{FULLNAME}-variantautoscaling-config"
+    assert s.saturation_config_map_name == f"{FULLNAME}-saturation-scaling-config"
+    assert s.global_opt_interval == 30.0
+    assert tuple(s.watch_namespaces) == WATCH.get(name, ())
+    assert str(s.actuation_mode) == MODES.get(name, "hpa")
+    expected_instance = "ci-1" if name == "instance-monitor-overrides" else None
+    assert (s.controller_instance or None) == expected_instance
+
+
+def test_prometheus_credentials_are_mounted_files(chart: Any) -> None:
+    out = render(chart, VALUE_SETS["direct-keda"])
+    deployment = out.one("Deployment")
+    env = checks.env_of(deployment)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert env["PROMETHEUS_CA_CERT_PATH"]["value"] == "/etc/wva/prometheus-ca/ca.crt"
+    assert volumes["prometheus-ca"]["secret"]["secretName"] == "prom-ca"
+    assert env["PROMETHEUS_TOKEN_PATH"]["value"] == "/etc/wva/prometheus-token/token"
+    assert volumes["prometheus-token"]["secret"]["secretName"] == "prom-token"
+    assert "PROMETHEUS_BEARER_TOKEN" not in env  # never a token in plain env
+
+    out = render(chart, VALUE_SETS["instance-monitor-overrides"])
+    deployment = out.one("Deployment")
+    env = checks.env_of(deployment)
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    ca_cm = out.named("ConfigMap", f"{FULLNAME}-prometheus-ca")
+    assert ca_cm["data"]["ca.crt"].strip() == PEM.strip()
+    assert volumes["prometheus-ca"]["configMap"]["name"] == ca_cm["metadata"]["name"]
+    assert env["PROMETHEUS_TOKEN_PATH"]["value"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert env["PROMETHEUS_CLIENT_CERT_PATH"]["value"] == "/etc/wva/prometheus-client/tls.crt"
+    assert volumes["prometheus-client"]["secret"]["secretName"] == "prom-client"
+    assert env["PROMETHEUS_SERVER_NAME"]["value"] == "prometheus.monitoring"
+
+
+def test_configmaps_carry_config_and_overrides(chart: Any) -> None:
+    out = render(chart, VALUE_SETS["instance-monitor-overrides"] | {"globalOptInterval": "45s"})
+    main = out.named("ConfigMap", f"{FULLNAME}-variantautoscaling-config")["data"]
+    assert main["GLOBAL_OPT_INTERVAL"] == "45s"
+    assert main["PROMETHEUS_METRICS_CACHE_ENABLED"] == "true"
+    assert main["PROMETHEUS_METRICS_CACHE_TTL"] == "30s"
+    sat = out.named("ConfigMap", f"{FULLNAME}-saturation-scaling-config")["data"]
+    assert yaml.safe_load(sat["default"]) == {
+        "kvCacheThreshold": 0.8,
+        "queueLengthThreshold": 5,
+        "kvSpareTrigger": 0.1,
+        "queueSpareTrigger": 3,
+    }
+    # An override carries only what it overrides (the operator merges it over "default").
+    assert yaml.safe_load(sat["llama-8b"]) == {
+        "model_id": "meta/llama-3.1-8b",
+        "namespace": "llm",
+        "kvCacheThreshold": 0.7,
+    }
+    assert yaml.safe_load(sat["qwen"]) == {
+        "model_id": "Qwen/Qwen3-0.6B",
+        "namespace": "llm",
+        "queueLengthThreshold": 8,
+    }
+    assert set(sat) == {"default", "llama-8b", "qwen"}
+
+
+def test_hpa_selects_the_variant_series(chart: Any) -> None:
+    out = render(chart, VALUE_SETS["instance-monitor-overrides"])
+    hpa = out.one("HorizontalPodAutoscaler")
+    assert hpa["metadata"]["namespace"] == "llm"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "vllm-llama",
+    }
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["type"] == "External"
+    assert metric["external"]["metric"]["name"] == "wva_desired_replicas"
+    assert metric["external"]["metric"]["selector"]["matchLabels"] == {
+        "variant_name": "vllm-llama-va",
+        "exported_namespace": "llm",
+        "controller_instance": "ci-1",
+    }
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "1"}
+    monitor = out.one("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels(out.one("Deployment")).items()
+    rules = yaml.safe_load(
+        out.named("ConfigMap", f"{FULLNAME}-prometheus-adapter-rules")["data"]["config.yaml"]
+    )
+    (rule,) = rules["externalRules"]
+    assert rule["name"]["as"] == "wva_desired_replicas"
+    assert rule["resources"]["overrides"]["exported_namespace"] == {"resource": "namespace"}
+    assert checks.env_of(out.one("Deployment"))["CONTROLLER_INSTANCE"]["value"] == "ci-1"
+
+
+def test_hpa_selector_has_no_controller_instance_when_unset(chart: Any) -> None:
+    values = {"hpa": {"enabled": True}, "scaleTarget": {"deploymentName": "d", "variantName": "v"}}
+    hpa = render(chart, values).one("HorizontalPodAutoscaler")
+    labels = hpa["spec"]["metrics"][0]["external"]["metric"]["selector"]["matchLabels"]
+    assert labels == {"variant_name": "v", "exported_namespace": NAMESPACE}
+
+
+def test_keda_scaledobject_queries_the_variant(chart: Any) -> None:
+    out = render(chart, VALUE_SETS["direct-keda"] | {"controllerInstance": "ci-2"})
+    so = out.one("ScaledObject")
+    assert so["metadata"]["namespace"] == "llm"
+    assert so["spec"]["scaleTargetRef"]["name"] == "vllm-llama"
+    (trigger,) = so["spec"]["triggers"]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+    assert trigger["metadata"]["threshold"] == "1"
+    assert trigger["metadata"]["query"] == (
+        'sum(wva_desired_replicas{controller_instance="ci-2",exported_namespace="llm",variant_name="vllm-llama-va"})'
+    )
+    assert trigger["authenticationRef"] == {"name": "prom-auth"}
+    assert out.kind("HorizontalPodAutoscaler") == []
+    assert "will fight" in out.notes  # direct actuation + KEDA on one Deployment is flagged
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"actuation": {"mode": "sometimes"}}, "actuation.mode"),
+        ({"hpa": {"enabled": True}}, "scaleTarget.deploymentName"),
+        ({"keda": {"enabled": True}, "scaleTarget": {"deploymentName": "d"}}, "scaleTarget.variantName"),
+        ({"saturation": {"overrides": {"x": {"namespace": "n"}}}}, "model_id"),
+        ({"saturation": {"overrides": {"default": {"model_id": "m", "namespace": "n"}}}}, "default"),
+        ({"leaderElection": {"enabled": False}}, "leaderElection"),
+    ],
+)
+def test_invalid_values_fail_with_a_clear_message(
+    chart: Any, helm: Any, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmError) as err:
+        render(chart, values)
+    assert message in str(err.value)
+
+
+def test_single_replica_without_leader_election_renders(chart: Any) -> None:
+    out = render(chart, {"replicaCount": 1, "leaderElection": {"enabled": False}})
+    assert checks.env_of(out.one("Deployment"))["LEADER_ELECTION"]["value"] == "false"
+
+
+def test_openshift_style_security_context(chart: Any) -> None:
+    values = {"podSecurityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None}}
+    out = render(chart, values)
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod["securityContext"])
+    assert checks.validate_objects(out.objects) == []
+
+
+def test_chart_crd_equals_the_single_source() -> None:
+    source = REPO / "crds" / "llmd.ai_variantautoscalings.yaml"
+    copy = CHART / "crds" / source.name
+    assert copy.exists(), "the chart has no CRD copy; run `make sync-crds`"
+    assert copy.read_bytes() == source.read_bytes(), "the chart CRD drifted from crds/; run `make sync-crds`"
+
+
+def test_chart_crd_is_what_helm_installs(chart: Any) -> None:
+    (crd,) = chart.crds
+    loaded = yaml.safe_load(crd["data"])
+    source = yaml.safe_load((REPO / "crds" / "llmd.ai_variantautoscalings.yaml").read_text())
+    assert loaded == source
+    assert checks.validate_objects([loaded]) == []
+
+
+def test_every_value_is_documented() -> None:
+    """Each key in values.yaml has a comment right above it, or an ancestor has (data blocks such as
+    resources), or it is a pure grouping key whose children are all documented."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    nodes: list[dict[str, Any]] = []
+    stack: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        while stack and stack[-1]["indent"] >= indent:
+            stack.pop()
+        node = {
+            "key": stripped.split(":", 1)[0],
+            "indent": indent,
+            "commented": i > 0 and lines[i - 1].strip().startswith("#"),
+            "parent": stack[-1] if stack else None,
+            "children": [],
+        }
+        if node["parent"] is not None:
+            node["parent"]["children"].append(node)
+        nodes.append(node)
+        stack.append(node)
+
+    def ancestor_commented(node: dict[str, Any]) -> bool:
+        parent = node["parent"]
+        while parent is not None:
+            if parent["commented"]:
+                return True
+            parent = parent["parent"]
+        return False
+
+    def documented(node: dict[str, Any]) -> bool:
+        if node["commented"] or ancestor_commented(node):
+            return True
+        return bool(node["children"]) and all(documented(c) for c in node["children"])
+
+    assert len(nodes) > 50
+    assert [n["key"] for n in nodes if not documented(n)] == []
