@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from wva.collector.types import (
     MetricsValidationResult,
@@ -12,9 +13,16 @@ from wva.collector.types import (
     VariantRef,
 )
 
+if TYPE_CHECKING:
+    from wva.collector.legacy import CacheConfig
+    from wva.collector.types import PodResolver
+
+log = logging.getLogger(__name__)
+
 __all__ = [
     "MetricsCollector",
     "collector_v2_enabled",
+    "new_metrics_collector",
 ]
 
 _TRUTHY = frozenset({"true", "1", "yes", "on"})
@@ -54,3 +62,29 @@ class MetricsCollector(Protocol):
     async def collect_replica_metrics(
         self, model_id: str, namespace: str, variants: Sequence[VariantRef]
     ) -> list[ReplicaMetrics]: ...
+
+
+def new_metrics_collector(
+    v2: bool,
+    prom: Any,
+    resolver: PodResolver,
+    *,
+    cache_config: CacheConfig | None = None,
+    query_timeout: float = 10.0,
+) -> MetricsCollector:
+    """Build the collector ``COLLECTOR_V2`` selects; both answer all three engine calls.
+
+    ``prom`` is a ``prometheus_api_client.PrometheusConnect``; ``resolver`` maps pods to VAs from
+    watched state.
+    """
+    if v2:
+        from wva.collector.v2 import PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
+
+        registry = SourceRegistry()
+        registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=query_timeout)))
+        log.info("Metrics collector selected collector=v2 source=prometheus")
+        return V2MetricsCollector(registry, resolver)
+    from wva.collector.legacy import PrometheusCollector
+
+    log.info("Metrics collector selected collector=v1")
+    return PrometheusCollector(prom, cache_config, resolver)

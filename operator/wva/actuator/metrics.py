@@ -1,0 +1,141 @@
+"""The operator's Prometheus metrics: the ``wva_*`` decision gauges and its own health.
+
+Everything lives in one ``CollectorRegistry`` per operator instance (not the process-global one), so
+tests and the demo can run several instances side by side, and a standby replica can clear its
+decision series entirely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+DECISION_LABELS = ("variant_name", "namespace", "accelerator_type")
+
+
+class OperatorMetrics:
+    """Self-metrics: cycle duration, queries, cache, API calls, errors, leadership."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.cycle_duration = Histogram(
+            "wva_engine_cycle_duration_seconds",
+            "Wall time of one saturation engine cycle.",
+            registry=registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.cycles = Counter(
+            "wva_engine_cycles_total", "Engine cycles run, by outcome.", ["outcome"], registry=registry
+        )
+        self.queries = Counter(
+            "wva_metrics_queries_total",
+            "Metric source queries, by source and outcome.",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.query_latency = Histogram(
+            "wva_metrics_query_duration_seconds",
+            "Latency of one metric source query (including retries).",
+            ["source"],
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.cache_requests = Counter(
+            "wva_metrics_cache_requests_total", "Metrics cache lookups, by result.", ["result"], registry=registry
+        )
+        self.kube_requests = Counter(
+            "wva_kube_api_requests_total",
+            "Kubernetes API requests made by the engine and actuator, by verb, resource and outcome.",
+            ["verb", "resource", "outcome"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "wva_errors_total", "Errors by component and kind.", ["component", "kind"], registry=registry
+        )
+        self.decisions = Counter(
+            "wva_scaling_decisions_total",
+            "Replica changes decided, by direction.",
+            ["namespace", "variant_name", "direction"],
+            registry=registry,
+        )
+        self.leader = Gauge("wva_leader", "1 while this replica runs the engine.", registry=registry)
+        self.metrics_source = Gauge(
+            "wva_metrics_source_active",
+            "1 for the metrics source that served the model's last cycle.",
+            ["namespace", "model_id", "source"],
+            registry=registry,
+        )
+
+
+class MetricsEmitter:
+    """Publishes each variant's decision as ``wva_desired_replicas`` & co. (the HPA/KEDA input)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, controller_instance: str = "") -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.controller_instance = controller_instance
+        labels = [*DECISION_LABELS, "controller_instance"] if controller_instance else list(DECISION_LABELS)
+        self.desired = Gauge(
+            "wva_desired_replicas", "Replicas wva decided for the variant.", labels, registry=self.registry
+        )
+        self.current = Gauge(
+            "wva_current_replicas", "Replicas the variant's Deployment has.", labels, registry=self.registry
+        )
+        self.ratio = Gauge(
+            "wva_desired_ratio",
+            "Desired over current replicas (= desired when current is 0).",
+            labels,
+            registry=self.registry,
+        )
+        self.operator = OperatorMetrics(self.registry)
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def _labels(self, variant_name: str, namespace: str, accelerator: str) -> tuple[str, ...]:
+        base = (variant_name, namespace, accelerator)
+        return (*base, self.controller_instance) if self.controller_instance else base
+
+    def emit(self, variant_name: str, namespace: str, accelerator: str, desired: int, current: int) -> None:
+        """Publish one variant's decision; a changed accelerator replaces the old series."""
+        labels = self._labels(variant_name, namespace, accelerator)
+        with self._lock:
+            previous = self._series.get((namespace, variant_name))
+            if previous is not None and previous != labels:
+                self._remove_labels(previous)
+            self._series[(namespace, variant_name)] = labels
+            self.desired.labels(*labels).set(desired)
+            self.current.labels(*labels).set(current)
+            self.ratio.labels(*labels).set(desired / current if current > 0 else desired)
+
+    def remove(self, variant_name: str, namespace: str) -> bool:
+        """Drop a deleted variant's series. Returns whether it had any."""
+        with self._lock:
+            labels = self._series.pop((namespace, variant_name), None)
+            if labels is None:
+                return False
+            self._remove_labels(labels)
+            return True
+
+    def clear(self) -> None:
+        """Drop every decision series (a replica that lost leadership publishes none)."""
+        with self._lock:
+            for labels in self._series.values():
+                self._remove_labels(labels)
+            self._series.clear()
+
+    def series(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        with self._lock:
+            return dict(self._series)
+
+    def _remove_labels(self, labels: tuple[str, ...]) -> None:
+        for gauge in (self.desired, self.current, self.ratio):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """Read a sample back (for status output and tests)."""
+        return self.registry.get_sample_value(name, labels)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

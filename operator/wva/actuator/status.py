@@ -1,0 +1,151 @@
+"""Writes VariantAutoscaling status: complete sub-objects, all three conditions, retried on transient errors.
+
+Each VA's status is built from the last status we know (what we wrote, or what the watch delivered)
+plus the changes of this cycle, and sent as a merge patch to the status subresource. Conditions are
+a list, which a merge patch replaces whole, so the full list is always sent. Writes for one VA are
+serialised; a write that changes nothing but ``lastRunTime`` is skipped until the heartbeat is due,
+which keeps API traffic proportional to change rather than to fleet size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wva.api.v1alpha1 import (
+    ActuationStatus,
+    Allocation,
+    Condition,
+    OptimizedAlloc,
+    VariantAutoscalingStatus,
+    set_condition,
+)
+from wva.inventory import Inventory, VariantRecord
+from wva.kube import KubeClient, KubeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionUpdate:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """What one cycle (or handler) wants to change; None fields are left as they are."""
+
+    conditions: tuple[ConditionUpdate, ...] = ()
+    desired: tuple[int, str] | None = None  # (replicas, accelerator)
+    current_alloc: Allocation | None = None
+    actuation_applied: bool | None = None
+
+
+class StatusWriter:
+    def __init__(
+        self,
+        kube: KubeClient,
+        inventory: Inventory,
+        *,
+        heartbeat: float = 300.0,
+        max_attempts: int = 4,
+        backoff: float = 0.2,
+        now: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.inventory = inventory
+        self.heartbeat = heartbeat
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._last_full_write: dict[tuple[str, str], float] = {}
+        self.failed_writes = 0
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._locks.pop((namespace, name), None)
+        self._last_full_write.pop((namespace, name), None)
+
+    def build(self, record: VariantRecord, update: StatusUpdate) -> VariantAutoscalingStatus:
+        """The complete status after applying ``update`` to what we know (pure; for tests too)."""
+        now = self._now().replace(microsecond=0)
+        status = record.status
+        conditions: list[Condition] = list(status.conditions)
+        for cond in update.conditions:
+            conditions = set_condition(
+                conditions, cond.type, cond.status, cond.reason, cond.message[:32768], record.generation, now
+            )
+        desired = status.desired_optimized_alloc
+        if update.desired is not None:
+            replicas, accelerator = update.desired
+            if len(accelerator) >= 2:  # the CRD's minLength; otherwise leave the old decision in place
+                desired = OptimizedAlloc(accelerator=accelerator, num_replicas=replicas, last_run_time=now)
+        actuation = status.actuation
+        if update.actuation_applied is not None:
+            actuation = ActuationStatus(applied=update.actuation_applied)
+        return VariantAutoscalingStatus(
+            current_alloc=update.current_alloc or status.current_alloc,
+            desired_optimized_alloc=desired,
+            actuation=actuation,
+            conditions=conditions,
+        )
+
+    async def write(self, record: VariantRecord, update: StatusUpdate) -> bool:
+        """Apply ``update``; True once the API accepted it (or nothing needed writing)."""
+        key = record.key
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            # the record may have changed while we waited for the lock
+            record = self.inventory.variant(record.namespace, record.name) or record
+            new_status = self.build(record, update)
+            if not self._needs_write(key, record.status, new_status):
+                return True
+            body = new_status.dump()
+            for attempt in range(1, self.max_attempts + 1):
+                try:
+                    await self.kube.patch_va_status(record.namespace, record.name, body)
+                except KubeError as exc:
+                    if exc.status == 404:
+                        log.info("VA vanished before its status write namespace=%s name=%s", *key)
+                        return False
+                    if not exc.retryable or attempt == self.max_attempts:
+                        self.failed_writes += 1
+                        log.warning(
+                            "Status write failed namespace=%s name=%s attempt=%d error=%s",
+                            record.namespace, record.name, attempt, exc,
+                        )
+                        return False
+                    delay = self.backoff * (2 ** (attempt - 1)) * (1 + random.random() * 0.1)
+                    log.info(
+                        "Status write retry namespace=%s name=%s status=%s delay=%.2fs",
+                        record.namespace, record.name, exc.status, delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                self.inventory.update_variant_status(record.namespace, record.name, new_status)
+                self._last_full_write[key] = time.monotonic()
+                return True
+            return False
+
+    def _needs_write(
+        self, key: tuple[str, str], old: VariantAutoscalingStatus, new: VariantAutoscalingStatus
+    ) -> bool:
+        if _comparable(old) != _comparable(new):
+            return True
+        last = self._last_full_write.get(key)
+        return last is None or time.monotonic() - last >= self.heartbeat
+
+
+def _comparable(status: VariantAutoscalingStatus) -> dict[str, Any]:
+    data = status.dump()
+    data.get("desiredOptimizedAlloc", {}).pop("lastRunTime", None)
+    return data

@@ -1,0 +1,123 @@
+"""The ``wva`` command: ``run`` the operator, ``demo`` it locally, ``emulate`` a vLLM pod, print ``version``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from wva import __version__
+
+log = logging.getLogger("wva")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # kopf's own chatter at INFO is per-object; keep it one level quieter than ours
+    logging.getLogger("kopf").setLevel(max(logging.getLogger().level, logging.WARNING))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wva", description="Workload-Variant-Autoscaler for vLLM on Kubernetes")
+    parser.add_argument("--version", action="version", version=f"wva {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the operator",
+        description=(
+            "Run the operator against the cluster (in-cluster config, else kubeconfig). Configuration comes "
+            "from environment variables (PROMETHEUS_BASE_URL, COLLECTOR_V2, GLOBAL_OPT_INTERVAL, ACTUATION_MODE, "
+            "...; see docs/configuration.md)."
+        ),
+    )
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    scope.add_argument(
+        "--namespace", "-n", action="append", default=[], metavar="NS",
+        help="watch only this namespace (repeatable; also WATCH_NAMESPACE=a,b)",
+    )
+    run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (default 8080; -1 disables)")
+    run.add_argument("--probe-port", type=int, default=8081, help="port of /healthz and /readyz (default 8081)")
+    run.add_argument("--log-level", default=None, help="debug, info, warning or error (default: LOG_LEVEL or info)")
+
+    demo = sub.add_parser("demo", help="run the whole autoscaler locally on an embedded environment")
+    from wva.sim.demo_cli import add_demo_arguments
+
+    add_demo_arguments(demo)
+
+    emulate = sub.add_parser("emulate", help="serve one emulated vLLM pod's /metrics (for e2e deployments)")
+    emulate.add_argument("--port", type=int, default=8000)
+    emulate.add_argument("--model", required=True)
+    emulate.add_argument("--pod", default=os.environ.get("POD_NAME", "vllm"))
+    emulate.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, log_level: str | None) -> int:
+    import kopf
+
+    from wva.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env(require_prometheus=True)
+    except SettingsError as exc:
+        configure_logging("INFO")
+        for problem in exc.problems:
+            log.error("Configuration error: %s", problem)
+        return 2
+    configure_logging(log_level or settings.log_level)
+    import wva.handlers  # noqa: F401  (registers the handlers)
+    from wva.runtime import Runtime
+
+    runtime = Runtime.build(settings, metrics_port=metrics_port, probe_port=probe_port)
+    watched = list(namespaces) or list(settings.watch_namespaces)
+    if watched and settings.pod_namespace not in watched:
+        watched.append(settings.pod_namespace)  # the ConfigMaps live there
+    memo = kopf.Memo(runtime=runtime)
+    log.info("Starting wva %s namespaces=%s", __version__, ",".join(watched) or "<all>")
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not watched,
+            namespaces=watched,
+            standalone=True,
+            memo=memo,
+        )
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"wva {__version__}")
+        return 0
+    if args.command == "run":
+        return run_operator(args.namespace, args.metrics_port, args.probe_port, args.log_level)
+    if args.command == "emulate":
+        configure_logging(os.environ.get("LOG_LEVEL", "info"))
+        from wva.sim.vllm import serve_single_pod
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_single_pod(args.model, args.port, args.namespace, args.pod))
+        return 0
+    if args.command == "demo":
+        from wva.sim.demo_cli import run_demo
+
+        return run_demo(args)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""kopf handlers: watch VAs, Deployments, Pods and the two ConfigMaps into the inventory; start the runtime.
+
+Run with ``wva run`` (or ``kopf run -m wva.handlers --all-namespaces``). Only event handlers are
+used: the inventory is a cache of watch streams, so kopf never needs to store handler progress on
+the objects (no annotations, no finalizers, no extra writes).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from wva.api.constants import GROUP, PLURAL, VERSION
+from wva.collector.legacy import load_cache_config
+from wva.runtime import Runtime
+from wva.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime = getattr(memo, "runtime", None)
+    if runtime is None:
+        raise kopf.PermanentError("wva runtime not initialised")
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.peering.standalone = True  # leader election is wva's own Lease
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.persistence.finalizer = "wva.llmd.ai/finalizer"  # never added: only event handlers are used
+    runtime = getattr(memo, "runtime", None)
+    if runtime is None:
+        runtime = Runtime.build(
+            Settings.from_env(require_prometheus=True),
+            metrics_port=int(getattr(memo, "metrics_port", 8080)),
+            probe_port=int(getattr(memo, "probe_port", 8081)),
+        )
+        memo.runtime = runtime
+    await runtime.start()
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    runtime = getattr(memo, "runtime", None)
+    if runtime is not None:
+        await runtime.stop()
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Use the explicit API URL when one is configured (the embedded local API); else kopf's defaults."""
+    runtime = getattr(memo, "runtime", None)
+    url = runtime.settings.kube_api_url if runtime is not None else Settings.from_env().kube_api_url
+    if url:
+        return kopf.ConnectionInfo(server=url, insecure=url.startswith("http://"))
+    return kopf.login_via_client(**kwargs)
+
+
+# --- VariantAutoscalings --------------------------------------------------------------------------
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def variant_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    runtime = _runtime(memo)
+    meta = body.get("metadata", {})
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    if type == "DELETED":
+        if runtime.inventory.delete_variant(namespace, name) is not None:
+            runtime.engine.forget(namespace, name)
+            log.info("VA deleted namespace=%s name=%s", namespace, name)
+        return
+    previous = runtime.inventory.variant(namespace, name)
+    record = runtime.inventory.apply_variant(body)
+    if record is None:
+        if previous is not None:
+            runtime.engine.forget(namespace, name)  # relabelled away from this controller instance
+        return
+    if previous is None:
+        log.info(
+            "VA observed namespace=%s name=%s model=%s deployment=%s accelerator=%s",
+            namespace, name, record.model_id, record.deployment_name, record.accelerator or "-",
+        )
+    changed_target = previous is None or previous.deployment_name != record.deployment_name
+    if runtime.is_leader and record.problem is None and changed_target:
+        await runtime.engine.resolve_target(record)
+
+
+# --- Deployments ------------------------------------------------------------------------------------
+@kopf.on.event("apps", "v1", "deployments")
+async def deployment_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    runtime = _runtime(memo)
+    meta = body.get("metadata", {})
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
+    existed = runtime.inventory.deployment(namespace, name) is not None
+    if type == "DELETED":
+        runtime.inventory.delete_deployment(namespace, name)
+    else:
+        runtime.inventory.apply_deployment(body)
+    appeared_or_gone = existed != (type != "DELETED")
+    if appeared_or_gone and runtime.is_leader:
+        for record in runtime.inventory.variants_for_deployment(namespace, name):
+            if record.problem is None:
+                await runtime.engine.resolve_target(record)
+
+
+# --- Pods -----------------------------------------------------------------------------------------
+@kopf.on.event("", "v1", "pods")
+async def pod_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    runtime = _runtime(memo)
+    meta = body.get("metadata", {})
+    if type == "DELETED":
+        runtime.inventory.delete_pod(meta.get("namespace", ""), meta.get("name", ""))
+    else:
+        runtime.inventory.apply_pod(body)
+
+
+# --- ConfigMaps -------------------------------------------------------------------------------------
+def _is_config_map(name: str, namespace: str, memo: Any) -> bool:
+    runtime = getattr(memo, "runtime", None)
+    if runtime is None:
+        return False
+    s = runtime.settings
+    return namespace == s.pod_namespace and name in (s.saturation_config_map_name, s.config_map_name)
+
+
+@kopf.on.event("", "v1", "configmaps", when=lambda name, namespace, memo, **_: _is_config_map(name, namespace, memo))
+async def config_map_event(
+    type: str | None, body: kopf.Body, name: str, memo: Any, **_: Any
+) -> None:
+    runtime = _runtime(memo)
+    data = dict(body.get("data") or {})
+    deleted = type == "DELETED"
+    if name == runtime.settings.saturation_config_map_name:
+        if deleted:
+            runtime.config_store.clear_source()
+            log.warning("Saturation ConfigMap deleted; keeping the last configuration name=%s", name)
+            return
+        errors = runtime.config_store.update(data)
+        log.info(
+            "Saturation config updated name=%s entries=%d errors=%d version=%d",
+            name, len(data), len(errors), runtime.config_store.version,
+        )
+        for key, message in sorted(errors.items()):
+            log.warning("Invalid saturation config entry configmap=%s key=%s error=%s", name, key, message)
+            kopf.warn(body, reason="InvalidConfiguration", message=f"entry {key!r}: {message}"[:1024])
+        return
+    # the main ConfigMap: cache settings for collector v1, engine interval
+    runtime.main_config = {} if deleted else data
+    if not deleted:
+        _cache_config, warnings = load_cache_config(data)
+        for warning in warnings:
+            kopf.warn(body, reason="InvalidConfiguration", message=warning[:1024])

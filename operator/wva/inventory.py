@@ -1,0 +1,318 @@
+"""The in-memory view of VariantAutoscalings, Deployments and Pods that kopf's watch handlers keep current.
+
+The engine reads only this view (no API call to find what to scale or which pod serves which VA).
+All mutations happen on the operator's event loop; reads return immutable records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from wva.api.v1alpha1 import (
+    CONTROLLER_INSTANCE_LABEL,
+    VariantAutoscaling,
+    VariantAutoscalingStatus,
+    accelerator_name,
+    variant_cost,
+)
+from wva.collector.types import DEFAULT_VARIANT_COST, VariantRef
+from wva.collector.v2 import PodVAMapper
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True, slots=True)
+class VariantRecord:
+    """One VariantAutoscaling as the engine needs it. ``problem`` is set when it cannot be scaled."""
+
+    name: str
+    namespace: str
+    model_id: str = ""
+    deployment_name: str = ""
+    accelerator: str = ""
+    cost: float = DEFAULT_VARIANT_COST
+    min_replicas: int = 1
+    max_replicas: int | None = None
+    generation: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    uid: str | None = None
+    problem: str | None = None
+    status: VariantAutoscalingStatus = field(default_factory=VariantAutoscalingStatus)
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+    @property
+    def previous_desired(self) -> int:
+        alloc = self.status.desired_optimized_alloc
+        return alloc.num_replicas if alloc is not None else 0
+
+    def ref(self) -> VariantRef:
+        return VariantRef(
+            name=self.name,
+            namespace=self.namespace,
+            deployment_name=self.deployment_name,
+            accelerator_name=self.accelerator,
+            cost=self.cost,
+        )
+
+    def involved_object(self) -> dict[str, str]:
+        ref = {"apiVersion": "llmd.ai/v1alpha1", "kind": "VariantAutoscaling", "name": self.name,
+               "namespace": self.namespace}
+        if self.uid:
+            ref["uid"] = self.uid
+        return ref
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    name: str
+    namespace: str
+    spec_replicas: int = 1
+    status_replicas: int = 0
+    ready_replicas: int = 0
+    deleting: bool = False
+
+    @property
+    def current_replicas(self) -> int:
+        """Upstream's notion of "current": status.replicas, or spec.replicas while status says 0."""
+        return self.status_replicas if self.status_replicas > 0 else self.spec_replicas
+
+
+@dataclass(frozen=True, slots=True)
+class PodRecord:
+    name: str
+    namespace: str
+    deployment: str | None
+    ip: str | None = None
+    ready: bool = False
+    deleting: bool = False
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """``spec.variantCost: String should match pattern ...`` — the path of each bad field first."""
+    parts = []
+    for error in exc.errors()[:5]:
+        path = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{path}: {error.get('msg', 'invalid')} (got {error.get('input')!r})"[:300])
+    return "; ".join(parts)
+
+
+def parse_variant(body: Mapping[str, Any]) -> VariantRecord:
+    """Turn a VA object into a record; invalid content becomes ``problem`` instead of an exception."""
+    meta = body.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    namespace = str(meta.get("namespace", ""))
+    spec = body.get("spec") if isinstance(body.get("spec"), Mapping) else {}
+    assert isinstance(spec, Mapping)
+    target = spec.get("scaleTargetRef") if isinstance(spec.get("scaleTargetRef"), Mapping) else {}
+    assert isinstance(target, Mapping)
+    labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+    base: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "model_id": str(spec.get("modelID", "") or ""),
+        "deployment_name": str(target.get("name", "") or ""),
+        "labels": dict(labels or {}),
+        "uid": meta.get("uid"),
+        "generation": meta.get("generation") if isinstance(meta.get("generation"), int) else None,
+    }
+    try:
+        va = VariantAutoscaling.model_validate(dict(body))
+    except ValidationError as exc:
+        status = _lenient_status(body.get("status"))
+        return VariantRecord(**base, status=status, problem=f"invalid spec: {describe_validation_error(exc)}")
+    accelerator = accelerator_name(va)
+    problem = None
+    if not accelerator:
+        problem = (
+            "no accelerator: set spec.modelProfile.accelerators[0].acc or the label "
+            "inference.optimization/acceleratorName"
+        )
+    elif not va.spec.scale_target_ref.name:
+        problem = "spec.scaleTargetRef.name is empty"
+    try:
+        cost = variant_cost(va)
+    except ValueError as exc:
+        cost, problem = DEFAULT_VARIANT_COST, str(exc)
+    return VariantRecord(
+        **base,
+        accelerator=accelerator,
+        cost=cost,
+        min_replicas=va.spec.min_replicas,
+        max_replicas=va.spec.max_replicas,
+        status=va.status,
+        problem=problem,
+    )
+
+
+def _lenient_status(raw: Any) -> VariantAutoscalingStatus:
+    try:
+        return VariantAutoscalingStatus.model_validate(raw or {})
+    except ValidationError:
+        return VariantAutoscalingStatus()
+
+
+def parse_deployment(body: Mapping[str, Any]) -> DeploymentRecord:
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    replicas = spec.get("replicas")
+    return DeploymentRecord(
+        name=str(meta.get("name", "")),
+        namespace=str(meta.get("namespace", "")),
+        spec_replicas=int(replicas) if isinstance(replicas, int) else 1,
+        status_replicas=_int(status.get("replicas")),
+        ready_replicas=_int(status.get("readyReplicas")),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def pod_owner_deployment(body: Mapping[str, Any]) -> str | None:
+    """The Deployment owning a pod, derived from its ReplicaSet owner and pod-template-hash label."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    template_hash = labels.get("pod-template-hash")
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == "ReplicaSet" and owner.get("controller", True):
+            rs_name = str(owner.get("name", ""))
+            if template_hash and rs_name.endswith(f"-{template_hash}"):
+                return rs_name[: -len(template_hash) - 1]
+            head, _, _tail = rs_name.rpartition("-")
+            return head or None
+    return None
+
+
+def parse_pod(body: Mapping[str, Any]) -> PodRecord:
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    return PodRecord(
+        name=str(meta.get("name", "")),
+        namespace=str(meta.get("namespace", "")),
+        deployment=pod_owner_deployment(body),
+        ip=status.get("podIP"),
+        ready=ready and status.get("phase", "Running") == "Running",
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+class Inventory:
+    """Watched state plus the pod→VA mapper it feeds."""
+
+    def __init__(self, mapper: PodVAMapper | None = None, controller_instance: str = "") -> None:
+        self.mapper = mapper or PodVAMapper()
+        self.controller_instance = controller_instance
+        self._variants: dict[Key, VariantRecord] = {}
+        self._deployments: dict[Key, DeploymentRecord] = {}
+        self._pods: dict[Key, PodRecord] = {}
+        self._pods_by_deployment: dict[Key, set[str]] = {}
+
+    # --- VariantAutoscalings ---------------------------------------------------------------------
+    def manages(self, labels: Mapping[str, str]) -> bool:
+        """With CONTROLLER_INSTANCE set, only VAs carrying that instance label are ours."""
+        return not self.controller_instance or labels.get(CONTROLLER_INSTANCE_LABEL) == self.controller_instance
+
+    def apply_variant(self, body: Mapping[str, Any]) -> VariantRecord | None:
+        record = parse_variant(body)
+        if not record.name or not record.namespace:
+            return None
+        if not self.manages(record.labels):
+            self.delete_variant(record.namespace, record.name)
+            return None
+        previous = self._variants.get(record.key)
+        self._variants[record.key] = record
+        if record.deployment_name:
+            self.mapper.register(record.name, record.namespace, record.deployment_name)
+        elif previous is not None:
+            self.mapper.unregister(record.name, record.namespace)
+        return record
+
+    def update_variant_status(self, namespace: str, name: str, status: VariantAutoscalingStatus) -> None:
+        """Remember what we wrote, so the next cycle sees it before the watch event arrives."""
+        record = self._variants.get((namespace, name))
+        if record is not None:
+            self._variants[(namespace, name)] = _replace_status(record, status)
+
+    def delete_variant(self, namespace: str, name: str) -> VariantRecord | None:
+        record = self._variants.pop((namespace, name), None)
+        if record is not None:
+            self.mapper.unregister(name, namespace)
+        return record
+
+    def variant(self, namespace: str, name: str) -> VariantRecord | None:
+        return self._variants.get((namespace, name))
+
+    def variants(self) -> list[VariantRecord]:
+        return list(self._variants.values())
+
+    def variants_for_deployment(self, namespace: str, deployment: str) -> list[VariantRecord]:
+        return [v for v in self._variants.values() if v.namespace == namespace and v.deployment_name == deployment]
+
+    # --- Deployments -----------------------------------------------------------------------------
+    def apply_deployment(self, body: Mapping[str, Any]) -> DeploymentRecord:
+        record = parse_deployment(body)
+        self._deployments[(record.namespace, record.name)] = record
+        return record
+
+    def delete_deployment(self, namespace: str, name: str) -> DeploymentRecord | None:
+        return self._deployments.pop((namespace, name), None)
+
+    def deployment(self, namespace: str, name: str) -> DeploymentRecord | None:
+        return self._deployments.get((namespace, name))
+
+    # --- Pods ------------------------------------------------------------------------------------
+    def apply_pod(self, body: Mapping[str, Any]) -> PodRecord:
+        record = parse_pod(body)
+        key = (record.namespace, record.name)
+        previous = self._pods.get(key)
+        if previous is not None and previous.deployment != record.deployment and previous.deployment:
+            self._pods_by_deployment.get((record.namespace, previous.deployment), set()).discard(record.name)
+        self._pods[key] = record
+        if record.deployment:
+            self._pods_by_deployment.setdefault((record.namespace, record.deployment), set()).add(record.name)
+        self.mapper.observe_pod(record.name, record.namespace, record.deployment)
+        return record
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        record = self._pods.pop((namespace, name), None)
+        if record is not None and record.deployment:
+            pods = self._pods_by_deployment.get((namespace, record.deployment))
+            if pods is not None:
+                pods.discard(name)
+                if not pods:
+                    del self._pods_by_deployment[(namespace, record.deployment)]
+        self.mapper.forget_pod(name, namespace)
+
+    def ready_pods(self, namespace: str, deployment: str) -> list[PodRecord]:
+        names = self._pods_by_deployment.get((namespace, deployment), set())
+        pods = (self._pods.get((namespace, n)) for n in sorted(names))
+        return [p for p in pods if p is not None and p.ready and not p.deleting and p.ip]
+
+    # --- sizes (leak checks and self-metrics) ----------------------------------------------------
+    def sizes(self) -> dict[str, int]:
+        return {
+            "variants": len(self._variants),
+            "deployments": len(self._deployments),
+            "pods": len(self._pods),
+            "pod_index": sum(len(v) for v in self._pods_by_deployment.values()),
+            "mapper": len(self.mapper),
+        }
+
+
+def _replace_status(record: VariantRecord, status: VariantAutoscalingStatus) -> VariantRecord:
+    return replace(record, status=status)

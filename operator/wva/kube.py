@@ -1,0 +1,167 @@
+"""A small asyncio facade over the blocking ``kubernetes`` client for the writes wva makes.
+
+Calls run in a bounded thread pool with a per-request timeout; every call is counted by verb,
+resource and outcome (the benchmark and the RBAC test read these counts). Watches are kopf's job;
+this module only writes status, posts Events, patches scale and manages the leader Lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+
+from wva.api.constants import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+
+class KubeError(Exception):
+    """An API call failed; ``status`` is the HTTP status (0 for transport errors)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+    @property
+    def retryable(self) -> bool:
+        return self.status == 0 or self.status in RETRYABLE_STATUSES
+
+
+def build_api_client(server_url: str | None = None) -> k8s.ApiClient:
+    """An ApiClient for an explicit server URL (the embedded local API), in-cluster, or kubeconfig."""
+    if server_url:
+        configuration = k8s.Configuration()
+        configuration.host = server_url
+        configuration.verify_ssl = not server_url.startswith("http://")
+        return k8s.ApiClient(configuration)
+    try:
+        k8s_config.load_incluster_config()
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()
+    return k8s.ApiClient()
+
+
+class KubeClient:
+    """Async wrapper: ``await kube.patch_va_status(...)`` etc. Thread-safe; one per operator."""
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        max_workers: int = 8,
+        request_timeout: float = 10.0,
+        on_request: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        self.api_client = api_client
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.apps = k8s.AppsV1Api(api_client)
+        self.core = k8s.CoreV1Api(api_client)
+        self.coordination = k8s.CoordinationV1Api(api_client)
+        self.request_timeout = request_timeout
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="wva-kube")
+        self.calls: Counter[tuple[str, str]] = Counter()
+        self._on_request = on_request
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.api_client.close()
+
+    async def _call(self, verb: str, resource: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        kwargs.setdefault("_request_timeout", self.request_timeout)
+        self.calls[(verb, resource)] += 1
+        loop = asyncio.get_running_loop()
+        outcome = "error"
+        try:
+            result = await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+            outcome = "ok"
+            return result
+        except ApiException as exc:
+            outcome = str(exc.status)
+            raise KubeError(int(exc.status or 0), f"{verb} {resource}: {exc.status} {exc.reason}") from None
+        except Exception as exc:  # transport errors: connection refused, timeouts
+            raise KubeError(0, f"{verb} {resource}: {type(exc).__name__}: {exc}") from None
+        finally:
+            if self._on_request is not None:
+                self._on_request(verb, resource, outcome)
+
+    # --- VariantAutoscaling -----------------------------------------------------------------------
+    async def patch_va_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        body = {"status": status}
+        result: dict[str, Any] = await self._call(
+            "patch",
+            f"{PLURAL}/status",
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+        )
+        return result
+
+    # --- Deployments -----------------------------------------------------------------------------
+    async def patch_deployment_scale(self, namespace: str, name: str, replicas: int) -> None:
+        await self._call(
+            "patch",
+            "deployments/scale",
+            self.apps.patch_namespaced_deployment_scale,
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+        )
+
+    # --- Events ----------------------------------------------------------------------------------
+    async def create_event(
+        self,
+        involved: dict[str, str],
+        reason: str,
+        message: str,
+        event_type: str = "Normal",
+        component: str = "wva",
+    ) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        namespace = involved["namespace"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{involved['name']}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message[:1024],
+            "type": event_type,
+            "source": {"component": component},
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "count": 1,
+            "reportingComponent": component,
+        }
+        await self._call("create", "events", self.core.create_namespaced_event, namespace, body)
+
+    # --- Leases ----------------------------------------------------------------------------------
+    async def get_lease(self, namespace: str, name: str) -> Any | None:
+        try:
+            return await self._call("get", "leases", self.coordination.read_namespaced_lease, name, namespace)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> Any:
+        return await self._call("create", "leases", self.coordination.create_namespaced_lease, namespace, body)
+
+    async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> Any:
+        return await self._call("patch", "leases", self.coordination.patch_namespaced_lease, name, namespace, body)

@@ -1,0 +1,186 @@
+"""Everything one running operator owns, built from settings, started and stopped as a unit.
+
+kopf handlers reach it through kopf's memo; tests and ``wva demo`` can build one with their own
+parts (an embedded API, a different Prometheus) and hand it to kopf the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from wva.actuator.metrics import MetricsEmitter
+from wva.actuator.status import StatusWriter
+from wva.collector import MetricsCollector, new_metrics_collector
+from wva.collector.v2 import PodVAMapper
+from wva.inventory import Inventory
+from wva.kube import KubeClient, build_api_client
+from wva.leader import LeaderElector
+from wva.promconnect import build_prometheus_connect
+from wva.saturation.config import SaturationConfigStore
+from wva.saturation.engine import SaturationEngine
+from wva.server import OperatorServer
+from wva.settings import ActuationMode, Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    inventory: Inventory
+    config_store: SaturationConfigStore
+    emitter: MetricsEmitter
+    kube: KubeClient
+    collector: MetricsCollector
+    engine: SaturationEngine
+    prom: Any = None
+    server: OperatorServer | None = None
+    elector: LeaderElector | None = None
+    main_config: dict[str, str] = field(default_factory=dict)
+    prometheus_ok: bool = False
+    started: bool = False
+    _probe_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        prom: Any = None,
+        collector: MetricsCollector | None = None,
+        kube: KubeClient | None = None,
+        metrics_port: int = 8080,
+        probe_port: int = 8081,
+        serve_http: bool = True,
+    ) -> Runtime:
+        emitter = MetricsEmitter(controller_instance=settings.controller_instance)
+        ops = emitter.operator
+        mapper = PodVAMapper()
+        inventory = Inventory(mapper, controller_instance=settings.controller_instance)
+        if kube is None:
+            kube = KubeClient(
+                build_api_client(settings.kube_api_url),
+                on_request=lambda verb, res, outcome: ops.kube_requests.labels(verb, res, outcome).inc(),
+            )
+        runtime_ref: dict[str, Runtime] = {}
+
+        def on_query(outcome: str, seconds: float) -> None:
+            ops.queries.labels("prometheus", outcome).inc()
+            ops.query_latency.labels("prometheus").observe(seconds)
+            rt = runtime_ref.get("rt")
+            if rt is not None and outcome == "ok":
+                rt.prometheus_ok = True
+
+        if prom is None and collector is None:
+            prom = build_prometheus_connect(settings, on_query=on_query)
+        if collector is None:
+            collector = new_metrics_collector(
+                settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout
+            )
+        config_store = SaturationConfigStore()
+        status_writer = StatusWriter(kube, inventory, heartbeat=max(10 * settings.global_opt_interval, 60.0))
+        engine = SaturationEngine(
+            inventory,
+            collector,
+            config_store,
+            status_writer,
+            emitter,
+            kube,
+            interval=settings.global_opt_interval,
+            direct_actuation=settings.actuation_mode is ActuationMode.DIRECT,
+        )
+        runtime = cls(settings, inventory, config_store, emitter, kube, collector, engine, prom=prom)
+        runtime_ref["rt"] = runtime
+        if serve_http:
+            runtime.server = OperatorServer(
+                emitter, runtime.readiness, metrics_port=metrics_port, probe_port=probe_port
+            )
+        if settings.leader_election:
+            runtime.elector = LeaderElector(
+                kube,
+                settings.pod_namespace,
+                settings.lease_name,
+                settings.pod_name,
+                on_started=runtime._lead,
+                on_stopped=runtime._follow,
+                lease_duration=settings.lease_duration,
+            )
+        return runtime
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.server is not None:
+            await self.server.start()
+        await self.collector.start()
+        self._probe_task = asyncio.create_task(self._probe_prometheus(), name="wva-prometheus-probe")
+        if self.elector is not None:
+            self.elector.start()
+        else:
+            await self._lead()
+        self.started = True
+        log.info(
+            "Operator started collector=%s actuation=%s interval=%.1fs leader_election=%s",
+            "v2" if self.settings.collector_v2 else "v1",
+            self.settings.actuation_mode.value,
+            self.settings.global_opt_interval,
+            self.settings.leader_election,
+        )
+
+    async def stop(self) -> None:
+        if self.elector is not None:
+            await self.elector.stop()
+        await self.engine.stop()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        await self.collector.stop()
+        if self.server is not None:
+            await self.server.stop()
+        self.kube.close()
+        self.started = False
+        log.info("Operator stopped")
+
+    async def _lead(self) -> None:
+        self.emitter.operator.leader.set(1)
+        self.engine.start()
+
+    async def _follow(self) -> None:
+        self.emitter.operator.leader.set(0)
+        await self.engine.stop()
+        self.emitter.clear()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.is_leader
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.started:
+            return False, "starting"
+        if not self.prometheus_ok:
+            return False, "waiting for the metrics source to answer"
+        return True, "ready (leader)" if self.is_leader else "ready (standby)"
+
+    async def _probe_prometheus(self) -> None:
+        """Until the metrics source has answered once, ask it every few seconds (never fatal)."""
+        delay = 1.0
+        while not self.prometheus_ok:
+            custom_query = getattr(self.prom, "custom_query", None)
+            if custom_query is None:
+                self.prometheus_ok = True  # no Prometheus in this configuration (pod scraping)
+                return
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(custom_query, "vector(1)"), timeout=10.0)
+                self.prometheus_ok = True
+                log.info("Prometheus answered url=%s", self.settings.prometheus_base_url)
+                return
+            except Exception as exc:
+                log.warning("Prometheus not answering yet url=%s error=%s", self.settings.prometheus_base_url, exc)
+            await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
+            delay = min(delay * 2, 30.0)

@@ -1,0 +1,466 @@
+"""The saturation engine: one cycle = group, collect, analyze, decide, write, emit.
+
+Data flows one way: the inventory (kept by kopf watches) says what exists; the collector says how
+loaded it is; the analyzer decides; the actuator writes status, publishes gauges, posts Events and,
+in direct mode, scales. A failure in one model group never stops the others, missing data never
+causes a scale-down, and a metrics outage keeps the last decision in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from wva.actuator.metrics import MetricsEmitter
+from wva.actuator.status import ConditionUpdate, StatusUpdate, StatusWriter
+from wva.api.v1alpha1 import (
+    CONDITION_METRICS_AVAILABLE,
+    CONDITION_OPTIMIZATION_READY,
+    CONDITION_TARGET_RESOLVED,
+    REASON_INVALID_CONFIGURATION,
+    REASON_METRICS_UNAVAILABLE,
+    REASON_OPTIMIZATION_SUCCEEDED,
+    REASON_PROMETHEUS_ERROR,
+    REASON_SATURATION_ONLY_MODE,
+    REASON_TARGET_FOUND,
+    REASON_TARGET_NOT_FOUND,
+    Allocation,
+    LoadProfile,
+)
+from wva.collector import MetricsCollector
+from wva.collector.types import AvailabilityReason, MetricsValidationResult, OptimizerMetrics, ReplicaMetrics
+from wva.inventory import DeploymentRecord, Inventory, VariantRecord
+from wva.kube import KubeClient, KubeError
+from wva.saturation.analyzer import (
+    ModelSaturationAnalysis,
+    VariantReplicaState,
+    analyze_model_saturation,
+    calculate_saturation_targets,
+    clamp_target,
+)
+from wva.saturation.config import SaturationConfigStore
+
+log = logging.getLogger(__name__)
+
+GroupKey = tuple[str, str, str]  # (model_id, namespace, accelerator)
+MAX_BATCH = 256  # upstream reports a fixed maxBatch in currentAlloc
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    variant: str
+    namespace: str
+    accelerator: str
+    current: int
+    previous: int
+    target: int
+    reason: str
+    decided: bool  # False: no fresh decision this cycle, the last one is held
+
+    @property
+    def direction(self) -> str:
+        if self.target > self.previous_or_current:
+            return "up"
+        if self.target < self.previous_or_current:
+            return "down"
+        return "none"
+
+    @property
+    def previous_or_current(self) -> int:
+        return self.previous if self.previous > 0 else self.current
+
+
+@dataclass
+class CycleReport:
+    started_at: float
+    duration: float = 0.0
+    groups: int = 0
+    decisions: dict[tuple[str, str], Decision] = field(default_factory=dict)
+    group_errors: dict[GroupKey, str] = field(default_factory=dict)
+    invalid: dict[tuple[str, str], str] = field(default_factory=dict)
+    kube_calls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupMetrics:
+    availability: MetricsValidationResult
+    optimizer: OptimizerMetrics | None
+    replicas: list[ReplicaMetrics] | None
+    error: str | None
+
+
+EventSink = Callable[[VariantRecord, str, str, str], Awaitable[None]]
+
+
+class SaturationEngine:
+    """Runs cycles on demand (``run_cycle``) or on its interval (``start``/``stop``)."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        collector: MetricsCollector,
+        config_store: SaturationConfigStore,
+        status_writer: StatusWriter,
+        emitter: MetricsEmitter,
+        kube: KubeClient,
+        *,
+        interval: float = 30.0,
+        direct_actuation: bool = False,
+        max_concurrent_groups: int = 16,
+        source_name: Callable[[str, str], str] | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.collector = collector
+        self.config_store = config_store
+        self.status_writer = status_writer
+        self.emitter = emitter
+        self.kube = kube
+        self.interval = interval
+        self.direct_actuation = direct_actuation
+        self._group_limit = asyncio.Semaphore(max_concurrent_groups) if max_concurrent_groups else None
+        self._max_groups = max_concurrent_groups
+        self._task: asyncio.Task[None] | None = None
+        self._cycle_lock = asyncio.Lock()
+        self._reported_problems: dict[tuple[str, str], str] = {}
+        self._source_name = source_name
+        self.last_report: CycleReport | None = None
+        self.cycles = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="wva-saturation-engine")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _loop(self) -> None:
+        log.info("Saturation engine started interval=%.1fs", self.interval)
+        while True:
+            started = time.monotonic()
+            try:
+                await self.run_cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Engine cycle failed")
+                self.emitter.operator.cycles.labels("error").inc()
+            # a fixed cadence: the next cycle starts one interval after this one started
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+
+    # --- one cycle ------------------------------------------------------------------------------
+    async def run_cycle(self) -> CycleReport:
+        """Run one cycle now; never overlaps a running one."""
+        async with self._cycle_lock:
+            calls_before = sum(self.kube.calls.values())
+            report = CycleReport(started_at=time.time())
+            t0 = time.perf_counter()
+            groups, side_writes = self._active_groups(report)
+            report.groups = len(groups)
+            await self._gather(
+                [self._process_group(key, members, report) for key, members in groups.items()] + side_writes
+            )
+            report.duration = time.perf_counter() - t0
+            report.kube_calls = sum(self.kube.calls.values()) - calls_before
+            self.emitter.operator.cycle_duration.observe(report.duration)
+            self.emitter.operator.cycles.labels("ok" if not report.group_errors else "partial").inc()
+            self.cycles += 1
+            self.last_report = report
+            log.info(
+                "Engine cycle done groups=%d decisions=%d errors=%d duration=%.3fs",
+                report.groups, len(report.decisions), len(report.group_errors), report.duration,
+            )
+            return report
+
+    async def _gather(self, tasks: list[Awaitable[None]]) -> None:
+        if not tasks:
+            return
+        if self._group_limit is None:
+            await asyncio.gather(*tasks)
+            return
+        limit = self._group_limit
+
+        async def bounded(coro: Awaitable[None]) -> None:
+            async with limit:
+                await coro
+
+        await asyncio.gather(*(bounded(c) for c in tasks))
+
+    def _active_groups(
+        self, report: CycleReport
+    ) -> tuple[dict[GroupKey, list[tuple[VariantRecord, DeploymentRecord]]], list[Awaitable[None]]]:
+        """Group scalable VAs; VAs that can't be scaled get their condition written (in the background)."""
+        groups: dict[GroupKey, list[tuple[VariantRecord, DeploymentRecord]]] = defaultdict(list)
+        side_writes: list[Awaitable[None]] = []
+        for record in sorted(self.inventory.variants(), key=lambda r: r.key):
+            deployment = self.inventory.deployment(record.namespace, record.deployment_name)
+            if record.problem is not None:
+                report.invalid[record.key] = record.problem
+                side_writes.append(self._report_invalid(record, deployment))
+                continue
+            self._reported_problems.pop(record.key, None)
+            if deployment is None or deployment.deleting:
+                side_writes.append(self.resolve_target(record))
+                continue
+            if deployment.spec_replicas <= 0:
+                continue  # scaled to zero by someone else: not ours to touch (upstream: "inactive")
+            groups[(record.model_id, record.namespace, record.accelerator)].append((record, deployment))
+        return groups, side_writes
+
+    async def _report_invalid(self, record: VariantRecord, deployment: DeploymentRecord | None) -> None:
+        problem = record.problem or "invalid configuration"
+        conditions = [
+            ConditionUpdate(CONDITION_OPTIMIZATION_READY, False, REASON_INVALID_CONFIGURATION, problem),
+            _target_condition(record, deployment),
+        ]
+        await self.status_writer.write(record, StatusUpdate(conditions=tuple(conditions)))
+        if self._reported_problems.get(record.key) != problem:
+            self._reported_problems[record.key] = problem
+            await self._event(record, "Warning", "InvalidConfiguration", problem)
+
+    async def resolve_target(self, record: VariantRecord) -> None:
+        """Write TargetResolved for one VA from the inventory (also called by the VA/Deployment handlers)."""
+        deployment = self.inventory.deployment(record.namespace, record.deployment_name)
+        await self.status_writer.write(record, StatusUpdate(conditions=(_target_condition(record, deployment),)))
+
+    async def _collect(self, model_id: str, namespace: str, members: Sequence[VariantRecord]) -> _GroupMetrics:
+        try:
+            availability = await self.collector.validate_metrics_availability(model_id, namespace)
+        except Exception as exc:  # a collector bug or outage must not take the cycle down
+            availability = MetricsValidationResult(
+                False, AvailabilityReason.PROMETHEUS_ERROR, f"Failed to query Prometheus: {exc}"
+            )
+        if availability.reason == AvailabilityReason.PROMETHEUS_ERROR:
+            return _GroupMetrics(availability, None, None, availability.message)
+        optimizer: OptimizerMetrics | None = None
+        if availability.available:
+            try:
+                optimizer = await self.collector.collect_optimizer_metrics(model_id, namespace, members[0].name)
+            except Exception as exc:
+                log.warning("Optimizer metrics failed model=%s namespace=%s error=%s", model_id, namespace, exc)
+        try:
+            replicas = await self.collector.collect_replica_metrics(model_id, namespace, [m.ref() for m in members])
+        except Exception as exc:
+            return _GroupMetrics(availability, optimizer, None, f"Failed to collect replica metrics: {exc}")
+        return _GroupMetrics(availability, optimizer, replicas, None)
+
+    async def _process_group(
+        self, key: GroupKey, members: list[tuple[VariantRecord, DeploymentRecord]], report: CycleReport
+    ) -> None:
+        model_id, namespace, _accelerator = key
+        try:
+            records = [m[0] for m in members]
+            collected = await self._collect(model_id, namespace, records)
+            if collected.error is not None:
+                report.group_errors[key] = collected.error
+                self.emitter.operator.errors.labels("collector", "group").inc()
+            targets, reasons = self._decide(model_id, namespace, members, collected)
+            await asyncio.gather(
+                *(self._apply(rec, dep, collected, targets, reasons, report) for rec, dep in members)
+            )
+        except Exception as exc:
+            report.group_errors[key] = f"{type(exc).__name__}: {exc}"
+            self.emitter.operator.errors.labels("engine", "group").inc()
+            log.exception("Model group failed model=%s namespace=%s", model_id, namespace)
+
+    def _decide(
+        self,
+        model_id: str,
+        namespace: str,
+        members: list[tuple[VariantRecord, DeploymentRecord]],
+        collected: _GroupMetrics,
+    ) -> tuple[dict[str, int], dict[str, str]]:
+        if not collected.replicas:
+            return {}, {}
+        config = self.config_store.get(model_id, namespace)
+        analysis = analyze_model_saturation(model_id, namespace, collected.replicas, config)
+        states = [
+            VariantReplicaState(record.name, deployment.current_replicas, record.previous_desired)
+            for record, deployment in members
+        ]
+        analysis = _no_scale_down_on_missing_data(analysis, members)
+        raw = calculate_saturation_targets(analysis, states)
+        by_name = {record.name: record for record, _ in members}
+        targets = {
+            name: clamp_target(t, by_name[name].min_replicas, by_name[name].max_replicas)
+            for name, t in raw.items()
+            if name in by_name
+        }
+        reason = analysis.scale_up_reason or ("scale-down safe" if analysis.scale_down_safe else "steady")
+        return targets, dict.fromkeys(targets, reason)
+
+    async def _apply(
+        self,
+        record: VariantRecord,
+        deployment: DeploymentRecord,
+        collected: _GroupMetrics,
+        targets: dict[str, int],
+        reasons: dict[str, str],
+        report: CycleReport,
+    ) -> None:
+        previous = record.previous_desired
+        current = deployment.current_replicas
+        decided = record.name in targets
+        if decided:
+            target = targets[record.name]
+            action = "scale-up" if target > current else "scale-down" if target < current else "no-change"
+            reason = f"saturation-only mode: {action}; {reasons[record.name]}"
+        else:
+            target = clamp_target(previous if previous > 0 else current, record.min_replicas, record.max_replicas)
+            reason = "No scaling decision (optimization loop)"
+        decision = Decision(
+            record.name, record.namespace, record.accelerator, current, previous, target, reason, decided
+        )
+        report.decisions[record.key] = decision
+
+        conditions = [_target_condition(record, deployment), _metrics_condition(collected)]
+        if decided:
+            conditions.append(
+                ConditionUpdate(
+                    CONDITION_OPTIMIZATION_READY, True, REASON_SATURATION_ONLY_MODE,
+                    f"saturation-only decision: {reason} (target: {target} replicas)",
+                )
+            )
+        elif collected.error is not None or not collected.availability.available:
+            conditions.append(
+                ConditionUpdate(
+                    CONDITION_OPTIMIZATION_READY, False, REASON_METRICS_UNAVAILABLE,
+                    f"metrics unavailable, holding the last decision of {target} replicas: "
+                    f"{collected.error or collected.availability.message}",
+                )
+            )
+        else:
+            conditions.append(
+                ConditionUpdate(
+                    CONDITION_OPTIMIZATION_READY, True, REASON_OPTIMIZATION_SUCCEEDED,
+                    "Optimization loop ran (no scaling change needed)",
+                )
+            )
+
+        self.emitter.emit(record.name, record.namespace, record.accelerator, target, deployment.status_replicas)
+        applied = True
+        if self.direct_actuation and target != deployment.spec_replicas:
+            applied = await self._scale(record, target)
+        await self.status_writer.write(
+            record,
+            StatusUpdate(
+                conditions=tuple(conditions),
+                desired=(target, record.accelerator),
+                current_alloc=_allocation(record, deployment, collected.optimizer),
+                actuation_applied=applied,
+            ),
+        )
+        if target != decision.previous_or_current and decided:
+            direction = "up" if target > decision.previous_or_current else "down"
+            self.emitter.operator.decisions.labels(record.namespace, record.name, direction).inc()
+            log.info(
+                "Scaling decision namespace=%s va=%s model=%s from=%d to=%d reason=%s",
+                record.namespace, record.name, record.model_id, decision.previous_or_current, target, reason,
+            )
+            await self._event(
+                record, "Normal", "ScaledUp" if direction == "up" else "ScaledDown",
+                f"desired replicas {decision.previous_or_current} -> {target}: {reason}",
+            )
+
+    async def _scale(self, record: VariantRecord, target: int) -> bool:
+        try:
+            await self.kube.patch_deployment_scale(record.namespace, record.deployment_name, target)
+            return True
+        except KubeError as exc:
+            self.emitter.operator.errors.labels("actuator", "scale").inc()
+            log.warning(
+                "Direct scale failed namespace=%s deployment=%s replicas=%d error=%s",
+                record.namespace, record.deployment_name, target, exc,
+            )
+            return False
+
+    async def _event(self, record: VariantRecord, event_type: str, reason: str, message: str) -> None:
+        try:
+            await self.kube.create_event(record.involved_object(), reason, message, event_type)
+        except KubeError as exc:
+            self.emitter.operator.errors.labels("events", "post").inc()
+            log.warning("Event post failed namespace=%s va=%s reason=%s error=%s",
+                        record.namespace, record.name, reason, exc)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A VA was deleted: drop its series and per-VA state."""
+        self.emitter.remove(name, namespace)
+        self.status_writer.forget(namespace, name)
+        self._reported_problems.pop((namespace, name), None)
+
+
+def _no_scale_down_on_missing_data(
+    analysis: ModelSaturationAnalysis, members: list[tuple[VariantRecord, DeploymentRecord]]
+) -> ModelSaturationAnalysis:
+    """Block scale-down when some replicas did not report: their load is unknown, not zero."""
+    if not analysis.scale_down_safe:
+        return analysis
+    reporting = {v.variant_name: v.replica_count for v in analysis.variant_analyses}
+    for record, deployment in members:
+        if reporting.get(record.name, 0) < deployment.current_replicas:
+            log.info(
+                "Scale-down blocked: replicas without metrics namespace=%s va=%s reporting=%d current=%d",
+                record.namespace, record.name, reporting.get(record.name, 0), deployment.current_replicas,
+            )
+            return dataclasses.replace(analysis, scale_down_safe=False)
+    return analysis
+
+
+def _target_condition(record: VariantRecord, deployment: DeploymentRecord | None) -> ConditionUpdate:
+    name = record.deployment_name
+    if deployment is None or deployment.deleting:
+        return ConditionUpdate(
+            CONDITION_TARGET_RESOLVED, False, REASON_TARGET_NOT_FOUND, f"Scale target Deployment {name} not found"
+        )
+    return ConditionUpdate(
+        CONDITION_TARGET_RESOLVED, True, REASON_TARGET_FOUND, f"Scale target Deployment {name} found"
+    )
+
+
+def _metrics_condition(collected: _GroupMetrics) -> ConditionUpdate:
+    availability = collected.availability
+    if collected.error is not None and availability.reason != AvailabilityReason.PROMETHEUS_ERROR:
+        return ConditionUpdate(CONDITION_METRICS_AVAILABLE, False, REASON_PROMETHEUS_ERROR, collected.error)
+    return ConditionUpdate(
+        CONDITION_METRICS_AVAILABLE, availability.available, availability.reason.value, availability.message
+    )
+
+
+def _allocation(
+    record: VariantRecord, deployment: DeploymentRecord, optimizer: OptimizerMetrics | None
+) -> Allocation | None:
+    if optimizer is None or not record.accelerator:
+        return None
+    return Allocation(
+        accelerator=record.accelerator,
+        num_replicas=deployment.spec_replicas,
+        max_batch=MAX_BATCH,
+        itl_average=_decimal(optimizer.itl_seconds * 1000.0),
+        ttft_average=_decimal(optimizer.ttft_seconds * 1000.0),
+        load=LoadProfile(
+            arrival_rate=_decimal(optimizer.arrival_rate),
+            avg_input_tokens=_decimal(optimizer.avg_input_tokens),
+            avg_output_tokens=_decimal(optimizer.avg_output_tokens),
+        ),
+    )
+
+
+def _decimal(value: float) -> str:
+    """Two decimals, never negative or non-finite (the CRD pattern is an unsigned decimal)."""
+    if value != value or value in (float("inf"), float("-inf")) or value < 0:
+        value = 0.0
+    return f"{value:.2f}"

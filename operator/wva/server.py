@@ -1,0 +1,71 @@
+"""The operator's HTTP endpoints: ``/metrics`` on the metrics port, ``/healthz`` and ``/readyz`` on the probe port."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+
+from wva.actuator.metrics import MetricsEmitter
+
+log = logging.getLogger(__name__)
+
+
+class OperatorServer:
+    def __init__(
+        self,
+        emitter: MetricsEmitter,
+        ready: Callable[[], tuple[bool, str]],
+        host: str = "0.0.0.0",  # a pod must listen on its pod IP
+        metrics_port: int = 8080,
+        probe_port: int = 8081,
+    ) -> None:
+        self.emitter = emitter
+        self.ready = ready
+        self.host = host
+        self.metrics_port = metrics_port
+        self.probe_port = probe_port
+        self._runners: list[web.AppRunner] = []
+        self.bound_ports: dict[str, int] = {}
+
+    async def start(self) -> None:
+        metrics = web.Application()
+        metrics.router.add_get("/metrics", self._metrics)
+        probes = web.Application()
+        probes.router.add_get("/healthz", self._healthz)
+        probes.router.add_get("/readyz", self._readyz)
+        if self.metrics_port == self.probe_port:
+            metrics.router.add_get("/healthz", self._healthz)
+            metrics.router.add_get("/readyz", self._readyz)
+            apps = {"metrics": (metrics, self.metrics_port)}
+        else:
+            apps = {"metrics": (metrics, self.metrics_port), "probes": (probes, self.probe_port)}
+        for name, (app, port) in apps.items():
+            if port < 0:
+                continue
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, port)
+            await site.start()
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.bound_ports[name] = int(sockets[0].getsockname()[1]) if sockets else port
+            self._runners.append(runner)
+            log.info("Serving %s on %s:%d", name, self.host, self.bound_ports[name])
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body, content_type = self.emitter.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        ok, why = self.ready()
+        return web.Response(status=200 if ok else 503, text=f"{why}\n")
