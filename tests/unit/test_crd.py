@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import crd_tools
+from wva.api import v1alpha1 as api
 
 SAMPLES_DIR = crd_tools.REPO_ROOT / "deploy" / "samples"
 
@@ -322,3 +323,48 @@ def test_all_errors_are_reported_sorted() -> None:
         "spec.variantCost",
     ]
     assert errors == sorted(errors)
+
+
+# --- docs/api.md stays in step with the CRD ----------------------------------------------------
+
+DOCS = (crd_tools.REPO_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+
+
+def _field_paths(node: dict[str, Any], path: str) -> list[str]:
+    out: list[str] = []
+    for name, child in node.get("properties", {}).items():
+        child_path = f"{path}.{name}" if path else name
+        out.append(child_path)
+        out += _field_paths(child, child_path)
+    if "items" in node:
+        out += _field_paths(node["items"], path + "[]")
+    return out
+
+
+def test_docs_list_every_field() -> None:
+    schema = crd_tools.served_schema(crd_tools.load_crd())
+    paths = [p for p in _field_paths(schema, "") if p.startswith(("spec.", "status."))]
+    assert len(paths) > 30
+    assert [p for p in paths if f"`{p}`" not in DOCS] == []
+
+
+def test_docs_list_every_condition_reason_and_printer_column() -> None:
+    names = [*api.ConditionType, *api.TargetResolvedReason, *api.MetricsAvailableReason, *api.OptimizationReadyReason]
+    assert [n.value for n in names if f"`{n.value}`" not in DOCS] == []
+    columns = crd_tools.load_crd()["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [c["name"] for c in columns if f"| {c['name']} | {c['type']} | `{c['jsonPath']}` |" not in DOCS] == []
+
+
+def _docs_examples() -> list[dict[str, Any]]:
+    blocks = [block.split("```", 1)[0] for block in DOCS.split("```yaml\n")[1:]]
+    docs = [doc for block in blocks for doc in yaml.safe_load_all(block)]
+    return [d for d in docs if isinstance(d, dict) and d.get("kind") == "VariantAutoscaling"]
+
+
+def test_docs_example_is_valid_for_the_crd_and_the_model() -> None:
+    examples = _docs_examples()
+    assert examples, "docs/api.md has no VariantAutoscaling example"
+    for example in examples:
+        assert crd_tools.validate_cr(example) == []
+        va = api.VariantAutoscaling.model_validate(example)
+        assert {c.type for c in va.status.conditions} == {t.value for t in api.ConditionType}
