@@ -118,16 +118,19 @@ REASON_SATURATION_ONLY_MODE = OptimizationReadyReason.SATURATION_ONLY_MODE
 
 
 def parse_time(value: object) -> datetime:
-    """A ``metav1.Time`` from an RFC 3339 string (or a datetime), as an aware UTC datetime.
+    """A ``metav1.Time`` from an RFC 3339 string (or a datetime): aware, UTC, whole seconds.
 
     Stricter than pydantic's datetime parsing on purpose: no Unix timestamps, no date-only or
     zone-less strings, as the API server's ``date-time`` format rejects them.
     """
     if isinstance(value, datetime):
-        return _as_utc(value)
-    if not isinstance(value, str) or not _RFC3339_RE.fullmatch(value):
+        parsed = value
+    elif isinstance(value, str) and _RFC3339_RE.fullmatch(value):
+        parsed = datetime.fromisoformat(value.upper())
+    else:
         raise ValueError(f"expected an RFC 3339 date-time such as 2026-01-08T19:40:00Z, got {value!r}")
-    return _as_utc(datetime.fromisoformat(value.upper()))
+    # Second precision, like metav1.Time: what is held equals what a dump/re-read round trip gives.
+    return _as_utc(parsed).replace(microsecond=0)
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -142,7 +145,8 @@ def format_time(value: datetime) -> str:
     return _as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-#: A ``metav1.Time``: parsed from RFC 3339, held as an aware UTC datetime, dumped as ``...Z``.
+#: A ``metav1.Time``: parsed from RFC 3339, held as an aware UTC datetime in whole seconds,
+#: dumped as ``...Z``.
 Time = Annotated[
     datetime,
     BeforeValidator(parse_time),
