@@ -87,7 +87,9 @@ def test_three_deployments_one_va() -> None:
     for d in ("deploy-a", "deploy-b", "deploy-c"):
         m.observe_pod(f"{d}-1-x", "ns", d)
     assert [m.get_va_for_pod(f"{d}-1-x", "ns") for d in ("deploy-a", "deploy-b", "deploy-c")] == [
-        None, "va-b", None,
+        None,
+        "va-b",
+        None,
     ]
 
 

@@ -34,16 +34,14 @@ from wva.collector.v2 import (
     is_transient_error,
 )
 
-FAST_RETRY = {"retry_initial": 0.001, "retry_factor": 1.0}
+FAST_RETRY: dict[str, Any] = {"retry_initial": 0.001, "retry_factor": 1.0}
 
 
 def template(name: str, text: str, params: tuple[str, ...] = ()) -> QueryTemplate:
     return QueryTemplate(name=name, type=QueryType.PROMQL, template=text, params=params)
 
 
-def source_for(
-    prom: Any, *, queries: dict[str, str] | None = None, **config: Any
-) -> PrometheusSource:
+def source_for(prom: Any, *, queries: dict[str, str] | None = None, **config: Any) -> PrometheusSource:
     src = PrometheusSource(prom, PrometheusSourceConfig(**{**FAST_RETRY, **config}))
     for name, text in (queries or {}).items():
         params = tuple(p for p in ("namespace", "modelID") if "{{." + p in text)
@@ -68,7 +66,9 @@ async def test_refresh_runs_every_registered_query_and_caches_results(fake_prom:
     fake_prom.respond = respond
     events: list[tuple[str, QueryOutcome]] = []
     src = PrometheusSource(
-        fake_prom.client(), PrometheusSourceConfig(**FAST_RETRY), on_query=lambda n, o, d: events.append((n, o))
+        fake_prom.client(),
+        PrometheusSourceConfig(**FAST_RETRY),
+        on_query=lambda n, o, d: events.append((n, o)),
     )
     src.query_list().register(template("a", "up"))
     src.query_list().register(template("b", "vllm:x"))
@@ -89,7 +89,9 @@ async def test_refresh_runs_every_registered_query_and_caches_results(fake_prom:
     assert src.stats.queries[QueryOutcome.SUCCESS] == 2 and src.stats.queries_total == 2
 
 
-async def test_get_answers_from_cache_only_and_params_are_cached_separately(fake_prom: FakePrometheus) -> None:
+async def test_get_answers_from_cache_only_and_params_are_cached_separately(
+    fake_prom: FakePrometheus,
+) -> None:
     async def respond(query: str) -> tuple[int, dict[str, Any]]:
         return 200, vector([({"pod": "p"}, 1.0 if 'namespace="ns-1"' in query else 2.0)])
 
@@ -171,7 +173,9 @@ async def test_each_failure_stays_in_its_own_result(fake_prom: FakePrometheus) -
         query_timeout=0.5,
         retry_max_attempts=2,
     )
-    results = await src.refresh(RefreshSpec(["ok", "unknown", "needs_model", "down", "slow"], {"namespace": "n"}))
+    results = await src.refresh(
+        RefreshSpec(["ok", "unknown", "needs_model", "down", "slow"], {"namespace": "n"})
+    )
 
     assert results["ok"].error is None and results["ok"].first_value().value == 5.0
     assert results["unknown"].error == "failed to build query: query 'unknown' not found"
@@ -193,7 +197,9 @@ async def test_each_failure_stays_in_its_own_result(fake_prom: FakePrometheus) -
 
 
 @pytest.mark.parametrize(("status", "attempts"), [(503, 3), (500, 3), (429, 3), (400, 1), (422, 1)])
-async def test_retries_only_transient_http_errors(fake_prom: FakePrometheus, status: int, attempts: int) -> None:
+async def test_retries_only_transient_http_errors(
+    fake_prom: FakePrometheus, status: int, attempts: int
+) -> None:
     async def respond(query: str) -> tuple[int, dict[str, Any]]:
         return status, error_body(f"status {status}")
 
@@ -201,7 +207,7 @@ async def test_retries_only_transient_http_errors(fake_prom: FakePrometheus, sta
     src = source_for(fake_prom.client(), queries={"q": "up"}, retry_max_attempts=3)
     result = (await src.refresh(RefreshSpec(["q"])))["q"]
     assert len(fake_prom.queries) == attempts
-    assert result.error is not None and f"HTTP Status Code {status}" in result.error
+    assert result.error == f"query execution failed: HTTP Status Code {status}: bad_data: status {status}"
     assert src.stats.retries == attempts - 1
 
 
@@ -233,7 +239,9 @@ async def test_connection_errors_are_retried_until_attempts_run_out() -> None:
     assert result.error.startswith("query execution failed: ")
 
 
-async def test_backoff_that_would_pass_the_deadline_gives_up_with_the_last_error(fake_prom: FakePrometheus) -> None:
+async def test_backoff_that_would_pass_the_deadline_gives_up_with_the_last_error(
+    fake_prom: FakePrometheus,
+) -> None:
     async def respond(query: str) -> tuple[int, dict[str, Any]]:
         return 502, error_body("bad gateway")
 
@@ -255,7 +263,10 @@ async def test_scalar_and_matrix_results_over_http(fake_prom: FakePrometheus) ->
         elif query == "string":
             data = {"resultType": "string", "result": [1700000000.0, "hello"]}
         else:
-            data = {"resultType": "matrix", "result": [{"metric": {"pod": "a"}, "values": [[1, "1"], [2, "7"]]}]}
+            data = {
+                "resultType": "matrix",
+                "result": [{"metric": {"pod": "a"}, "values": [[1, "1"], [2, "7"]]}],
+            }
         return 200, {"status": "success", "data": data}
 
     fake_prom.respond = respond
@@ -331,8 +342,18 @@ def test_config_validation() -> None:
         with pytest.raises(ValueError):
             PrometheusSourceConfig(**bad)
     cfg = PrometheusSourceConfig()
-    assert (cfg.default_ttl, cfg.query_timeout, cfg.retry_initial, cfg.retry_factor, cfg.retry_max_attempts) == (
-        30.0, 10.0, 0.5, 2.0, 5,
+    assert (
+        cfg.default_ttl,
+        cfg.query_timeout,
+        cfg.retry_initial,
+        cfg.retry_factor,
+        cfg.retry_max_attempts,
+    ) == (
+        30.0,
+        10.0,
+        0.5,
+        2.0,
+        5,
     )
 
 

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wva.collector import promql
-from wva.collector.v2 import QueryList, QueryTemplate, QueryType, escape_promql_value, register_default_queries
+from wva.collector.v2 import (
+    QueryList,
+    QueryTemplate,
+    QueryType,
+    escape_promql_value,
+    register_default_queries,
+)
 
 NS_TEMPLATE = 'up{namespace="{{.namespace}}"}'
 
@@ -106,7 +112,9 @@ def _default_list() -> QueryList:
     model=st.text(min_size=1),
     namespace=st.text(min_size=1),
 )
-def test_rendered_query_has_exactly_one_matcher_per_placeholder(name: str, model: str, namespace: str) -> None:
+def test_rendered_query_has_exactly_one_matcher_per_placeholder(
+    name: str, model: str, namespace: str
+) -> None:
     ql = _default_list()
     params = {promql.PARAM_MODEL_ID: model, promql.PARAM_NAMESPACE: namespace}
     skeleton, blocks = parse_selectors(ql.build(name, params))
@@ -163,7 +171,8 @@ def test_get_and_sorted_names() -> None:
 def test_template_normalises_params_and_type() -> None:
     tpl = QueryTemplate("q", "promql", "x", ["a", "b"], "d")  # type: ignore[arg-type]
     assert tpl.type is QueryType.PROMQL and tpl.params == ("a", "b")
-    assert QueryType.METRIC_NAME == "metric" and QueryType.PROMQL == "promql"
+    assert (QueryType.METRIC_NAME.value, QueryType.PROMQL.value) == ("metric", "promql")
+    assert str(QueryType.PROMQL) == "promql"
     with pytest.raises(ValueError):
         QueryTemplate("q", "sql", "x")  # type: ignore[arg-type]
 

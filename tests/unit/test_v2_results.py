@@ -80,7 +80,10 @@ def test_parse_scalar_string_matrix_and_garbage() -> None:
         {"metric": {"pod": "empty"}, "values": []},
         {"metric": {"pod": "b"}, "values": [[5.0, "-Inf"]]},
     ]
-    assert parse_query_result(matrix) == [MetricValue(3.0, 3.0, {"pod": "a"}), MetricValue(0.0, 5.0, {"pod": "b"})]
+    assert parse_query_result(matrix) == [
+        MetricValue(3.0, 3.0, {"pod": "a"}),
+        MetricValue(0.0, 5.0, {"pod": "b"}),
+    ]
     assert parse_query_result([]) == []
     assert parse_query_result(None) == []
     assert parse_query_result({"weird": True}) == []

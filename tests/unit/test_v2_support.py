@@ -62,7 +62,9 @@ class FakeSource:
         return self.cache.get(build_cache_key(query_name, params))
 
 
-def per_pod(name: str, samples: Mapping[str, float], timestamp: float = 0.0, label: str = "pod") -> MetricResult:
+def per_pod(
+    name: str, samples: Mapping[str, float], timestamp: float = 0.0, label: str = "pod"
+) -> MetricResult:
     return MetricResult(
         query_name=name,
         values=[MetricValue(v, timestamp, {label: pod}) for pod, v in samples.items()],
@@ -70,7 +72,9 @@ def per_pod(name: str, samples: Mapping[str, float], timestamp: float = 0.0, lab
     )
 
 
-def vector(samples: Sequence[tuple[Mapping[str, str], float | str]], ts: float = 1700000000.0) -> dict[str, Any]:
+def vector(
+    samples: Sequence[tuple[Mapping[str, str], float | str]], ts: float = 1700000000.0
+) -> dict[str, Any]:
     """A Prometheus /api/v1/query success body with a vector result."""
     return {
         "status": "success",

@@ -89,9 +89,7 @@ class Cache:
         self.maxsize = maxsize
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: TLRUCache[str, CachedValue] = TLRUCache(
-            maxsize=maxsize, ttu=_time_to_use, timer=clock
-        )
+        self._entries: TLRUCache[str, CachedValue] = TLRUCache(maxsize=maxsize, ttu=_time_to_use, timer=clock)
         self._task: asyncio.Task[None] | None = None
 
     def set(self, key: str, result: MetricResult, ttl: float | None = None) -> CachedValue:

@@ -50,15 +50,20 @@ _MSG_STALE = (
 
 
 def format_duration(seconds: float) -> str:
-    """A Go-style duration such as ``10m0s`` or ``1h2m3s`` (whole seconds)."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
+    """Seconds as Go prints a ``time.Duration``, to the millisecond: ``10m0s``, ``1h2m3.5s``, ``250ms``."""
+    sign, magnitude = ("-", -seconds) if seconds < 0 else ("", seconds)
+    if magnitude == 0:
+        return "0s"
+    if magnitude < 1.0:
+        return f"{sign}{round(magnitude * 1000.0, 3):g}ms"
+    hours, remainder = divmod(magnitude, 3600.0)
+    minutes, secs = divmod(remainder, 60.0)
+    text = f"{round(secs, 3):g}s"
+    if hours or minutes:
+        text = f"{int(minutes)}m{text}"
     if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+        text = f"{int(hours)}h{text}"
+    return sign + text
 
 
 class V2MetricsCollector:
@@ -91,7 +96,10 @@ class V2MetricsCollector:
         if self._bound is None or self._bound[0] is not source:
             register_default_queries(source.query_list())
             replica = ReplicaMetricsCollector(
-                source, self._mapper, self._staleness_threshold, source_name=self.source_name,
+                source,
+                self._mapper,
+                self._staleness_threshold,
+                source_name=self.source_name,
                 clock=self._clock,
             )
             self._bound = (source, replica)
@@ -144,7 +152,9 @@ class V2MetricsCollector:
             available=True, reason=AvailabilityReason.METRICS_FOUND, message=_MSG_FOUND
         )
 
-    async def collect_optimizer_metrics(self, model_id: str, namespace: str, va_name: str) -> OptimizerMetrics:
+    async def collect_optimizer_metrics(
+        self, model_id: str, namespace: str, va_name: str
+    ) -> OptimizerMetrics:
         """Arrival rate in requests per minute, tokens per request, latencies in seconds."""
         source, _ = self._source()
         params = {promql.PARAM_NAMESPACE: namespace, promql.PARAM_MODEL_ID: model_id}

@@ -51,7 +51,10 @@ class PodVAMapper:
             if owner is not None and owner != va_name:
                 logger.warning(
                     "Deployment claimed by two VAs: namespace=%s deployment=%s old=%s new=%s",
-                    namespace, deployment_name, owner, va_name,
+                    namespace,
+                    deployment_name,
+                    owner,
+                    va_name,
                 )
             self._va_by_deployment[(namespace, deployment_name)] = va_name
             self._deployment_by_va[(namespace, va_name)] = deployment_name

@@ -13,9 +13,11 @@ with exponential backoff and jitter; a bad query (HTTP 400/422) is not.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import functools
 import inspect
+import json
 import logging
 import random
 import re
@@ -46,6 +48,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _HTTP_STATUS = re.compile(r"HTTP Status Code (\d{3})")
+_HTTP_ERROR_BODY = re.compile(r"HTTP Status Code (\d{3}) \((b?'.*'|b?\".*\")\)", re.DOTALL)
 _MAX_ERROR_CHARS = 500
 
 
@@ -126,8 +129,25 @@ def is_transient_error(exc: BaseException) -> bool:
     return status is not None and (status >= 500 or status == 429)
 
 
+def _api_error_text(text: str) -> str:
+    """Shorten the client's ``HTTP Status Code 400 (b'{"errorType": .., "error": ..}')`` message.
+
+    It becomes ``HTTP Status Code 400: bad_data: <error>``; anything unrecognised is kept as is.
+    """
+    match = _HTTP_ERROR_BODY.fullmatch(text)
+    if match is None:
+        return text
+    try:
+        raw = ast.literal_eval(match.group(2))
+        body = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        detail = ": ".join(str(body[k]) for k in ("errorType", "error") if body.get(k))
+    except (ValueError, SyntaxError, TypeError, AttributeError, UnicodeDecodeError):
+        return text
+    return f"HTTP Status Code {match.group(1)}: {detail}" if detail else text
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = _api_error_text(str(exc)) or type(exc).__name__
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
 
 
@@ -198,10 +218,14 @@ class PrometheusSource:
         self.config = config or PrometheusSourceConfig()
         self._prom = prom
         self._queries = QueryList()
-        self.cache = cache if cache is not None else Cache(
-            default_ttl=self.config.default_ttl,
-            cleanup_interval=self.config.cache_cleanup_interval,
-            maxsize=self.config.cache_maxsize,
+        self.cache = (
+            cache
+            if cache is not None
+            else Cache(
+                default_ttl=self.config.default_ttl,
+                cleanup_interval=self.config.cache_cleanup_interval,
+                maxsize=self.config.cache_maxsize,
+            )
         )
         self._clock = clock
         self._on_query = on_query
@@ -320,13 +344,17 @@ class PrometheusSource:
                         break  # no time or attempts left: report the last error now
                     with self._stats_lock:
                         self._retries += 1
-                    logger.debug("Retrying query: attempt=%d delay=%.3fs error=%s", attempt, delay, last_error)
+                    logger.debug(
+                        "Retrying query: attempt=%d delay=%.3fs error=%s", attempt, delay, last_error
+                    )
                     await asyncio.sleep(delay)
         except TimeoutError:
             if loop.time() < deadline:
                 raise  # not our deadline
             suffix = f" (last error: {_describe(last_error)})" if last_error is not None else ""
-            raise _QueryFailed(f"timed out after {cfg.query_timeout:g}s{suffix}", QueryOutcome.TIMEOUT) from None
+            raise _QueryFailed(
+                f"timed out after {cfg.query_timeout:g}s{suffix}", QueryOutcome.TIMEOUT
+            ) from None
         assert last_error is not None
         raise _QueryFailed(_describe(last_error), QueryOutcome.ERROR) from last_error
 
@@ -378,4 +406,3 @@ def _accepts_timeout(prom: object) -> bool:
     except (AttributeError, TypeError, ValueError):
         return False
     return "timeout" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-

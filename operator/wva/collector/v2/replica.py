@@ -92,13 +92,16 @@ class ReplicaMetricsCollector:
             if sample.kv is None or sample.queue is None:
                 logger.debug(
                     "Pod has only one saturation metric, using 0 for the other: pod=%s kv=%s queue=%s",
-                    pod, sample.kv, sample.queue,
+                    pod,
+                    sample.kv,
+                    sample.queue,
                 )
             va_name = self._mapper.get_va_for_pod(pod, namespace)
             variant = by_name.get(va_name) if va_name is not None else None
             if variant is None:
-                logger.debug("Skipping pod without a known variant: pod=%s namespace=%s va=%s",
-                             pod, namespace, va_name)
+                logger.debug(
+                    "Skipping pod without a known variant: pod=%s namespace=%s va=%s", pod, namespace, va_name
+                )
                 continue
             out.append(
                 ReplicaMetrics(
@@ -136,8 +139,12 @@ class ReplicaMetricsCollector:
                 and value.timestamp > 0
                 and now - value.timestamp > self.staleness_threshold
             ):
-                logger.debug("Skipping stale sample: query=%s pod=%s age=%.1fs",
-                             result.query_name, pod, now - value.timestamp)
+                logger.debug(
+                    "Skipping stale sample: query=%s pod=%s age=%.1fs",
+                    result.query_name,
+                    pod,
+                    now - value.timestamp,
+                )
                 continue
             out.append((pod, value.value))
         return out
