@@ -22,6 +22,11 @@ def test_observed_pod_resolves_through_its_deployment() -> None:
     assert resolver.get_va_for_pod("anything-at-all", "ns") == "llama-va"
 
 
+def test_an_empty_mapper_is_truthy() -> None:
+    shared = PodVAMapper()
+    assert (shared or PodVAMapper()) is shared  # callers may write `mapper or PodVAMapper()`
+
+
 def test_unknown_pod_and_deployment_without_va_give_none() -> None:
     m = mapper_with(("va-b", "ns", "deploy-b"))
     m.observe_pod("pod-a-1", "ns", "deploy-a")
@@ -102,7 +107,7 @@ def test_unregister_and_retarget() -> None:
     assert m.get_va_for_pod("new-1-a", "ns") == "va"
     assert m.deployment_for_va("va", "ns") == "new"
     m.unregister("va", "ns")
-    assert m.get_va_for_pod("new-1-a", "ns") is None and len(m) == 0
+    assert m.get_va_for_pod("new-1-a", "ns") is None and m.va_count() == len(m) == 0
     m.unregister("va", "ns")  # absent: no error
 
 
@@ -134,5 +139,5 @@ def test_concurrent_updates_and_lookups() -> None:
         th.start()
     for th in threads:
         th.join()
-    assert wrong == [] and len(m) == 8 * 300
+    assert wrong == [] and m.va_count() == 8 * 300
     assert m.get_va_for_pod("p1", "ns3") == "va1" and m.get_va_for_pod("d3-x", "ns5") == "va3"

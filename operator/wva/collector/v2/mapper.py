@@ -133,7 +133,16 @@ class PodVAMapper:
                     return va
         return None
 
-    def __len__(self) -> int:
+    def va_count(self) -> int:
         """Number of registered VAs."""
         with self._lock:
             return len(self._deployment_by_va)
+
+    def __len__(self) -> int:
+        """Number of registered VAs (for size reports)."""
+        return self.va_count()
+
+    def __bool__(self) -> bool:
+        # Always true, even when empty: ``mapper or PodVAMapper()`` must not swap a shared, still
+        # empty mapper for a private one.
+        return True

@@ -89,10 +89,6 @@ class QueryList:
         with self._lock:
             return name in self._templates
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._templates)
-
     def build(self, name: str, params: Mapping[str, str] | None = None) -> str:
         """Render query ``name`` with ``params``, every value escaped for a double-quoted PromQL string.
 
