@@ -282,6 +282,16 @@ def test_rendered_environment_is_accepted_by_settings(rendered: tuple[str, Rende
     assert (s.controller_instance or None) == expected_instance
 
 
+def test_rendered_args_are_accepted_by_the_cli(rendered: tuple[str, Rendered]) -> None:
+    name, out = rendered
+    container = out.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    parsed = checks.parse_operator_args(container["args"])
+    assert parsed.command == "run"
+    assert list(parsed.namespace) == list(WATCH.get(name, ()))
+    assert parsed.all_namespaces is (name not in WATCH)
+    assert (parsed.metrics_port, parsed.probe_port, parsed.log_level) == (8080, 8081, "info")
+
+
 def test_prometheus_credentials_are_mounted_files(chart: Any) -> None:
     out = render(chart, VALUE_SETS["direct-keda"])
     deployment = out.one("Deployment")

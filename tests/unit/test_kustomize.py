@@ -492,3 +492,42 @@ def test_validate_objects_reports_invalid_objects() -> None:
     assert any(p.startswith("ScaledObject/s") and "serverAddress" in p for p in problems)
     assert any(p.startswith("Gadget/g") and "no schema" in p for p in problems)
     assert validate_objects([deployment]) == []
+
+
+def parse_operator_args(args: Sequence[str]) -> Any:
+    """Parse container args with wva's real command-line parser (as `wva <args>` would)."""
+    from wva import cli
+
+    return cli._parser().parse_args(list(args))
+
+
+@pytest.mark.parametrize("rel", KUSTOMIZATIONS)
+def test_container_args_are_accepted_by_the_cli(rel: str) -> None:
+    container = one(render_kustomization(rel), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    parsed = parse_operator_args(container["args"])
+    assert parsed.command == "run" and parsed.all_namespaces is True
+    assert (parsed.metrics_port, parsed.probe_port) == (8080, 8081)
+
+
+def test_emulator_example_args_are_accepted_by_the_cli() -> None:
+    deployment = one(load_documents((DEPLOY / "examples" / "vllm-emulator.yaml").read_text()), "Deployment")
+    parsed = parse_operator_args(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert (parsed.command, parsed.port, parsed.model) == ("emulate", 8000, "emulated/llama-8b")
+
+
+def test_dockerfile_contract() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    base = next(ln for ln in lines if ln.startswith("ARG PYTHON_IMAGE="))
+    # An exact, digest-free patch tag of the 3.11 slim bookworm image.
+    assert base.split("=", 1)[1].startswith("python:3.11.") and base.endswith("-slim-bookworm")
+    stages = [i for i, ln in enumerate(lines) if ln.startswith("FROM ")]
+    assert len(stages) == 2, "multi-stage: build + runtime"
+    build, runtime = lines[stages[0] : stages[1]], lines[stages[1] :]
+    assert any("pip wheel" in ln for ln in build)
+    assert not any("build-essential" in ln or "gcc" in ln for ln in runtime), "no build tools at runtime"
+    assert "USER 65532:65532" in runtime
+    assert 'ENTRYPOINT ["wva"]' in runtime and 'CMD ["run"]' in runtime
+    assert not any(ln.startswith("HEALTHCHECK") for ln in lines)
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore and "!operator/" in ignore and "!pyproject.toml" in ignore
