@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -361,3 +362,21 @@ def test_constructor_needs_no_event_loop() -> None:
     src = PrometheusSource(PrometheusConnect(url="http://127.0.0.1:9", disable_ssl=True))
     assert src.query_list().names() == [] and src.get("q") is None
     assert src.stats.queries_total == 0 and src.stats.cache_misses == 1
+
+
+async def test_debug_log_lines_are_stable(
+    fake_prom: FakePrometheus, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = source_for(fake_prom.client(), queries={"q": "up"})
+    with caplog.at_level(logging.DEBUG, logger="wva.collector.v2.prometheus"):
+        await src.refresh(RefreshSpec(["q"]))
+        src.get("q")
+        src.get("absent")
+    messages = [r.getMessage() for r in caplog.records]
+    for prefix in (
+        "Refreshing queries:",
+        "Query result cached: key=q",
+        "Cache hit: key=q",
+        "Cache miss: key=absent",
+    ):
+        assert any(m.startswith(prefix) for m in messages), (prefix, messages)

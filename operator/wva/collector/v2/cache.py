@@ -123,7 +123,7 @@ class Cache:
             self._entries.clear()
 
     def __len__(self) -> int:
-        """Entries held, including expired ones not yet removed."""
+        """Live entries (expired ones are dropped first)."""
         with self._lock:
             return len(self._entries)
 
