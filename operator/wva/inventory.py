@@ -215,7 +215,7 @@ class Inventory:
     """Watched state plus the pod→VA mapper it feeds."""
 
     def __init__(self, mapper: PodVAMapper | None = None, controller_instance: str = "") -> None:
-        self.mapper = mapper or PodVAMapper()
+        self.mapper = mapper if mapper is not None else PodVAMapper()
         self.controller_instance = controller_instance
         self._variants: dict[Key, VariantRecord] = {}
         self._deployments: dict[Key, DeploymentRecord] = {}

@@ -151,6 +151,17 @@ class KubeClient:
         }
         await self._call("create", "events", self.core.create_namespaced_event, namespace, body)
 
+    # --- ConfigMaps ------------------------------------------------------------------------------
+    async def get_configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The ConfigMap's data, or None when it does not exist."""
+        try:
+            cm = await self._call("get", "configmaps", self.core.read_namespaced_config_map, name, namespace)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(cm.data or {})
+
     # --- Leases ----------------------------------------------------------------------------------
     async def get_lease(self, namespace: str, name: str) -> Any | None:
         try:

@@ -18,7 +18,7 @@ from wva.actuator.status import StatusWriter
 from wva.collector import MetricsCollector, new_metrics_collector
 from wva.collector.v2 import PodVAMapper
 from wva.inventory import Inventory
-from wva.kube import KubeClient, build_api_client
+from wva.kube import KubeClient, KubeError, build_api_client
 from wva.leader import LeaderElector
 from wva.promconnect import build_prometheus_connect
 from wva.saturation.config import SaturationConfigStore
@@ -44,6 +44,7 @@ class Runtime:
     main_config: dict[str, str] = field(default_factory=dict)
     prometheus_ok: bool = False
     started: bool = False
+    run_engine_loop: bool = True  # False: cycles run only when run_cycle() is called (tests, benchmarks)
     _probe_task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -57,6 +58,7 @@ class Runtime:
         metrics_port: int = 8080,
         probe_port: int = 8081,
         serve_http: bool = True,
+        run_engine_loop: bool = True,
     ) -> Runtime:
         emitter = MetricsEmitter(controller_instance=settings.controller_instance)
         ops = emitter.operator
@@ -95,6 +97,7 @@ class Runtime:
             direct_actuation=settings.actuation_mode is ActuationMode.DIRECT,
         )
         runtime = cls(settings, inventory, config_store, emitter, kube, collector, engine, prom=prom)
+        runtime.run_engine_loop = run_engine_loop
         runtime_ref["rt"] = runtime
         if serve_http:
             runtime.server = OperatorServer(
@@ -116,6 +119,7 @@ class Runtime:
     async def start(self) -> None:
         if self.server is not None:
             await self.server.start()
+        await self._apply_main_config()
         await self.collector.start()
         self._probe_task = asyncio.create_task(self._probe_prometheus(), name="wva-prometheus-probe")
         if self.elector is not None:
@@ -146,9 +150,32 @@ class Runtime:
         self.started = False
         log.info("Operator stopped")
 
+    async def _apply_main_config(self) -> None:
+        """Read the main ConfigMap once at startup: collector v1's cache settings live there."""
+        from wva.collector.legacy import PrometheusCollector, load_cache_config
+
+        s = self.settings
+        try:
+            data = await self.kube.get_configmap_data(s.pod_namespace, s.config_map_name)
+        except KubeError as exc:
+            log.warning("Main ConfigMap unreadable, using defaults name=%s error=%s", s.config_map_name, exc)
+            return
+        self.main_config = data or {}
+        if data is None or not isinstance(self.collector, PrometheusCollector) or self.prom is None:
+            return
+        cache_config, warnings = load_cache_config(data)
+        for warning in warnings:
+            log.warning("Main ConfigMap: %s", warning)
+        self.collector = new_metrics_collector(
+            False, self.prom, self.inventory.mapper, cache_config=cache_config,
+            query_timeout=s.prometheus_query_timeout,
+        )
+        self.engine.collector = self.collector
+
     async def _lead(self) -> None:
         self.emitter.operator.leader.set(1)
-        self.engine.start()
+        if self.run_engine_loop:
+            self.engine.start()
 
     async def _follow(self) -> None:
         self.emitter.operator.leader.set(0)

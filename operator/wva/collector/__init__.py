@@ -84,7 +84,7 @@ def new_metrics_collector(
         registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=query_timeout)))
         log.info("Metrics collector selected collector=v2 source=prometheus")
         return V2MetricsCollector(registry, resolver)
-    from wva.collector.legacy import PrometheusCollector
+    from wva.collector.legacy import PrometheusCollector, QueryPolicy
 
     log.info("Metrics collector selected collector=v1")
-    return PrometheusCollector(prom, cache_config, resolver)
+    return PrometheusCollector(prom, cache_config, resolver, query_policy=QueryPolicy(timeout=query_timeout))

@@ -365,6 +365,9 @@ class SaturationEngine:
             ),
         )
         if target != decision.previous_or_current and decided:
+            invalidate = getattr(self.collector, "invalidate_variant", None)
+            if invalidate is not None:  # collector v1 caches per model; a change makes the cache stale
+                invalidate(record.model_id, record.namespace, record.name)
             direction = "up" if target > decision.previous_or_current else "down"
             self.emitter.operator.decisions.labels(record.namespace, record.name, direction).inc()
             log.info(
