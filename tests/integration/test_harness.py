@@ -11,6 +11,7 @@ import kopf
 import pytest
 from prometheus_api_client import PrometheusConnect
 
+from operator_harness import wait_for
 from wva.sim.local_api import VA_RESOURCE, LocalKubernetesAPI, request_method
 from wva.sim.prometheus import LocalPrometheus
 from wva.sim.vllm import VLLMEmulator
@@ -50,12 +51,6 @@ async def running_operator(registry: kopf.OperatorRegistry) -> AsyncIterator[Non
         await asyncio.wait({task}, timeout=15)
 
 
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 @pytest.mark.looptime
 async def test_kopf_handles_a_created_va_and_its_status_patch_lands(kube_api: LocalKubernetesAPI) -> None:
     registry = kopf.OperatorRegistry()
@@ -82,7 +77,7 @@ async def test_kopf_handles_a_created_va_and_its_status_patch_lands(kube_api: Lo
             "metadata": {"name": "va1", "namespace": "ns1", "resourceVersion": "1", "uid": "u1"},
             "spec": {"modelID": "m", "scaleTargetRef": {"kind": "Deployment", "name": "d1"}},
         }
-        await wait_until(
+        await wait_for(
             lambda: kube_api.objects[VA_RESOURCE, "ns1", "va1"].get("status", {}).get("observedModel")
             == "handled"
         )
