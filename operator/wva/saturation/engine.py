@@ -93,6 +93,7 @@ class _GroupMetrics:
     optimizer: OptimizerMetrics | None
     replicas: list[ReplicaMetrics] | None
     error: str | None
+    source: str | None = None  # which metrics source served the group (collectors that can fail over)
 
 
 EventSink = Callable[[VariantRecord, str, str, str], Awaitable[None]]
@@ -113,7 +114,6 @@ class SaturationEngine:
         interval: float = 30.0,
         direct_actuation: bool = False,
         max_concurrent_groups: int = 16,
-        source_name: Callable[[str, str], str] | None = None,
     ) -> None:
         self.inventory = inventory
         self.collector = collector
@@ -128,7 +128,8 @@ class SaturationEngine:
         self._task: asyncio.Task[None] | None = None
         self._cycle_lock = asyncio.Lock()
         self._reported_problems: dict[tuple[str, str], str] = {}
-        self._source_name = source_name
+        self._sources: dict[tuple[str, str], str] = {}
+        self._source_series: set[tuple[str, str, str]] = set()
         self.last_report: CycleReport | None = None
         self.cycles = 0
 
@@ -171,6 +172,13 @@ class SaturationEngine:
             t0 = time.perf_counter()
             groups, side_writes = self._active_groups(report)
             report.groups = len(groups)
+            begin_cycle = getattr(self.collector, "begin_cycle", None)
+            if begin_cycle is not None and groups:
+                # lets a collector fetch once per namespace for every model instead of once per model
+                try:
+                    await begin_cycle(sorted({(model, ns) for model, ns, _acc in groups}))
+                except Exception:
+                    log.exception("Collector begin_cycle failed; falling back to per-model queries")
             await self._gather(
                 [self._process_group(key, members, report) for key, members in groups.items()] + side_writes
             )
@@ -265,6 +273,7 @@ class SaturationEngine:
         try:
             records = [m[0] for m in members]
             collected = await self._collect(model_id, namespace, records)
+            collected = await self._note_source(model_id, namespace, records, collected)
             if collected.error is not None:
                 report.group_errors[key] = collected.error
                 self.emitter.operator.errors.labels("collector", "group").inc()
@@ -276,6 +285,35 @@ class SaturationEngine:
             report.group_errors[key] = f"{type(exc).__name__}: {exc}"
             self.emitter.operator.errors.labels("engine", "group").inc()
             log.exception("Model group failed model=%s namespace=%s", model_id, namespace)
+
+    async def _note_source(
+        self, model_id: str, namespace: str, records: list[VariantRecord], collected: _GroupMetrics
+    ) -> _GroupMetrics:
+        """Record which source served this model; a change is logged, counted and posted as an Event."""
+        source_for = getattr(self.collector, "source_for", None)
+        if source_for is None:
+            return collected
+        source = str(source_for(model_id, namespace))
+        previous = self._sources.get((model_id, namespace))
+        self._sources[(model_id, namespace)] = source
+        gauge = self.emitter.operator.metrics_source
+        if previous is not None and previous != source:
+            if (namespace, model_id, previous) in self._source_series:
+                self._source_series.discard((namespace, model_id, previous))
+                gauge.remove(namespace, model_id, previous)
+            log.warning(
+                "Metrics source changed model=%s namespace=%s from=%s to=%s", model_id, namespace, previous, source
+            )
+            await asyncio.gather(
+                *(
+                    self._event(r, "Warning" if source != "prometheus" else "Normal", "MetricsSourceChanged",
+                                f"metrics for model {model_id} now come from {source} (was {previous})")
+                    for r in records
+                )
+            )
+        gauge.labels(namespace, model_id, source).set(1)
+        self._source_series.add((namespace, model_id, source))
+        return dataclasses.replace(collected, source=source)
 
     def _decide(
         self,
@@ -436,10 +474,11 @@ def _target_condition(record: VariantRecord, deployment: DeploymentRecord | None
 
 def _metrics_condition(collected: _GroupMetrics) -> ConditionUpdate:
     availability = collected.availability
+    suffix = f" (source: {collected.source})" if collected.source else ""
     if collected.error is not None and availability.reason != AvailabilityReason.PROMETHEUS_ERROR:
-        return ConditionUpdate(CONDITION_METRICS_AVAILABLE, False, REASON_PROMETHEUS_ERROR, collected.error)
+        return ConditionUpdate(CONDITION_METRICS_AVAILABLE, False, REASON_PROMETHEUS_ERROR, collected.error + suffix)
     return ConditionUpdate(
-        CONDITION_METRICS_AVAILABLE, availability.available, availability.reason.value, availability.message
+        CONDITION_METRICS_AVAILABLE, availability.available, availability.reason.value, availability.message + suffix
     )
 
 
