@@ -64,6 +64,7 @@ class LeaderElector:
         self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
         self._task: asyncio.Task[None] | None = None
         self._last_renew: datetime.datetime | None = None
+        self.attempts = 0  # acquire/renew rounds done (tests and status output)
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -87,6 +88,7 @@ class LeaderElector:
             except KubeError as exc:
                 log.warning("Leader election error lease=%s/%s error=%s", self.namespace, self.name, exc)
                 leader = self.is_leader and not self._expired_locally()
+            self.attempts += 1
             if leader != self.is_leader:
                 await self._set_leader(leader)
             await asyncio.sleep(self.renew_interval)
