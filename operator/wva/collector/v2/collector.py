@@ -15,6 +15,7 @@ from wva.collector.types import (
     ReplicaMetrics,
     VariantRef,
 )
+from wva.collector.v2.batching import QueryBatcher, batching_from_env
 from wva.collector.v2.errors import MetricsCollectionError
 from wva.collector.v2.registration import register_default_queries
 from wva.collector.v2.replica import DEFAULT_STALENESS_THRESHOLD, ReplicaMetricsCollector
@@ -71,6 +72,10 @@ class V2MetricsCollector:
 
     The source is looked up in ``registry`` on first use, so it may be registered after this
     object is built; the default queries are registered on it then (idempotently).
+
+    ``batch_queries`` (default: env ``WVA_BATCH_QUERIES``, on unless set false) makes
+    :meth:`begin_cycle` fetch each metric once per namespace for all models; see
+    :mod:`wva.collector.v2.batching`. Off, every call queries per model.
     """
 
     def __init__(
@@ -81,8 +86,10 @@ class V2MetricsCollector:
         *,
         staleness_threshold: float = DEFAULT_STALENESS_THRESHOLD,
         clock: Callable[[], float] = time.time,
+        batch_queries: bool | None = None,
     ) -> None:
         self._registry = registry
+        self.batcher = QueryBatcher(enabled=batching_from_env() if batch_queries is None else batch_queries)
         self._mapper = mapper
         self.source_name = source_name
         self._staleness_threshold = staleness_threshold
@@ -101,6 +108,7 @@ class V2MetricsCollector:
                 self._staleness_threshold,
                 source_name=self.source_name,
                 clock=self._clock,
+                batcher=self.batcher,
             )
             self._bound = (source, replica)
         return self._bound
@@ -114,6 +122,11 @@ class V2MetricsCollector:
         source = self._registry.get(self.source_name)
         if source is not None and isinstance(source, LifecycleSource):
             await source.stop()
+
+    async def begin_cycle(self, models: Sequence[tuple[str, str]]) -> None:
+        """Prefetch this cycle's metrics per namespace ((model_id, namespace) pairs); no-op when off."""
+        source, _ = self._source()
+        await self.batcher.prefetch(source, models)
 
     async def validate_metrics_availability(self, model_id: str, namespace: str) -> MetricsValidationResult:
         source, _ = self._source()
@@ -158,7 +171,7 @@ class V2MetricsCollector:
         """Arrival rate in requests per minute, tokens per request, latencies in seconds."""
         source, _ = self._source()
         params = {promql.PARAM_NAMESPACE: namespace, promql.PARAM_MODEL_ID: model_id}
-        results = await source.refresh(RefreshSpec(queries=list(promql.OPTIMIZER_QUERIES), params=params))
+        results = await self.batcher.fetch(source, RefreshSpec(queries=list(promql.OPTIMIZER_QUERIES), params=params))
         firsts: dict[str, float] = {}
         for name in promql.OPTIMIZER_QUERIES:  # catalogue order: the first failure is reported
             result = results.get(name)
@@ -183,9 +196,8 @@ class V2MetricsCollector:
         _, replica = self._source()
         return await replica.collect(model_id, namespace, variants)
 
-    @staticmethod
-    async def _one(source: MetricsSource, name: str, params: dict[str, str]) -> MetricResult:
-        results = await source.refresh(RefreshSpec(queries=[name], params=params))
+    async def _one(self, source: MetricsSource, name: str, params: dict[str, str]) -> MetricResult:
+        results = await self.batcher.fetch(source, RefreshSpec(queries=[name], params=params))
         return results.get(name) or MetricResult(query_name=name, error=f"query {name!r} gave no result")
 
 

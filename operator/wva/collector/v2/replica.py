@@ -15,6 +15,7 @@ from wva.collector.types import (
     ReplicaMetricsMetadata,
     VariantRef,
 )
+from wva.collector.v2.batching import QueryBatcher
 from wva.collector.v2.errors import MetricsCollectionError
 from wva.collector.v2.registration import register_saturation_queries
 from wva.collector.v2.results import MetricResult, RefreshSpec
@@ -58,8 +59,10 @@ class ReplicaMetricsCollector:
         *,
         source_name: str = "prometheus",
         clock: Callable[[], float] = time.time,
+        batcher: QueryBatcher | None = None,
     ) -> None:
         self._source = source
+        self._batcher = batcher  # serves this cycle's batched results, if any
         self._mapper = mapper
         self.staleness_threshold = staleness_threshold
         self._source_name = source_name
@@ -71,17 +74,23 @@ class ReplicaMetricsCollector:
     ) -> list[ReplicaMetrics]:
         """Raise ``MetricsCollectionError`` if either query failed; sorted by (variant, pod)."""
         params = {promql.PARAM_NAMESPACE: namespace, promql.PARAM_MODEL_ID: model_id}
-        results = await self._source.refresh(
-            RefreshSpec(queries=list(promql.SATURATION_QUERIES), params=params)
-        )
+        spec = RefreshSpec(queries=list(promql.SATURATION_QUERIES), params=params)
+        if self._batcher is not None:
+            results = await self._batcher.fetch(self._source, spec)
+        else:
+            results = await self._source.refresh(spec)
         now = self._clock()
         pods: dict[str, _PodSample] = {}
         kv = self._checked(results, promql.Q_KV_CACHE_USAGE, "KV cache query failed")
-        for pod, value in self._pod_values(kv, now):
+        invalid: set[str] = set()
+        for pod, value in self._pod_values(kv, now, invalid):
             pods.setdefault(pod, _PodSample()).kv = value
         queue = self._checked(results, promql.Q_QUEUE_LENGTH, "queue length query failed")
-        for pod, value in self._pod_values(queue, now):
+        for pod, value in self._pod_values(queue, now, invalid):
             pods.setdefault(pod, _PodSample()).queue = int(value)  # truncation, as upstream
+        for pod in sorted(invalid):
+            # a broken reading is unknown load, not zero load: the pod counts as not reporting
+            pods.pop(pod, None)
 
         by_name = {v.name: v for v in variants if v.namespace == namespace}
         metadata = ReplicaMetricsMetadata(
@@ -128,11 +137,19 @@ class ReplicaMetricsCollector:
             raise MetricsCollectionError(f"{what}: {result.error}")
         return result
 
-    def _pod_values(self, result: MetricResult, now: float) -> list[tuple[str, float]]:
+    def _pod_values(self, result: MetricResult, now: float, invalid: set[str]) -> list[tuple[str, float]]:
+        """(pod, value) of every fresh sample; pods with a NaN, infinite or negative reading go to ``invalid``."""
         out = []
         for value in result.values:
             pod = pod_label(value.labels)
             if not pod:
+                continue
+            if not value.finite or value.value < 0:
+                logger.warning(
+                    "Ignoring invalid sample: query=%s pod=%s value=%s", result.query_name, pod,
+                    value.value if value.finite else "non-finite",
+                )
+                invalid.add(pod)
                 continue
             if (
                 self.staleness_threshold > 0

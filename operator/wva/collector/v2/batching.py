@@ -1,0 +1,297 @@
+"""Batched collection: one query per metric per namespace, split locally into per-model results.
+
+Per-model collection costs ``8 x models`` Prometheus queries per cycle. At the start of a cycle,
+:meth:`QueryBatcher.prefetch` instead runs, for every namespace of the cycle, one *batch* query per
+per-model query: the same PromQL with the ``model_name`` matcher dropped and ``model_name`` added to
+the grouping (``max by (pod, model_name) (...)``, ``sum by (model_name) (...)``). Each answer is split
+by the exact ``model_name`` label value (string equality, never a regex, so model names with regex or
+quote characters split correctly) into the result the per-model query would have returned, and cached
+under the per-model cache key (:func:`build_cache_key` of ``{namespace, modelID}``). A model the batch
+did not return gets an empty result, exactly as its own query would have.
+
+The later per-model calls of the same cycle go through :meth:`QueryBatcher.fetch`: a query whose
+namespace batch succeeded in *this* cycle is answered from the source's cache (``source.get``);
+everything else (a failed batch, a namespace not prefetched, a source that cannot batch, a cache entry
+already expired) falls back to the per-model ``source.refresh``. The set of batched namespaces is reset
+by every prefetch and expires after ``max_age`` seconds, so a previous cycle's batch is never served
+to this cycle even while its cache entries are still within their TTL.
+
+Only sources that run PromQL and expose their result :class:`Cache` can batch (``PrometheusSource``,
+or any source with ``supports_batch_queries = True`` and a ``cache`` attribute); a pod-scraping source
+does not, and is always queried per model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from wva.collector import promql
+from wva.collector.v2.cache import Cache, build_cache_key
+from wva.collector.v2.prometheus import PrometheusSource
+from wva.collector.v2.query import QueryTemplate, QueryType
+from wva.collector.v2.results import MetricResult, MetricValue, RefreshSpec
+from wva.collector.v2.source import MetricsSource
+
+__all__ = [
+    "BATCH_QUERIES",
+    "BATCH_QUERIES_ENV",
+    "BATCH_QUERY_PREFIX",
+    "BatchStats",
+    "QueryBatcher",
+    "batch_cache",
+    "batch_queries_enabled",
+    "batch_query_name",
+    "batching_from_env",
+    "split_by_model",
+]
+
+logger = logging.getLogger(__name__)
+
+BATCH_QUERIES_ENV = "WVA_BATCH_QUERIES"
+BATCH_QUERY_PREFIX = "batch:"
+
+_NS = "{{.namespace}}"
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _sel(metric: str) -> str:
+    return f'{metric}{{namespace="{_NS}"}}'
+
+
+def _by_model_ratio(num: str, den: str) -> str:
+    # both sides keep only ``model_name``, so the division matches one-to-one per model
+    return f"sum by (model_name) (rate({_sel(num)}[1m]))/sum by (model_name) (rate({_sel(den)}[1m]))"
+
+
+BATCH_QUERIES: dict[str, str] = {
+    promql.Q_KV_CACHE_USAGE: f"max by (pod, model_name) (max_over_time({_sel(promql.KV_CACHE_USAGE_PERC)}[1m]))",
+    promql.Q_QUEUE_LENGTH: f"max by (pod, model_name) (max_over_time({_sel(promql.NUM_REQUESTS_WAITING)}[1m]))",
+    promql.Q_ARRIVAL_RATE: f"sum by (model_name) (rate({_sel(promql.REQUEST_SUCCESS_TOTAL)}[1m]))",
+    promql.Q_AVG_INPUT_TOKENS: _by_model_ratio(promql.PROMPT_TOKENS_SUM, promql.PROMPT_TOKENS_COUNT),
+    promql.Q_AVG_OUTPUT_TOKENS: _by_model_ratio(promql.GENERATION_TOKENS_SUM, promql.GENERATION_TOKENS_COUNT),
+    promql.Q_TTFT_AVERAGE: _by_model_ratio(promql.TTFT_SECONDS_SUM, promql.TTFT_SECONDS_COUNT),
+    promql.Q_ITL_AVERAGE: _by_model_ratio(promql.TPOT_SECONDS_SUM, promql.TPOT_SECONDS_COUNT),
+    # presence per model: the availability check reads only whether values exist and their timestamps
+    promql.Q_METRICS_AVAILABILITY: f"count by (model_name) ({_sel(promql.NUM_REQUESTS_RUNNING)})",
+}
+"""Per-model query name -> its namespace-wide PromQL (only ``{{.namespace}}`` to fill)."""
+
+
+def batch_query_name(query_name: str) -> str:
+    """The name the batch form of ``query_name`` is registered under in the source's query list."""
+    return BATCH_QUERY_PREFIX + query_name
+
+
+def batch_queries_enabled(value: str | None) -> bool:
+    """Parse ``WVA_BATCH_QUERIES``: unset or empty means on; true/1/yes/on and false/0/no/off, any case."""
+    if value is None or not value.strip():
+        return True
+    normalised = value.strip().lower()
+    if normalised in _TRUE:
+        return True
+    if normalised in _FALSE:
+        return False
+    raise ValueError(f"{BATCH_QUERIES_ENV}={value!r} is not a boolean; use true/1/yes/on or false/0/no/off")
+
+
+def batch_cache(source: MetricsSource) -> Cache | None:
+    """The cache batch results are written into, or None when ``source`` cannot batch."""
+    cache = getattr(source, "cache", None)
+    if not isinstance(cache, Cache):
+        return None
+    if isinstance(source, PrometheusSource) or getattr(source, "supports_batch_queries", False) is True:
+        return cache
+    return None
+
+
+def split_by_model(result: MetricResult, query_name: str) -> dict[str, MetricResult]:
+    """Split a batch result by the exact ``model_name`` label value.
+
+    The ``model_name`` label is removed from each value, so every part has the labels the per-model
+    query returns (``{pod}`` for saturation, none for the optimizer sums). Series without a
+    ``model_name`` label belong to no model (a per-model matcher would not select them) and are dropped.
+    """
+    parts: dict[str, list[MetricValue]] = defaultdict(list)
+    for value in result.values:
+        model = value.labels.get(promql.LABEL_MODEL_NAME)
+        if model is None:
+            continue
+        labels = {k: v for k, v in value.labels.items() if k != promql.LABEL_MODEL_NAME}
+        parts[model].append(MetricValue(value=value.value, timestamp=value.timestamp, labels=labels))
+    return {
+        model: MetricResult(query_name=query_name, values=values, collected_at=result.collected_at)
+        for model, values in parts.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """Counters since the batcher was built."""
+
+    prefetches: int = 0
+    batch_queries: int = 0
+    batch_failures: int = 0
+    served_from_batch: int = 0
+    per_model_queries: int = 0
+
+
+class QueryBatcher:
+    """Prefetches a cycle's queries per namespace and serves the per-model calls from that batch.
+
+    ``max_age`` (seconds) bounds how long after a prefetch its batch may still be served; the next
+    prefetch replaces it regardless. ``clock`` is monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        max_age: float = 60.0,
+        queries: Iterable[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_age <= 0:
+            raise ValueError(f"max_age must be > 0, got {max_age}")
+        self.enabled = enabled
+        self.max_age = max_age
+        names = list(BATCH_QUERIES) if queries is None else list(queries)
+        unknown = [n for n in names if n not in BATCH_QUERIES]
+        if unknown:
+            raise ValueError(f"no batch form for queries {unknown}")
+        self._queries = tuple(names)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._covered: set[tuple[str, str]] = set()  # (query name, namespace) batched this cycle
+        self._covered_at = 0.0
+        self._counts: dict[str, int] = dict.fromkeys(BatchStats.__slots__, 0)
+
+    @property
+    def stats(self) -> BatchStats:
+        with self._lock:
+            return BatchStats(**self._counts)
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def covered(self, query_name: str, namespace: str) -> bool:
+        """Whether this cycle's batch answers ``query_name`` for every model of ``namespace``."""
+        with self._lock:
+            if self._clock() - self._covered_at > self.max_age:
+                return False
+            return (query_name, namespace) in self._covered
+
+    def invalidate(self) -> None:
+        """Forget the current batch: every call goes to the source until the next prefetch."""
+        with self._lock:
+            self._covered = set()
+
+    async def prefetch(self, source: MetricsSource, models: Sequence[tuple[str, str]]) -> int:
+        """Run the batch queries for every namespace of ``models`` ((model_id, namespace) pairs).
+
+        Returns how many batch queries ran. Never raises for a failed query: that (query, namespace)
+        simply stays uncovered and is fetched per model.
+        """
+        self.invalidate()
+        cache = batch_cache(source) if self.enabled else None
+        if cache is None or not models:
+            return 0
+        self._register(source)
+        by_namespace: dict[str, set[str]] = defaultdict(set)
+        for model_id, namespace in models:
+            by_namespace[namespace].add(model_id)
+        started = self._clock()
+        outcomes = await asyncio.gather(
+            *(self._prefetch_namespace(source, cache, ns, wanted) for ns, wanted in sorted(by_namespace.items()))
+        )
+        covered = {(name, ns) for ns, names in outcomes for name in names}
+        with self._lock:
+            self._covered = covered
+            self._covered_at = started
+            self._counts["prefetches"] += 1
+        ran = len(by_namespace) * len(self._queries)
+        logger.debug(
+            "Batch prefetch done: namespaces=%d models=%d queries=%d covered=%d",
+            len(by_namespace), len(models), ran, len(covered),
+        )
+        return ran
+
+    async def _prefetch_namespace(
+        self, source: MetricsSource, cache: Cache, namespace: str, wanted: set[str]
+    ) -> tuple[str, list[str]]:
+        names = [batch_query_name(q) for q in self._queries]
+        results = await source.refresh(RefreshSpec(queries=names, params={promql.PARAM_NAMESPACE: namespace}))
+        self._count("batch_queries", len(names))
+        covered: list[str] = []
+        for query in self._queries:
+            result = results.get(batch_query_name(query))
+            if result is None or result.error is not None:
+                self._count("batch_failures")
+                logger.warning(
+                    "Batch query failed, falling back to per-model queries: query=%s namespace=%s error=%s",
+                    query, namespace, result.error if result is not None else "no result",
+                )
+                continue
+            parts = split_by_model(result, query)
+            for model in wanted.union(parts):
+                part = parts.get(model) or MetricResult(query_name=query, values=[], collected_at=result.collected_at)
+                cache.set(build_cache_key(query, _params(namespace, model)), part)
+            covered.append(query)
+        return namespace, covered
+
+    async def fetch(self, source: MetricsSource, spec: RefreshSpec) -> dict[str, MetricResult]:
+        """``source.refresh(spec)``, except that queries covered by this cycle's batch come from the cache."""
+        names = list(dict.fromkeys(spec.queries))
+        if not names:  # "every registered query": nothing to serve from a batch
+            return await source.refresh(spec)
+        namespace = spec.params.get(promql.PARAM_NAMESPACE)
+        out: dict[str, MetricResult] = {}
+        missing: list[str] = []
+        for name in names:
+            cached = (
+                source.get(name, spec.params)
+                if namespace is not None and name in self._queries and self.covered(name, namespace)
+                else None
+            )
+            if cached is None:
+                missing.append(name)
+            else:
+                out[name] = cached.result
+        if out:
+            self._count("served_from_batch", len(out))
+        if missing:
+            self._count("per_model_queries", len(missing))
+            out.update(await source.refresh(RefreshSpec(queries=missing, params=spec.params)))
+        return {name: out[name] for name in names if name in out}
+
+    def _register(self, source: MetricsSource) -> None:
+        query_list = source.query_list()
+        for query in self._queries:
+            template = QueryTemplate(
+                name=batch_query_name(query),
+                type=QueryType.PROMQL,
+                template=BATCH_QUERIES[query],
+                params=(promql.PARAM_NAMESPACE,),
+                description=f"{query} for every model of a namespace, by model_name",
+            )
+            if query_list.get(template.name) is None:
+                with contextlib.suppress(ValueError):  # registered concurrently
+                    query_list.register(template)
+
+
+def _params(namespace: str, model_id: str) -> Mapping[str, str]:
+    return {promql.PARAM_NAMESPACE: namespace, promql.PARAM_MODEL_ID: model_id}
+
+
+def batching_from_env(env: Mapping[str, str] | None = None) -> bool:
+    """``WVA_BATCH_QUERIES`` from ``env`` (default: the process environment)."""
+    return batch_queries_enabled((os.environ if env is None else env).get(BATCH_QUERIES_ENV))
