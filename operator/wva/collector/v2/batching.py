@@ -126,7 +126,7 @@ def split_by_model(result: MetricResult, query_name: str) -> dict[str, MetricRes
         if model is None:
             continue
         labels = {k: v for k, v in value.labels.items() if k != promql.LABEL_MODEL_NAME}
-        parts[model].append(MetricValue(value=value.value, timestamp=value.timestamp, labels=labels))
+        parts[model].append(MetricValue(value.value, value.timestamp, labels, finite=value.finite))
     return {
         model: MetricResult(query_name=query_name, values=values, collected_at=result.collected_at)
         for model, values in parts.items()

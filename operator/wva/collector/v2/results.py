@@ -16,14 +16,22 @@ def finite_or_zero(value: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class MetricValue:
-    """One sample. ``timestamp`` is seconds since the epoch (0.0 = unknown); NaN/±Inf are stored as 0."""
+    """One sample. ``timestamp`` is seconds since the epoch (0.0 = unknown); NaN/±Inf are stored as 0.
+
+    ``finite`` is False when the reported value was NaN or ±Inf: consumers that must not mistake a
+    broken reading for an idle one (the saturation metrics) skip such samples.
+    """
 
     value: float
     timestamp: float = 0.0
     labels: Mapping[str, str] = field(default_factory=dict)
+    finite: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "value", finite_or_zero(float(self.value)))
+        raw = float(self.value)
+        object.__setattr__(self, "value", finite_or_zero(raw))
+        if not math.isfinite(raw):
+            object.__setattr__(self, "finite", False)
 
     def age(self, now: float) -> float:
         """Seconds since the sample; 0.0 when the timestamp is unknown."""
