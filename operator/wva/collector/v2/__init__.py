@@ -12,6 +12,17 @@ from wva.collector.v2.cache import Cache, CachedValue, build_cache_key
 from wva.collector.v2.collector import V2MetricsCollector
 from wva.collector.v2.errors import MetricsCollectionError
 from wva.collector.v2.mapper import PodVAMapper
+from wva.collector.v2.pod_scraping import (
+    METRICS_PORT_ANNOTATION,
+    METRICS_SOURCE_ANNOTATION,
+    InventoryPodDiscovery,
+    PodDiscovery,
+    PodMetricResult,
+    PodScrapingConfig,
+    PodScrapingSource,
+    PodTarget,
+    ScrapeOutcome,
+)
 from wva.collector.v2.prometheus import (
     PrometheusQueryClient,
     PrometheusSource,
@@ -33,13 +44,21 @@ from wva.collector.v2.results import MetricResult, MetricValue, RefreshSpec
 from wva.collector.v2.source import LifecycleSource, MetricsSource, SourceRegistry
 
 __all__ = [
+    "METRICS_PORT_ANNOTATION",
+    "METRICS_SOURCE_ANNOTATION",
     "Cache",
     "CachedValue",
+    "InventoryPodDiscovery",
     "LifecycleSource",
     "MetricResult",
     "MetricValue",
     "MetricsCollectionError",
     "MetricsSource",
+    "PodDiscovery",
+    "PodMetricResult",
+    "PodScrapingConfig",
+    "PodScrapingSource",
+    "PodTarget",
     "PodVAMapper",
     "PrometheusQueryClient",
     "PrometheusSource",
@@ -50,6 +69,7 @@ __all__ = [
     "QueryType",
     "RefreshSpec",
     "ReplicaMetricsCollector",
+    "ScrapeOutcome",
     "SourceRegistry",
     "SourceStats",
     "V2MetricsCollector",
