@@ -81,9 +81,7 @@ class Runtime:
         if prom is None and collector is None:
             prom = build_prometheus_connect(settings, on_query=on_query)
         if collector is None:
-            collector = new_metrics_collector(
-                settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout
-            )
+            collector = _build_collector(settings, prom, mapper, inventory, metrics=ops)
         config_store = SaturationConfigStore()
         status_writer = StatusWriter(kube, inventory, heartbeat=max(10 * settings.global_opt_interval, 60.0))
         engine = SaturationEngine(
@@ -211,3 +209,93 @@ class Runtime:
                 log.warning("Prometheus not answering yet url=%s error=%s", self.settings.prometheus_base_url, exc)
             await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
             delay = min(delay * 2, 30.0)
+
+
+# --- metrics source selection (METRICS_SOURCE) ---------------------------------------------------------
+def _build_collector(
+    settings: Settings, prom: Any, mapper: PodVAMapper, inventory: Inventory, *, metrics: Any = None
+) -> MetricsCollector:
+    """The collector METRICS_SOURCE selects: Prometheus, pod scraping, or Prometheus with pod failover.
+
+    ``metrics`` (the emitter's OperatorMetrics) receives pod-scrape outcomes and failover switches.
+    A VA annotation ``wva.llmd.ai/metrics-source`` overrides the mode for its model (in ``auto``).
+    """
+    from wva.collector.failover import FailoverCollector
+    from wva.collector.v2 import (
+        METRICS_SOURCE_ANNOTATION,
+        InventoryPodDiscovery,
+        PodScrapingConfig,
+        PodScrapingSource,
+        SourceRegistry,
+        V2MetricsCollector,
+    )
+    from wva.settings import MetricsSourceMode
+
+    mode = settings.metrics_source
+    if mode is MetricsSourceMode.PROMETHEUS:
+        return new_metrics_collector(
+            settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout
+        )
+    template = settings.pod_metrics_url_template
+
+    def target_url(namespace: str, pod: str, ip: str, port: int) -> str:
+        assert template is not None
+        return template.format(namespace=namespace, pod=pod, ip=ip, port=port)
+
+    discovery = InventoryPodDiscovery(
+        inventory,
+        port=settings.pod_metrics_port,
+        scheme=settings.pod_metrics_scheme,
+        path=settings.pod_metrics_path,
+        target_url=target_url if template else None,
+    )
+
+    def on_scrape(outcome: str, seconds: float) -> None:
+        if metrics is not None:
+            metrics.queries.labels("pods", str(outcome)).inc()
+            metrics.query_latency.labels("pods").observe(seconds)
+            if str(outcome) != "ok":
+                metrics.errors.labels("pod_scraping", str(outcome)).inc()
+
+    source = PodScrapingSource(
+        discovery,
+        PodScrapingConfig(
+            scrape_timeout=settings.pod_scrape_timeout,
+            max_concurrency=settings.pod_scrape_concurrency,
+            token_path=settings.pod_metrics_token_path,
+            verify_tls=not settings.pod_metrics_tls_insecure_skip_verify,
+            ca_cert_path=settings.pod_metrics_ca_cert_path,
+        ),
+        on_scrape=on_scrape,
+    )
+    registry = SourceRegistry()
+    registry.register("pods", source)
+    pods = V2MetricsCollector(registry, mapper, source_name="pods")
+    if mode is MetricsSourceMode.PODS:
+        log.info("Metrics collector selected source=pods")
+        return pods
+
+    def mode_for(model_id: str, namespace: str) -> str | None:
+        for record in inventory.variants():
+            annotations = getattr(record, "annotations", None) or {}
+            same_model = (record.model_id, record.namespace) == (model_id, namespace)
+            if same_model and METRICS_SOURCE_ANNOTATION in annotations:
+                return str(annotations[METRICS_SOURCE_ANNOTATION])
+        return None
+
+    def on_switch(model_id: str, namespace: str, old: str, new: str) -> None:
+        if metrics is not None:
+            metrics.errors.labels("collector", "failover" if new == "pods" else "failback").inc()
+
+    primary = new_metrics_collector(
+        settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout
+    )
+    log.info("Metrics collector selected source=auto primary=prometheus fallback=pods")
+    return FailoverCollector(
+        primary,
+        pods,
+        "auto",
+        probe_timeout=min(settings.prometheus_query_timeout, 3.0),
+        mode_for=mode_for,
+        on_switch=on_switch,
+    )

@@ -81,6 +81,16 @@ class Settings(BaseModel):
     lease_name: str = "wva-leader"
     lease_duration: float = 15.0
     kube_api_url: str | None = None
+    # direct pod scraping (METRICS_SOURCE=pods|auto)
+    pod_metrics_port: int = 8000
+    pod_metrics_scheme: str = "http"
+    pod_metrics_path: str = "/metrics"
+    pod_metrics_url_template: str | None = None  # e.g. http://{ip}:{port}/metrics; also {namespace}, {pod}
+    pod_metrics_token_path: str | None = None
+    pod_metrics_ca_cert_path: str | None = None
+    pod_metrics_tls_insecure_skip_verify: bool = False
+    pod_scrape_timeout: float = 5.0
+    pod_scrape_concurrency: int = 10
 
     @property
     def prometheus_is_plain_http(self) -> bool:
@@ -135,6 +145,15 @@ class Settings(BaseModel):
         take("LEADER_ELECTION_LEASE_NAME", "lease_name", _dns_label)
         take("LEADER_ELECTION_LEASE_DURATION", "lease_duration", _positive_duration)
         take("WVA_KUBE_API_URL", "kube_api_url", _parse_http_url)
+        take("WVA_POD_METRICS_PORT", "pod_metrics_port", _port)
+        take("WVA_POD_METRICS_SCHEME", "pod_metrics_scheme", _scheme)
+        take("WVA_POD_METRICS_PATH", "pod_metrics_path", _url_path)
+        take("WVA_POD_METRICS_URL_TEMPLATE", "pod_metrics_url_template", _url_template)
+        take("WVA_POD_METRICS_TOKEN_PATH", "pod_metrics_token_path", lambda v: v.strip() or None)
+        take("WVA_POD_METRICS_CA_CERT_PATH", "pod_metrics_ca_cert_path", _optional_readable_file)
+        take("WVA_POD_METRICS_TLS_INSECURE_SKIP_VERIFY", "pod_metrics_tls_insecure_skip_verify", parse_bool)
+        take("WVA_POD_SCRAPE_TIMEOUT", "pod_scrape_timeout", _positive_duration)
+        take("WVA_POD_SCRAPE_CONCURRENCY", "pod_scrape_concurrency", _positive_int)
 
         cert, key = values.get("prometheus_client_cert_path"), values.get("prometheus_client_key_path")
         if bool(cert) != bool(key):
@@ -212,6 +231,49 @@ def _positive_duration(value: str) -> float:
     if seconds <= 0:
         raise ValueError("must be a positive duration")
     return seconds
+
+
+def _port(value: str) -> int:
+    port = _positive_int(value)
+    if port > 65535:
+        raise ValueError("must be a port number from 1 to 65535")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _scheme(value: str) -> str:
+    scheme = value.strip().lower()
+    if scheme not in ("http", "https"):
+        raise ValueError("must be http or https")
+    return scheme
+
+
+def _url_path(value: str) -> str:
+    path = value.strip()
+    if not path.startswith("/") or any(c.isspace() for c in path):
+        raise ValueError("must be an absolute URL path such as /metrics")
+    return path
+
+
+def _url_template(value: str) -> str | None:
+    template = value.strip()
+    if not template:
+        return None
+    try:
+        sample = template.format(namespace="ns", pod="pod", ip="10.0.0.1", port=8000)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"placeholders must be {{namespace}}, {{pod}}, {{ip}} or {{port}} ({exc})") from None
+    _parse_http_url(sample)
+    return template
 
 
 def _secret(value: str) -> SecretStr | None:
