@@ -2,7 +2,9 @@
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-test-$(HASH)
+DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
 
 .PHONY: help venv demo test lint typecheck unit test-e2e bench sync-crds clean
 
@@ -12,17 +14,24 @@ help:
 	@echo "make bench     - run the scale benchmark (writes bench/results/)"
 	@echo "make test-e2e  - kind-based end-to-end tests (needs Docker, kind, helm; WVA_E2E=1)"
 
-$(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 found; install Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
-	rm -f $(VENV)/.installed-*
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,plot]'
+	rm -f $(VENV)/.installed-test-*
 	touch $(STAMP)
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo,plot]'
+	rm -f $(VENV)/.installed-demo-*
+	touch $(DEMO_STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/wva demo $(DEMO_ARGS)
 
 lint: $(STAMP)
