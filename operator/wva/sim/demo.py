@@ -1,10 +1,464 @@
-"""The local demo (being built)."""
+"""``wva demo``: the real operator against an embedded local environment, in one process.
+
+What runs: the embedded local Kubernetes API (kmock-based, :mod:`wva.sim.local_api`) with the
+VariantAutoscaling CRD declared; a simulated Deployment controller (:mod:`wva.sim.cluster`) whose
+pods are emulated vLLM servers (:mod:`wva.sim.vllm`); the real Prometheus binary scraping them when
+one is installed; a load generator that plays a scenario through the queueing model of
+:mod:`wva.sim.loadmodel`; and the real operator (kopf handlers, inventory, collector, saturation
+engine) with direct actuation, so its decisions become new or removed emulated pods.
+
+Time: the scenario runs on a simulated clock, ``speed`` simulated seconds per real second, and the
+engine runs one cycle per simulated ``interval``. Prometheus keeps real time: its ``[1m]`` windows
+are one real minute, i.e. ``60 * speed`` simulated seconds (docs/demo.md explains what that means
+for scale-down).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from wva.sim.loadmodel import LoadModel, Scenario, ScenarioError, load_scenario
+
+log = logging.getLogger(__name__)
+
+OPERATOR_NAMESPACE = "wva-system"
+LOAD_TICK = 0.2  # real seconds between load-generator updates of the emulated pods
+STARTUP_TIMEOUT = 45.0
+
+
+class DemoError(RuntimeError):
+    """The demo cannot run here; the message says why and what to do."""
+
+
+@dataclass
+class DemoOptions:
+    scenario: Scenario
+    collector: str = "v2"
+    ui: bool = True
+    output: Path = Path("demo-output")
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+
+
+@dataclass
+class DemoResult:
+    records: list[dict[str, Any]]
+    metrics_source: str
+    files: dict[str, Path | None]
 
 
 def main(args: argparse.Namespace) -> int:
-    print("wva demo: not available in this build yet")
-    return 1
+    try:
+        scenario = load_scenario(args.scenario).with_overrides(args.duration, args.speed)
+    except ScenarioError as exc:
+        print(f"wva demo: {exc}", file=sys.stderr)
+        return 2
+    options = DemoOptions(scenario, collector=args.collector, ui=not args.no_ui, output=Path(args.output))
+    options.output.mkdir(parents=True, exist_ok=True)
+    _log_to_file(options.output / "demo.log")
+    try:
+        asyncio.run(run_demo(options))
+    except DemoError as exc:
+        print(f"wva demo: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("wva demo: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _log_to_file(path: Path) -> None:
+    """The operator logs to a file: the terminal belongs to the live view or the JSON lines."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.FileHandler(path, mode="w")],
+        force=True,
+    )
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def run_demo(options: DemoOptions) -> DemoResult:
+    """Run one scenario end to end and write the report; returns every per-cycle record."""
+    from wva.sim import report
+
+    say = _Narrator(options)
+    async with _environment(options, say) as env:
+        records = await _Driver(options, env, say).run()
+    meta = _meta(options, env.metrics_source)
+    files = report.write_outputs(options.output, records, meta)
+    summary = report.summarize(records, meta)
+    if options.ui:
+        options.out.write("\n" + report.summary_table(summary) + "\n")
+        for kind, path in files.items():
+            options.out.write(f"  {kind:8} {path if path is not None else 'skipped (pip install .[plot])'}\n")
+        options.out.write(f"Everything is in {options.output.resolve()}\n")
+        options.out.flush()
+    else:
+        say.json({"event": "end", "output": str(options.output.resolve()), "summary": summary,
+                  "files": {k: (str(v) if v else None) for k, v in files.items()}})
+    return DemoResult(records, env.metrics_source, files)
+
+
+def _meta(options: DemoOptions, source: str) -> dict[str, Any]:
+    s = options.scenario
+    return {
+        "scenario": s.name,
+        "description": s.description,
+        "model": s.model,
+        "namespace": s.namespace,
+        "metrics_source": source,
+        "collector": options.collector,
+        "speed": s.speed,
+        "interval": s.interval,
+        "duration": s.duration,
+        "variants": {
+            v.name: {
+                "accelerator": v.accelerator, "cost": v.cost, "capacity": v.capacity,
+                "minReplicas": v.min_replicas, "maxReplicas": v.max_replicas, "replicas": v.initial_replicas,
+            }
+            for v in s.variants
+        },
+    }
+
+
+class _Narrator:
+    """Human messages go to the terminal in UI mode and to stderr in JSON mode; JSON goes to ``out``."""
+
+    def __init__(self, options: DemoOptions) -> None:
+        self.options = options
+
+    def __call__(self, message: str) -> None:
+        stream = self.options.out if self.options.ui else sys.stderr
+        stream.write(f"wva demo: {message}\n")
+        stream.flush()
+        log.info("Demo %s", message)
+
+    def json(self, obj: dict[str, Any]) -> None:
+        self.options.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.options.out.flush()
+
+
+# --- the environment -----------------------------------------------------------------------------
+@dataclass
+class _Env:
+    api: Any
+    emulator: Any
+    cluster: Any
+    runtime: Any
+    prometheus: Any
+    metrics_source: str
+    loads: dict[str, dict[str, Any]]  # current emulator values per variant; new pods start with them
+    operator_task: asyncio.Task[Any]
+
+
+def _choose_metrics_source() -> tuple[str, str | None]:
+    """("prometheus", binary) when the server binary is installed, else ("pods", None) if available."""
+    from wva.sim.prometheus import INSTALL_HINT, find_prometheus_binary
+
+    binary = find_prometheus_binary()
+    if binary is not None:
+        return "prometheus", binary
+    import wva.collector.v2 as v2
+
+    if hasattr(v2, "PodScrapingSource"):
+        return "pods", None
+    raise DemoError(f"no Prometheus server binary found and this build has no pod-scraping source; {INSTALL_HINT}")
+
+
+@contextlib.asynccontextmanager
+async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_Env]:
+    import kmock
+
+    from wva.runtime import Runtime
+    from wva.settings import Settings
+    from wva.sim.cluster import SimulatedCluster
+    from wva.sim.local_api import LocalKubernetesAPI
+    from wva.sim.prometheus import LocalPrometheus
+    from wva.sim.vllm import EmulatorThread
+
+    scenario = options.scenario
+    source, binary = _choose_metrics_source()
+    emulator_thread = EmulatorThread()
+    emulator = emulator_thread.start()
+    say(f"emulated vLLM pods served at {emulator.base_url}")
+    prometheus: LocalPrometheus | None = None
+    prom_start: asyncio.Task[None] | None = None
+    if source == "prometheus":
+        prometheus = LocalPrometheus(targets=[f"127.0.0.1:{emulator.port}"], binary=binary)
+        prom_start = asyncio.create_task(asyncio.to_thread(prometheus.start))
+    try:
+        async with LocalKubernetesAPI() as api, kmock.Server(api):
+            api.declare_resources()
+            say(f"embedded local Kubernetes API (kmock) at {api.base_url}")
+            loads: dict[str, dict[str, Any]] = {}
+            async with SimulatedCluster(api.base_url, emulator, lambda dep, _pod: dict(loads.get(dep, {}))) as cluster:
+                env_vars = {
+                    "WVA_KUBE_API_URL": api.base_url,
+                    "POD_NAMESPACE": OPERATOR_NAMESPACE,
+                    "POD_NAME": "wva-demo-0",
+                    "LEADER_ELECTION": "false",
+                    "ACTUATION_MODE": "direct",
+                    "COLLECTOR_V2": "true" if options.collector == "v2" else "false",
+                    "GLOBAL_OPT_INTERVAL": f"{scenario.interval:g}s",
+                    "METRICS_SOURCE": source,
+                }
+                if prometheus is not None:
+                    env_vars["PROMETHEUS_BASE_URL"] = prometheus.url
+                settings = Settings.from_env(env_vars)
+                await _create_objects(cluster, scenario, settings.config_map_name)
+                runtime = Runtime.build(settings, serve_http=False, run_engine_loop=False)
+                if prom_start is not None and prometheus is not None:
+                    await prom_start
+                    say(f"metrics source: real Prometheus ({binary}) at {prometheus.url}, scraping every 1s")
+                else:
+                    say("metrics source: pod scraping (no Prometheus binary found), reading each pod's /metrics")
+                async with _running_operator(runtime) as operator_task:
+                    say(f"operator running: kopf + collector {options.collector} + saturation engine, direct actuation")
+                    env = _Env(api, emulator, cluster, runtime, prometheus, source, loads, operator_task)
+                    await _wait_until_observed(env, scenario)
+                    yield env
+    finally:
+        if prom_start is not None and not prom_start.done():
+            with contextlib.suppress(Exception):
+                await prom_start
+        if prometheus is not None:
+            await asyncio.to_thread(prometheus.close)
+        await asyncio.to_thread(emulator_thread.stop)
+
+
+async def _create_objects(cluster: Any, scenario: Scenario, main_config_map: str) -> None:
+    # (the embedded API keeps namespaced objects without a Namespace object, so none is created)
+    # collector v1 caches Prometheus answers for 30 real seconds by default; the demo's compressed
+    # cycles are faster than that, so it switches the cache off the way an operator would
+    await cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": main_config_map, "namespace": OPERATOR_NAMESPACE},
+            "data": {"PROMETHEUS_METRICS_CACHE_ENABLED": "false"},
+        },
+    )
+    for v in scenario.variants:
+        await cluster.create_deployment(v.name, scenario.namespace, scenario.model, replicas=v.initial_replicas)
+    await cluster.reconcile()
+    for v in scenario.variants:
+        await cluster.create_va(
+            v.name, scenario.namespace, scenario.model, v.name, scenario.group_accelerator,
+            cost=f"{v.cost:g}", min_replicas=v.min_replicas, max_replicas=v.max_replicas,
+            labels={"wva.llmd.ai/demo-accelerator": v.accelerator},
+        )
+
+
+@contextlib.asynccontextmanager
+async def _running_operator(runtime: Any) -> AsyncIterator[asyncio.Task[Any]]:
+    """kopf with wva's handlers in this event loop (as ``wva run`` does, minus signal handling)."""
+    import kopf
+
+    import wva.handlers  # noqa: F401  (registers the handlers on kopf's default registry)
+
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        kopf.operator(
+            clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready, memo=kopf.Memo(runtime=runtime)
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), STARTUP_TIMEOUT)
+        await _poll(lambda: runtime.started or task.done(), STARTUP_TIMEOUT, "the operator to start")
+        if task.done():
+            raise DemoError(f"the operator stopped during startup: {task.exception()!r}")
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait({task}, timeout=20)
+
+
+async def _poll(predicate: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def _pods_in_inventory(env: _Env, namespace: str) -> int:
+    return sum(len(env.runtime.inventory.ready_pods(namespace, d.name)) for d in env.cluster.deployments.values())
+
+
+def _pods_in_cluster(env: _Env) -> int:
+    return sum(len(d.pods) for d in env.cluster.deployments.values())
+
+
+async def _wait_until_observed(env: _Env, scenario: Scenario) -> None:
+    """The operator has seen every VA and pod, and the metrics pipeline has the pods."""
+    inv = env.runtime.inventory
+    await _poll(lambda: len(inv.variants()) == len(scenario.variants), STARTUP_TIMEOUT, "the VAs in the inventory")
+    await _poll(lambda: _pods_in_inventory(env, scenario.namespace) == _pods_in_cluster(env),
+                STARTUP_TIMEOUT, "the pods in the inventory")
+    if env.prometheus is not None:
+        query = f'count(vllm:kv_cache_usage_perc{{namespace="{scenario.namespace}"}})'
+        try:
+            await env.prometheus.wait_for(query, timeout=STARTUP_TIMEOUT)
+        except TimeoutError as exc:
+            raise DemoError(f"Prometheus did not scrape the emulated pods: {exc}") from exc
+
+
+# --- the scenario driver -------------------------------------------------------------------------
+class _Driver:
+    def __init__(self, options: DemoOptions, env: _Env, say: _Narrator) -> None:
+        self.options = options
+        self.scenario = options.scenario
+        self.env = env
+        self.say = say
+        self.model = LoadModel(self.scenario.variants, self.scenario.queue)
+        self.loads = env.loads
+        self.t0 = 0.0
+        self.records: list[dict[str, Any]] = []
+
+    def sim_time(self) -> float:
+        return (time.monotonic() - self.t0) * self.scenario.speed
+
+    def replicas(self) -> dict[str, int]:
+        ns = self.scenario.namespace
+        return {v.name: len(self.env.cluster.deployments[(ns, v.name)].pods) for v in self.scenario.variants}
+
+    def apply_load(self, t: float, dt_real: float) -> dict[str, Any]:
+        """Set every emulated pod's values for simulated time ``t`` (and count served requests)."""
+        ns = self.scenario.namespace
+        load = self.scenario.offered_load(t)
+        pod_loads = self.model.pod_loads(load, self.replicas())
+        emulator = self.env.emulator
+        for v in self.scenario.variants:
+            pl = pod_loads[v.name]
+            values = {"kv_cache_usage": pl.kv_cache_usage, "num_requests_waiting": pl.queue_length,
+                      "num_requests_running": round(min(pl.rho, 1.0) * 64)}
+            self.loads[v.name] = values
+            for pod in list(self.env.cluster.deployments[(ns, v.name)].pods):
+                with contextlib.suppress(KeyError):
+                    emulator.set_values(ns, pod, **values)
+                    served = min(pl.requests_per_second, v.capacity) * dt_real
+                    emulator.record_requests(ns, pod, count=served, prompt_tokens=512, generation_tokens=128,
+                                             ttft_seconds=0.05 + 0.2 * min(pl.rho, 2.0),
+                                             tpot_seconds=0.01 + 0.01 * min(pl.rho, 2.0))
+        return {"load": load, "rho": self.model.utilisation(load, self.replicas()), "pods": pod_loads}
+
+    async def load_generator(self, stop: asyncio.Event) -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            self.apply_load(self.sim_time(), now - last)
+            last = now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LOAD_TICK)
+
+    async def pipeline_caught_up(self, timeout: float) -> None:
+        """Wait (briefly) until Prometheus' latest scrape has exactly the pods that exist now."""
+        prom = self.env.prometheus
+        if prom is None or timeout <= 0:
+            return
+        ns = self.scenario.namespace
+        expected = {pod for n, pod in self.env.emulator.pods() if n == ns}
+        query = f'vllm:kv_cache_usage_perc{{namespace="{ns}"}}'
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                result = await asyncio.wait_for(asyncio.to_thread(prom.query, query), timeout)
+            except Exception:
+                return
+            if {r["metric"].get("pod") for r in result} == expected:
+                return
+            await asyncio.sleep(0.1)
+
+    async def run(self) -> list[dict[str, Any]]:
+        from wva.sim.report import LiveView
+
+        s = self.scenario
+        period = s.interval / s.speed
+        if not self.options.ui:
+            self.say.json({"event": "start", **_meta(self.options, self.env.metrics_source)})
+        else:
+            self.say(f"scenario {s.name!r}: {s.duration:g}s simulated at {s.speed:g}x "
+                     f"= {s.duration / s.speed:.0f}s; one engine cycle every {s.interval:g}s simulated")
+        view = LiveView(_meta(self.options, self.env.metrics_source), self.options.out) if self.options.ui else None
+        self.t0 = time.monotonic()
+        self.apply_load(0.0, 0.0)
+        stop = asyncio.Event()
+        loader = asyncio.create_task(self.load_generator(stop))
+        try:
+            cycle = 0
+            while True:
+                cycle += 1
+                wake = self.t0 + cycle * period
+                await asyncio.sleep(max(0.0, wake - time.monotonic()))
+                t = self.sim_time()
+                if t > s.duration + 1e-9:
+                    break
+                if self.env.operator_task.done():
+                    raise DemoError("the operator (kopf) stopped; the demo ends here (see demo.log)")
+                await self.pipeline_caught_up(min(1.5, period * 0.8))
+                record = await self.one_cycle(cycle, t)
+                self.records.append(record)
+                if view is not None:
+                    view.update(record)
+                else:
+                    self.say.json(record)
+        finally:
+            stop.set()
+            await loader
+        return self.records
+
+    async def one_cycle(self, cycle: int, t: float) -> dict[str, Any]:
+        s = self.scenario
+        before = self.replicas()
+        state = self.apply_load(t, 0.0)
+        report = await self.env.runtime.engine.run_cycle()
+        await self.env.cluster.reconcile()
+        # the operator learns about new or removed pods from its watches, as in a cluster
+        with contextlib.suppress(DemoError):
+            await _poll(lambda: _pods_in_inventory(self.env, s.namespace) == _pods_in_cluster(self.env),
+                        5.0, "the inventory to see the new pods")
+        after = self.replicas()
+        variants: dict[str, Any] = {}
+        for v in s.variants:
+            decision = report.decisions.get((s.namespace, v.name))
+            pl = state["pods"][v.name]
+            current = decision.current if decision is not None else before[v.name]
+            desired = decision.target if decision is not None else None
+            if desired is None:
+                action = "none"
+            else:
+                action = "up" if desired > current else "down" if desired < current else "hold"
+            variants[v.name] = {
+                "current": current,
+                "desired": desired,
+                "pods": after[v.name],
+                "kv": pl.kv_cache_usage,
+                "queue": pl.queue_length,
+                "decision": action,
+                "reason": decision.reason if decision is not None else "no decision this cycle",
+            }
+        return {
+            "event": "cycle",
+            "cycle": cycle,
+            "t": round(t, 1),
+            "elapsed": round(time.monotonic() - self.t0, 2),
+            "progress": round(min(1.0, t / s.duration), 4),
+            "load": round(state["load"], 3),
+            "rho": round(state["rho"], 4) if math.isfinite(state["rho"]) else None,
+            "errors": [f"{k}: {e}" for k, e in report.group_errors.items()],
+            "variants": variants,
+        }
