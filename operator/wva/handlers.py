@@ -1,8 +1,10 @@
-"""kopf handlers: watch VAs, Deployments, Pods and the two ConfigMaps into the inventory; start the runtime.
+"""kopf handlers: watch VAs, Deployments and Pods into the inventory; start and stop the runtime.
 
 Run with ``wva run`` (or ``kopf run -m wva.handlers --all-namespaces``). Only event handlers are
 used: the inventory is a cache of watch streams, so kopf never needs to store handler progress on
-the objects (no annotations, no finalizers, no extra writes).
+the objects (no annotations, no finalizers, no extra writes). The two ConfigMaps are not watched:
+the runtime reads them (a namespaced GET) before every engine cycle, which needs no cluster-wide
+ConfigMap access and applies an edit at the next cycle.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any
 import kopf
 
 from wva.api.constants import GROUP, PLURAL, VERSION
-from wva.collector.legacy import load_cache_config
 from wva.runtime import Runtime
 from wva.settings import Settings
 
@@ -118,41 +119,3 @@ async def pod_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> N
         runtime.inventory.delete_pod(meta.get("namespace", ""), meta.get("name", ""))
     else:
         runtime.inventory.apply_pod(body)
-
-
-# --- ConfigMaps -------------------------------------------------------------------------------------
-def _is_config_map(name: str, namespace: str, memo: Any) -> bool:
-    runtime = getattr(memo, "runtime", None)
-    if runtime is None:
-        return False
-    s = runtime.settings
-    return namespace == s.pod_namespace and name in (s.saturation_config_map_name, s.config_map_name)
-
-
-@kopf.on.event("", "v1", "configmaps", when=lambda name, namespace, memo, **_: _is_config_map(name, namespace, memo))
-async def config_map_event(
-    type: str | None, body: kopf.Body, name: str, memo: Any, **_: Any
-) -> None:
-    runtime = _runtime(memo)
-    data = dict(body.get("data") or {})
-    deleted = type == "DELETED"
-    if name == runtime.settings.saturation_config_map_name:
-        if deleted:
-            runtime.config_store.clear_source()
-            log.warning("Saturation ConfigMap deleted; keeping the last configuration name=%s", name)
-            return
-        errors = runtime.config_store.update(data)
-        log.info(
-            "Saturation config updated name=%s entries=%d errors=%d version=%d",
-            name, len(data), len(errors), runtime.config_store.version,
-        )
-        for key, message in sorted(errors.items()):
-            log.warning("Invalid saturation config entry configmap=%s key=%s error=%s", name, key, message)
-            kopf.warn(body, reason="InvalidConfiguration", message=f"entry {key!r}: {message}"[:1024])
-        return
-    # the main ConfigMap: cache settings for collector v1, engine interval
-    runtime.main_config = {} if deleted else data
-    if not deleted:
-        _cache_config, warnings = load_cache_config(data)
-        for warning in warnings:
-            kopf.warn(body, reason="InvalidConfiguration", message=warning[:1024])

@@ -64,7 +64,7 @@ RULES: tuple[PermissionRule, ...] = (
     PermissionRule("", "events", ("create", "patch"), "cluster", True),
     PermissionRule("events.k8s.io", "events", ("create", "patch"), "cluster", True),
     # Configuration and leader election live in the operator's own namespace only.
-    PermissionRule("", "configmaps", ("get", "list", "watch"), "namespace"),
+    PermissionRule("", "configmaps", ("get",), "namespace"),  # the two ConfigMaps, read before each cycle
     PermissionRule("coordination.k8s.io", "leases", ("get", "create", "patch", "update"), "namespace"),
     # kopf itself: CRD discovery and namespace tracking.
     PermissionRule("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), "cluster"),

@@ -46,6 +46,8 @@ class Runtime:
     started: bool = False
     run_engine_loop: bool = True  # False: cycles run only when run_cycle() is called (tests, benchmarks)
     _probe_task: asyncio.Task[None] | None = None
+    _saturation_data: dict[str, str] | None = None
+    _reported_config_errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -96,6 +98,7 @@ class Runtime:
         )
         runtime = cls(settings, inventory, config_store, emitter, kube, collector, engine, prom=prom)
         runtime.run_engine_loop = run_engine_loop
+        engine.before_cycle = runtime.refresh_config
         runtime_ref["rt"] = runtime
         if serve_http:
             runtime.server = OperatorServer(
@@ -169,6 +172,49 @@ class Runtime:
             query_timeout=s.prometheus_query_timeout,
         )
         self.engine.collector = self.collector
+
+    async def refresh_config(self) -> None:
+        """Read the saturation ConfigMap (namespaced GET) and apply it if it changed.
+
+        Called before every engine cycle, so an edit applies at the next cycle without a restart. A
+        deleted ConfigMap keeps the last configuration; invalid entries are rejected with a Warning
+        Event on the ConfigMap naming the key, and their last good version stays in force.
+        """
+        s = self.settings
+        try:
+            data = await self.kube.get_configmap_data(s.pod_namespace, s.saturation_config_map_name)
+        except KubeError as exc:
+            log.warning(
+                "Saturation ConfigMap unreadable; keeping the current thresholds name=%s error=%s",
+                s.saturation_config_map_name, exc,
+            )
+            return
+        if data == self._saturation_data:
+            return
+        previous, self._saturation_data = self._saturation_data, data
+        if data is None:
+            if previous is not None:
+                self.config_store.clear_source()
+                log.warning("Saturation ConfigMap deleted; keeping the last configuration name=%s",
+                            s.saturation_config_map_name)
+            return
+        errors = self.config_store.update(data)
+        log.info(
+            "Saturation config updated name=%s entries=%d errors=%d version=%d",
+            s.saturation_config_map_name, len(data), len(errors), self.config_store.version,
+        )
+        involved = {"apiVersion": "v1", "kind": "ConfigMap", "name": s.saturation_config_map_name,
+                    "namespace": s.pod_namespace}
+        for key, message in sorted(errors.items()):
+            log.warning("Invalid saturation config entry configmap=%s key=%s error=%s",
+                        s.saturation_config_map_name, key, message)
+            if self._reported_config_errors.get(key) != message:
+                try:
+                    text = f"entry {key!r}: {message}"
+                    await self.kube.create_event(involved, "InvalidConfiguration", text, "Warning")
+                except KubeError as exc:
+                    log.warning("Event post failed configmap=%s error=%s", s.saturation_config_map_name, exc)
+        self._reported_config_errors = dict(errors)
 
     async def _lead(self) -> None:
         self.emitter.operator.leader.set(1)

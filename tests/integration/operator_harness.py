@@ -10,9 +10,10 @@ from typing import Any
 
 import kopf
 
+from wva.rbac import ApiRequest, is_allowed, required_rules
 from wva.runtime import Runtime
 from wva.settings import Settings
-from wva.sim.local_api import LocalKubernetesAPI
+from wva.sim.local_api import LocalKubernetesAPI, request_method
 
 OPERATOR_NAMESPACE = "wva-system"
 
@@ -67,3 +68,56 @@ def condition(va: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
         if cond.get("type") == type_:
             return dict(cond)
     return None
+
+
+def operator_api_calls(api: LocalKubernetesAPI) -> list[ApiRequest]:
+    """The Kubernetes API requests the operator made (kopf's and the kubernetes client's), as RBAC requests.
+
+    Requests of the test's own simulated cluster (plain aiohttp) are left out by their User-Agent.
+    """
+    calls: list[ApiRequest] = []
+    for request in api:
+        agent = str(request.headers.get("User-Agent", ""))
+        if request.resource is None or not (agent.startswith("kopf") or agent.startswith("OpenAPI-Generator")):
+            continue
+        if not request.resource.plural:
+            continue  # API discovery (/apis/<group>/<version>) is open to every authenticated client
+        method = request_method(request)
+        if method == "GET":
+            if str(request.params.get("watch", "")).lower() in ("true", "1"):
+                verb = "watch"
+            else:
+                verb = "get" if request.name else "list"
+        else:
+            verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(method, method)
+        calls.append(
+            ApiRequest(
+                request.resource.group or "",
+                request.resource.plural,
+                request.subresource or "",
+                verb,
+                request.namespace,
+                request.name,
+            )
+        )
+    return calls
+
+
+def rbac_objects(actuation_mode: str, own_namespace: str = OPERATOR_NAMESPACE) -> list[dict[str, Any]]:
+    """A ClusterRole and a Role holding exactly ``wva.rbac.required_rules`` (what the manifests grant)."""
+    cluster, namespaced = [], []
+    for rule in required_rules(actuation_mode):
+        entry = {"apiGroups": [rule.api_group], "resources": [rule.resource], "verbs": list(rule.verbs)}
+        (namespaced if rule.scope == "namespace" else cluster).append(entry)
+    return [
+        {"kind": "ClusterRole", "metadata": {"name": "wva"}, "rules": cluster},
+        {"kind": "Role", "metadata": {"name": "wva", "namespace": own_namespace}, "rules": namespaced},
+    ]
+
+
+def unauthorised_calls(api: LocalKubernetesAPI, actuation_mode: str) -> list[ApiRequest]:
+    objects = rbac_objects(actuation_mode)
+    return [
+        c for c in operator_api_calls(api)
+        if not is_allowed(c.api_group, c.resource, c.subresource, c.verb, c.namespace, objects, name=c.name)
+    ]

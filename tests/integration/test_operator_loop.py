@@ -10,8 +10,10 @@ import pytest
 from operator_harness import (
     OPERATOR_NAMESPACE,
     condition,
+    operator_api_calls,
     operator_settings,
     running_operator,
+    unauthorised_calls,
     wait_for,
 )
 from wva.runtime import Runtime
@@ -121,8 +123,8 @@ async def test_scale_up_cheapest_first_then_down_most_expensive_first(
                     "data": {"default": "kvCacheThreshold: 0.99\nkvSpareTrigger: 0.05\n"},
                 },
             )
-            await wait_for(lambda: runtime.config_store.version >= 1, what="config reload")
             assert await cycle() == {CHEAP: 4, PREMIUM: 2}
+            assert runtime.config_store.get(MODEL, ns).kv_cache_threshold == 0.99
 
             # load drops: the premium (most expensive) variant goes down first
             load["kv_cache_usage"] = 0.1
@@ -138,3 +140,13 @@ async def test_scale_up_cheapest_first_then_down_most_expensive_first(
     assert condition(va, "MetricsAvailable")["reason"] == "MetricsFound"
     assert condition(va, "OptimizationReady")["reason"] == "SaturationOnlyMode"
     assert decisions[-1] == {CHEAP: 3, PREMIUM: 1}
+
+    # every API call the operator made is granted by the least-privilege rules the manifests render
+    calls = operator_api_calls(kube_api)
+    assert {(c.resource, c.subresource, c.verb) for c in calls} >= {
+        ("variantautoscalings", "", "watch"),
+        ("variantautoscalings", "status", "patch"),
+        ("deployments", "scale", "patch"),
+        ("events", "", "create"),
+    }
+    assert unauthorised_calls(kube_api, "direct") == []

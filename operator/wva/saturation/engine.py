@@ -128,6 +128,7 @@ class SaturationEngine:
         self._task: asyncio.Task[None] | None = None
         self._cycle_lock = asyncio.Lock()
         self._reported_problems: dict[tuple[str, str], str] = {}
+        self.before_cycle: Callable[[], Awaitable[None]] | None = None  # e.g. re-read the thresholds ConfigMap
         self._sources: dict[tuple[str, str], str] = {}
         self._source_series: set[tuple[str, str, str]] = set()
         self.last_report: CycleReport | None = None
@@ -170,6 +171,11 @@ class SaturationEngine:
             calls_before = sum(self.kube.calls.values())
             report = CycleReport(started_at=time.time())
             t0 = time.perf_counter()
+            if self.before_cycle is not None:
+                try:
+                    await self.before_cycle()
+                except Exception:
+                    log.exception("Refreshing configuration before the cycle failed; using the current one")
             groups, side_writes = self._active_groups(report)
             report.groups = len(groups)
             begin_cycle = getattr(self.collector, "begin_cycle", None)
