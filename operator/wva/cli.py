@@ -83,8 +83,6 @@ def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, 
 
     runtime = Runtime.build(settings, metrics_port=metrics_port, probe_port=probe_port)
     watched = list(namespaces) or list(settings.watch_namespaces)
-    if watched and settings.pod_namespace not in watched:
-        watched.append(settings.pod_namespace)  # the ConfigMaps live there
     memo = kopf.Memo(runtime=runtime)
     log.info("Starting wva %s namespaces=%s", __version__, ",".join(watched) or "<all>")
     asyncio.run(
