@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 
 import aiohttp
-
 import kmock
 import pytest
 
 from operator_harness import operator_settings, running_operator
-from reliability.fault_proxy import FaultProxy
 from reliability.support import SATURATED, capture_logs, fleet, wait_for, wait_prometheus_pods
 from wva.runtime import Runtime
 from wva.sim.cluster import SimulatedCluster
@@ -155,4 +153,3 @@ def _watch_requests(api: LocalKubernetesAPI) -> int:
     return sum(1 for r in list(api) if (r.params or {}).get("watch") in ("true", "1", True))
 
 
-__all__ = ["FaultProxy"]
