@@ -71,7 +71,7 @@ def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, 
     from wva.settings import Settings, SettingsError
 
     try:
-        settings = Settings.from_env(require_prometheus=True)
+        settings = Settings.from_env(require_prometheus=os.environ.get("METRICS_SOURCE", "").strip().lower() != "pods")
     except SettingsError as exc:
         configure_logging("INFO")
         for problem in exc.problems:

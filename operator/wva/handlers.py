@@ -10,6 +10,7 @@ ConfigMap access and applies an edit at the next cycle.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -40,7 +41,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     runtime = getattr(memo, "runtime", None)
     if runtime is None:
         runtime = Runtime.build(
-            Settings.from_env(require_prometheus=True),
+            Settings.from_env(require_prometheus=os.environ.get("METRICS_SOURCE", "").strip().lower() != "pods"),
             metrics_port=int(getattr(memo, "metrics_port", 8080)),
             probe_port=int(getattr(memo, "probe_port", 8081)),
         )

@@ -42,6 +42,7 @@ class VariantRecord:
     max_replicas: int | None = None
     generation: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
     uid: str | None = None
     problem: str | None = None
     status: VariantAutoscalingStatus = field(default_factory=VariantAutoscalingStatus)
@@ -116,12 +117,14 @@ def parse_variant(body: Mapping[str, Any]) -> VariantRecord:
     target = spec.get("scaleTargetRef") if isinstance(spec.get("scaleTargetRef"), Mapping) else {}
     assert isinstance(target, Mapping)
     labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
     base: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
         "model_id": str(spec.get("modelID", "") or ""),
         "deployment_name": str(target.get("name", "") or ""),
         "labels": dict(labels or {}),
+        "annotations": {str(k): str(v) for k, v in (annotations or {}).items()},
         "uid": meta.get("uid"),
         "generation": meta.get("generation") if isinstance(meta.get("generation"), int) else None,
     }

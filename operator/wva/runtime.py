@@ -24,7 +24,7 @@ from wva.promconnect import build_prometheus_connect
 from wva.saturation.config import SaturationConfigStore
 from wva.saturation.engine import SaturationEngine
 from wva.server import OperatorServer
-from wva.settings import ActuationMode, Settings
+from wva.settings import ActuationMode, MetricsSourceMode, Settings
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ class Runtime:
             if rt is not None and outcome == "ok":
                 rt.prometheus_ok = True
 
-        if prom is None and collector is None:
+        pods_only = settings.metrics_source is MetricsSourceMode.PODS
+        if prom is None and collector is None and not pods_only:
             prom = build_prometheus_connect(settings, on_query=on_query)
         if collector is None:
             collector = _build_collector(settings, prom, mapper, inventory, metrics=ops)
@@ -239,6 +240,9 @@ class Runtime:
 
     async def _probe_prometheus(self) -> None:
         """Until the metrics source has answered once, ask it every few seconds (never fatal)."""
+        if self.settings.metrics_source is MetricsSourceMode.PODS:
+            self.prometheus_ok = True  # no Prometheus in this configuration: pods are scraped directly
+            return
         delay = 1.0
         while not self.prometheus_ok:
             custom_query = getattr(self.prom, "custom_query", None)
@@ -275,8 +279,6 @@ def _build_collector(
         SourceRegistry,
         V2MetricsCollector,
     )
-    from wva.settings import MetricsSourceMode
-
     mode = settings.metrics_source
     if mode is MetricsSourceMode.PROMETHEUS:
         return new_metrics_collector(

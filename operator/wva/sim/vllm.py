@@ -175,7 +175,8 @@ class VLLMEmulator:
         self.in_flight = 0
         self.max_in_flight = 0
         self.requests_served = 0
-        self._hang = asyncio.Event()  # never set: "hang" pods wait on it until the client gives up
+        self._hang = asyncio.Event()  # "hang" pods wait on it until the client gives up or release_hung()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- pod management ------------------------------------------------------------------------
     def add_pod(self, pod: str, namespace: str, model: str, **values: Any) -> PodState:
@@ -257,6 +258,8 @@ class VLLMEmulator:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
+        self._loop = asyncio.get_running_loop()
+        self._hang = asyncio.Event()
         self._runner = web.AppRunner(self.make_app(), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -282,6 +285,12 @@ class VLLMEmulator:
         finally:
             self.in_flight -= 1
             self.requests_served += 1
+
+    def release_hung(self) -> None:
+        """Answer every request a "hang" pod is holding (call from any thread before stopping)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._hang.set)
 
     def reset_counters(self) -> None:
         self.max_in_flight = self.in_flight
@@ -359,6 +368,7 @@ class EmulatorThread:
         return self.emulator
 
     def stop(self) -> None:
+        self.emulator.release_hung()
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(self.emulator.stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
