@@ -44,7 +44,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 test: lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider --ignore=tests/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -q -p no:cacheprovider -rs $(PYTEST_ARGS)
 
 test-e2e: $(STAMP)
 	WVA_E2E=$${WVA_E2E:-1} $(BIN)/pytest -v tests/e2e
