@@ -37,6 +37,25 @@ LOAD_TICK = 0.2  # real seconds between load-generator updates of the emulated p
 STARTUP_TIMEOUT = 45.0
 
 
+class SimClock:
+    """The demo's simulated clock: ``speed`` simulated seconds per real second, from its creation.
+
+    Pod scraping runs on it (its one-minute window is a simulated minute, as in a real cluster);
+    Prometheus cannot, so with Prometheus the window stays one real minute.
+    """
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._mono0 = time.monotonic()
+        self._wall0 = time.time()
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._mono0) * self.speed
+
+    def wall(self) -> float:
+        return self._wall0 + self.monotonic()
+
+
 class DemoError(RuntimeError):
     """The demo cannot run here; the message says why and what to do."""
 
@@ -45,6 +64,7 @@ class DemoError(RuntimeError):
 class DemoOptions:
     scenario: Scenario
     collector: str = "v2"
+    metrics_source: str | None = None  # None: Prometheus when its binary is found, else pod scraping
     ui: bool = True
     output: Path = Path("demo-output")
     out: TextIO = field(default_factory=lambda: sys.stdout)
@@ -63,7 +83,10 @@ def main(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"wva demo: {exc}", file=sys.stderr)
         return 2
-    options = DemoOptions(scenario, collector=args.collector, ui=not args.no_ui, output=Path(args.output))
+    options = DemoOptions(
+        scenario, collector=args.collector, metrics_source=args.metrics_source, ui=not args.no_ui,
+        output=Path(args.output),
+    )
     options.output.mkdir(parents=True, exist_ok=True)
     _log_to_file(options.output / "demo.log")
     try:
@@ -119,7 +142,7 @@ def _meta(options: DemoOptions, source: str) -> dict[str, Any]:
         "model": s.model,
         "namespace": s.namespace,
         "metrics_source": source,
-        "collector": options.collector,
+        "collector": options.collector if source == "prometheus" else "v2",  # pod scraping is a v2 source
         "speed": s.speed,
         "interval": s.interval,
         "duration": s.duration,
@@ -159,22 +182,27 @@ class _Env:
     runtime: Any
     prometheus: Any
     metrics_source: str
+    clock: SimClock
     loads: dict[str, dict[str, Any]]  # current emulator values per variant; new pods start with them
     operator_task: asyncio.Task[Any]
 
 
-def _choose_metrics_source() -> tuple[str, str | None]:
-    """("prometheus", binary) when the server binary is installed, else ("pods", None) if available."""
+class _NoPrometheus:
+    """Stands in for the Prometheus client when the demo runs on pod scraping alone."""
+
+
+def _choose_metrics_source(requested: str | None) -> tuple[str, str | None]:
+    """("prometheus", binary) when the server binary is installed (or asked for), else ("pods", None)."""
     from wva.sim.prometheus import INSTALL_HINT, find_prometheus_binary
 
+    if requested == "pods":
+        return "pods", None
     binary = find_prometheus_binary()
     if binary is not None:
         return "prometheus", binary
-    import wva.collector.v2 as v2
-
-    if hasattr(v2, "PodScrapingSource"):
-        return "pods", None
-    raise DemoError(f"no Prometheus server binary found and this build has no pod-scraping source; {INSTALL_HINT}")
+    if requested == "prometheus":
+        raise DemoError(f"--metrics-source prometheus: no Prometheus server binary found; {INSTALL_HINT}")
+    return "pods", None
 
 
 @contextlib.asynccontextmanager
@@ -189,7 +217,8 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
     from wva.sim.vllm import EmulatorThread
 
     scenario = options.scenario
-    source, binary = _choose_metrics_source()
+    source, binary = _choose_metrics_source(options.metrics_source)
+    clock = SimClock(scenario.speed)
     emulator_thread = EmulatorThread()
     emulator = emulator_thread.start()
     say(f"emulated vLLM pods served at {emulator.base_url}")
@@ -218,15 +247,22 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
                     env_vars["PROMETHEUS_BASE_URL"] = prometheus.url
                 settings = Settings.from_env(env_vars)
                 await _create_objects(cluster, scenario, settings.config_map_name)
-                runtime = Runtime.build(settings, serve_http=False, run_engine_loop=False)
+                # with pod scraping there is no Prometheus to connect to: a placeholder without custom_query
+                # keeps Runtime.build from requiring PROMETHEUS_BASE_URL and its probe from waiting on one
+                prom = None if prometheus is not None else _NoPrometheus()
+                runtime = Runtime.build(settings, prom=prom, serve_http=False, run_engine_loop=False)
+                if prometheus is None:
+                    _use_pod_scraping_on(runtime, clock, emulator.base_url)
                 if prom_start is not None and prometheus is not None:
                     await prom_start
                     say(f"metrics source: real Prometheus ({binary}) at {prometheus.url}, scraping every 1s")
                 else:
-                    say("metrics source: pod scraping (no Prometheus binary found), reading each pod's /metrics")
+                    why = "as asked" if options.metrics_source == "pods" else "no Prometheus binary found"
+                    say(f"metrics source: pod scraping ({why}), the operator reads each pod's /metrics directly")
                 async with _running_operator(runtime) as operator_task:
-                    say(f"operator running: kopf + collector {options.collector} + saturation engine, direct actuation")
-                    env = _Env(api, emulator, cluster, runtime, prometheus, source, loads, operator_task)
+                    collector = options.collector if source == "prometheus" else "v2"
+                    say(f"operator running: kopf + collector {collector} + saturation engine, direct actuation")
+                    env = _Env(api, emulator, cluster, runtime, prometheus, source, clock, loads, operator_task)
                     await _wait_until_observed(env, scenario)
                     yield env
     finally:
@@ -236,6 +272,35 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
         if prometheus is not None:
             await asyncio.to_thread(prometheus.close)
         await asyncio.to_thread(emulator_thread.stop)
+
+
+def _use_pod_scraping_on(runtime: Any, clock: SimClock, emulator_url: str) -> None:
+    """The collector METRICS_SOURCE=pods builds, with two demo specifics: every emulated pod is a
+    path on the emulator's one port (not a pod IP), and time is the simulated clock."""
+    from wva.collector.v2 import (
+        Cache,
+        InventoryPodDiscovery,
+        PodScrapingConfig,
+        PodScrapingSource,
+        SourceRegistry,
+        V2MetricsCollector,
+    )
+
+    def target_url(namespace: str, pod: str, _ip: str, _port: int) -> str:
+        return f"{emulator_url}/pods/{namespace}/{pod}/metrics"
+
+    source = PodScrapingSource(
+        InventoryPodDiscovery(runtime.inventory, target_url=target_url),
+        PodScrapingConfig(scrape_timeout=2.0),
+        clock=clock.monotonic,
+        wall_clock=clock.wall,
+        cache=Cache(clock=clock.monotonic),
+    )
+    registry = SourceRegistry()
+    registry.register("pods", source)
+    collector = V2MetricsCollector(registry, runtime.inventory.mapper, source_name="pods", clock=clock.wall)
+    runtime.collector = collector
+    runtime.engine.collector = collector
 
 
 async def _create_objects(cluster: Any, scenario: Scenario, main_config_map: str) -> None:
@@ -326,11 +391,14 @@ class _Driver:
         self.say = say
         self.model = LoadModel(self.scenario.variants, self.scenario.queue)
         self.loads = env.loads
-        self.t0 = 0.0
+        self.t0 = 0.0  # real (monotonic) start of the scenario
+        self.sim0 = 0.0  # simulated clock at the start of the scenario
+        # counters advance in the metrics pipeline's time: simulated with pod scraping, real with Prometheus
+        self.counter_time_scale = 1.0 if env.prometheus is not None else self.scenario.speed
         self.records: list[dict[str, Any]] = []
 
     def sim_time(self) -> float:
-        return (time.monotonic() - self.t0) * self.scenario.speed
+        return self.env.clock.monotonic() - self.sim0
 
     def replicas(self) -> dict[str, int]:
         ns = self.scenario.namespace
@@ -350,7 +418,7 @@ class _Driver:
             for pod in list(self.env.cluster.deployments[(ns, v.name)].pods):
                 with contextlib.suppress(KeyError):
                     emulator.set_values(ns, pod, **values)
-                    served = min(pl.requests_per_second, v.capacity) * dt_real
+                    served = min(pl.requests_per_second, v.capacity) * dt_real * self.counter_time_scale
                     emulator.record_requests(ns, pod, count=served, prompt_tokens=512, generation_tokens=128,
                                              ttft_seconds=0.05 + 0.2 * min(pl.rho, 2.0),
                                              tpot_seconds=0.01 + 0.01 * min(pl.rho, 2.0))
@@ -395,6 +463,7 @@ class _Driver:
                      f"= {s.duration / s.speed:.0f}s; one engine cycle every {s.interval:g}s simulated")
         view = LiveView(_meta(self.options, self.env.metrics_source), self.options.out) if self.options.ui else None
         self.t0 = time.monotonic()
+        self.sim0 = self.env.clock.monotonic()
         self.apply_load(0.0, 0.0)
         stop = asyncio.Event()
         loader = asyncio.create_task(self.load_generator(stop))

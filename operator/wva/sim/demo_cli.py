@@ -17,6 +17,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="simulated seconds per real second (default: the scenario's, 20 for 'default')",
     )
     parser.add_argument("--collector", choices=("v1", "v2"), default="v2", help="metrics collector (default v2)")
+    parser.add_argument(
+        "--metrics-source", choices=("prometheus", "pods"), default=None,
+        help="where the operator reads pod metrics (default: real Prometheus if its binary is found, else pods)",
+    )
     parser.add_argument("--no-ui", action="store_true", help="print one JSON object per line instead of the live view")
     parser.add_argument("--output", default="demo-output", help="folder for the summary, chart and records")
 
