@@ -188,6 +188,7 @@ class SaturationEngine:
             await self._gather(
                 [self._process_group(key, members, report) for key, members in groups.items()] + side_writes
             )
+            self._prune_sources({(model, ns) for model, ns, _acc in groups})
             report.duration = time.perf_counter() - t0
             report.kube_calls = sum(self.kube.calls.values()) - calls_before
             self.emitter.operator.cycle_duration.observe(report.duration)
@@ -320,6 +321,14 @@ class SaturationEngine:
         gauge.labels(namespace, model_id, source).set(1)
         self._source_series.add((namespace, model_id, source))
         return dataclasses.replace(collected, source=source)
+
+    def _prune_sources(self, active: set[tuple[str, str]]) -> None:
+        """Forget the source of models no longer scaled (deleted VAs), with their gauge series."""
+        for model_id, namespace in [k for k in self._sources if k not in active]:
+            source = self._sources.pop((model_id, namespace))
+            if (namespace, model_id, source) in self._source_series:
+                self._source_series.discard((namespace, model_id, source))
+                self.emitter.operator.metrics_source.remove(namespace, model_id, source)
 
     def _decide(
         self,
