@@ -1,47 +1,82 @@
-"""Duration strings as Kubernetes users write them: Go syntax ("30s", "1m30s", "500ms") or seconds."""
+"""Durations as Kubernetes users write them: Go syntax ("30s", "1m30s", "500ms") or plain seconds."""
 
 from __future__ import annotations
 
+import math
 import re
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS: dict[str, float] = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,  # micro sign
+    "\u03bcs": 1e-6,  # Greek mu
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_SEGMENT = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Parse a Go ``time.ParseDuration`` string into seconds. Raises ValueError if it is not one."""
+    s = text.strip()
+    if not s:
+        raise ValueError("empty duration")
+    sign = 1.0
+    if s[0] in "+-":
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    if not s:
+        raise ValueError(f"invalid duration {text!r}")
+    total = 0.0
+    pos = 0
+    while pos < len(s):
+        match = _SEGMENT.match(s, pos)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if math.isinf(total):
+        raise ValueError(f"invalid duration {text!r}")
+    return sign * total
 
 
 def parse_duration(text: str) -> float:
-    """Parse ``text`` into seconds. Accepts Go durations and plain non-negative numbers (seconds).
-
-    Raises ValueError naming the text when it is neither.
-    """
+    """Seconds from a Go duration or a plain number of seconds; negative, NaN and infinite values are errors."""
     raw = text.strip()
-    if not raw:
-        raise ValueError("empty duration")
     try:
         value = float(raw)
     except ValueError:
-        pass
-    else:
-        if value < 0 or value != value or value in (float("inf"),):
-            raise ValueError(f"duration {text!r} must be a finite number of seconds >= 0")
-        return value
-    if raw == "0":
-        return 0.0
-    pos = 0
-    total = 0.0
-    for match in _PART.finditer(raw):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(raw) or pos == 0:
-        raise ValueError(f"invalid duration {text!r}; use e.g. '30s', '1m30s', '500ms' or a number of seconds")
-    return total
+        try:
+            value = parse_go_duration(raw)
+        except ValueError:
+            raise ValueError(
+                f"invalid duration {text!r}; use e.g. '30s', '1m30s', '500ms' or a number of seconds"
+            ) from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"duration {text!r} must be a finite number of seconds >= 0")
+    return value
 
 
-def format_duration(seconds: float) -> str:
-    """Render seconds compactly for logs and docs ("30s", "1m", "1.5s")."""
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{int(seconds // 60)}m"
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{seconds:g}s"
+def format_go_duration(seconds: float) -> str:
+    """Render seconds the way Go prints a ``time.Duration`` (``6m0s``, ``1h2m3.5s``, ``250ms``)."""
+    if seconds == 0:
+        return "0s"
+    sign = "-" if seconds < 0 else ""
+    rest = abs(seconds)
+    if rest < 1.0:
+        millis = round(rest * 1000.0, 3)
+        return f"{sign}{millis:g}ms"
+    hours, rest = divmod(rest, 3600.0)
+    minutes, secs = divmod(rest, 60.0)
+    secs = round(secs, 3)
+    parts = [sign]
+    if hours:
+        parts.append(f"{int(hours)}h")
+    if hours or minutes:
+        parts.append(f"{int(minutes)}m")
+    parts.append(f"{secs:g}s")
+    return "".join(parts)

@@ -9,8 +9,6 @@ its latency for the operator's self-metrics.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,31 +18,9 @@ from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from wva.settings import Settings
+from wva.tokens import TokenFile
 
 log = logging.getLogger(__name__)
-
-
-class _TokenFile:
-    """Reads a token file, re-reading it when its modification time changes."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._mtime: float | None = None
-        self._token: str | None = None
-
-    def get(self) -> str | None:
-        try:
-            mtime = os.stat(self.path).st_mtime
-        except OSError:
-            log.warning("Prometheus token file unreadable path=%s", self.path)
-            return self._token
-        with self._lock:
-            if mtime != self._mtime:
-                with open(self.path, encoding="utf-8") as fh:
-                    self._token = fh.read().strip() or None
-                self._mtime = mtime
-            return self._token
 
 
 class BearerSession(requests.Session):
@@ -69,7 +45,7 @@ def build_session(settings: Settings) -> requests.Session:
         secret = settings.prometheus_bearer_token
         token_source = secret.get_secret_value
     elif settings.prometheus_token_path:
-        token_source = _TokenFile(settings.prometheus_token_path).get
+        token_source = TokenFile(settings.prometheus_token_path, "Prometheus").get
     else:
         token_source = _no_token
     session = BearerSession(token_source)

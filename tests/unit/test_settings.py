@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wva.durations import format_duration, parse_duration
+from wva.durations import format_go_duration, parse_duration
 from wva.settings import ActuationMode, MetricsSourceMode, Settings, SettingsError
 
 
@@ -130,5 +130,6 @@ def test_parse_duration_rejects(text: str) -> None:
         parse_duration(text)
 
 
-def test_format_duration() -> None:
-    assert [format_duration(x) for x in (30.0, 60.0, 1.5)] == ["30s", "1m", "1.5s"]
+def test_format_go_duration() -> None:
+    rendered = [format_go_duration(x) for x in (30.0, 60.0, 1.5, 0.25, 3723.5)]
+    assert rendered == ["30s", "1m0s", "1.5s", "250ms", "1h2m3.5s"]

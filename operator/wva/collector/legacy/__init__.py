@@ -5,15 +5,10 @@ Selected when ``COLLECTOR_V2`` is off; see docs/collectors.md.
 
 from wva.collector.legacy.cache import CachedMetrics, MemoryCache, MetricsCache, NoOpCache
 from wva.collector.legacy.collector import METRICS_STALENESS_LIMIT, PrometheusCollector
-from wva.collector.legacy.config import (
-    CacheConfig,
-    FreshnessThresholds,
-    format_go_duration,
-    load_cache_config,
-    parse_go_duration,
-)
+from wva.collector.legacy.config import CacheConfig, FreshnessThresholds, load_cache_config
 from wva.collector.legacy.errors import MetricsCollectionError
 from wva.collector.legacy.query import BlockingRunner, PromClient, QueryPolicy, run_in_thread
+from wva.durations import format_go_duration, parse_go_duration
 
 __all__ = [
     "METRICS_STALENESS_LIMIT",

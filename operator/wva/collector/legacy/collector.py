@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from wva.collector import promql as catalogue
 from wva.collector.legacy import promql as q
 from wva.collector.legacy.cache import MemoryCache, MetricsCache, NoOpCache
-from wva.collector.legacy.config import CacheConfig, format_go_duration
+from wva.collector.legacy.config import CacheConfig
 from wva.collector.legacy.errors import MetricsCollectionError
 from wva.collector.legacy.periodic import PeriodicJob
 from wva.collector.legacy.query import BlockingRunner, PromClient, PromQueryRunner, QueryPolicy, run_in_thread
@@ -32,6 +32,7 @@ from wva.collector.types import (
     ReplicaMetricsMetadata,
     VariantRef,
 )
+from wva.durations import format_go_duration
 
 logger = logging.getLogger(__name__)
 

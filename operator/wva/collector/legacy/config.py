@@ -7,12 +7,11 @@ that is what upstream's ConfigMaps contain; in Python they are floats of seconds
 from __future__ import annotations
 
 import logging
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from wva.collector.types import FreshnessStatus
+from wva.durations import format_go_duration, parse_go_duration
 
 logger = logging.getLogger(__name__)
 
@@ -57,68 +56,6 @@ class CacheConfig:
     cleanup_interval: float = 60.0
     fetch_interval: float = 30.0
     freshness: FreshnessThresholds = field(default_factory=FreshnessThresholds)
-
-
-# --- Go duration syntax ---------------------------------------------------------------------------
-
-_UNIT_SECONDS: dict[str, float] = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,  # micro sign
-    "\u03bcs": 1e-6,  # Greek mu
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_SEGMENT = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-
-
-def parse_go_duration(text: str) -> float:
-    """Parse a Go ``time.ParseDuration`` string into seconds. Raises ValueError if it is not one."""
-    s = text.strip()
-    if not s:
-        raise ValueError("empty duration")
-    sign = 1.0
-    if s[0] in "+-":
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
-        raise ValueError(f"invalid duration {text!r}")
-    total = 0.0
-    pos = 0
-    while pos < len(s):
-        match = _SEGMENT.match(s, pos)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if math.isinf(total):
-        raise ValueError(f"invalid duration {text!r}")
-    return sign * total
-
-
-def format_go_duration(seconds: float) -> str:
-    """Render seconds the way Go prints a ``time.Duration`` (``6m0s``, ``1h2m3.5s``, ``250ms``)."""
-    if seconds == 0:
-        return "0s"
-    sign = "-" if seconds < 0 else ""
-    rest = abs(seconds)
-    if rest < 1.0:
-        millis = round(rest * 1000.0, 3)
-        return f"{sign}{millis:g}ms"
-    hours, rest = divmod(rest, 3600.0)
-    minutes, secs = divmod(rest, 60.0)
-    secs = round(secs, 3)
-    parts = [sign]
-    if hours:
-        parts.append(f"{int(hours)}h")
-    if hours or minutes:
-        parts.append(f"{int(minutes)}m")
-    parts.append(f"{secs:g}s")
-    return "".join(parts)
 
 
 # --- ConfigMap loading ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from wva.collector.v2.registration import register_default_queries
 from wva.collector.v2.replica import DEFAULT_STALENESS_THRESHOLD, ReplicaMetricsCollector
 from wva.collector.v2.results import MetricResult, RefreshSpec
 from wva.collector.v2.source import LifecycleSource, MetricsSource, SourceRegistry
+from wva.durations import format_go_duration
 
 __all__ = ["METRICS_STALE_AFTER", "V2MetricsCollector", "format_duration"]
 
@@ -50,21 +51,7 @@ _MSG_STALE = (
 )
 
 
-def format_duration(seconds: float) -> str:
-    """Seconds as Go prints a ``time.Duration``, to the millisecond: ``10m0s``, ``1h2m3.5s``, ``250ms``."""
-    sign, magnitude = ("-", -seconds) if seconds < 0 else ("", seconds)
-    if magnitude == 0:
-        return "0s"
-    if magnitude < 1.0:
-        return f"{sign}{round(magnitude * 1000.0, 3):g}ms"
-    hours, remainder = divmod(magnitude, 3600.0)
-    minutes, secs = divmod(remainder, 60.0)
-    text = f"{round(secs, 3):g}s"
-    if hours or minutes:
-        text = f"{int(minutes)}m{text}"
-    if hours:
-        text = f"{int(hours)}h{text}"
-    return sign + text
+format_duration = format_go_duration  # upstream's message text prints ages as Go durations
 
 
 class V2MetricsCollector:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +34,7 @@ from wva.collector.v2.cache import Cache, CachedValue, build_cache_key
 from wva.collector.v2.exposition import PodReading, counter_rate, parse_exposition, peak, reading_from_samples
 from wva.collector.v2.query import QueryList
 from wva.collector.v2.results import MetricResult, MetricValue, RefreshSpec
+from wva.tokens import TokenFile
 
 __all__ = [
     "METRICS_PORT_ANNOTATION",
@@ -199,37 +198,6 @@ class PodScrapingConfig:
             raise ValueError("max_readings_per_pod must be >= 2 and max_pods >= 1")
 
 
-class TokenFile:
-    """A bearer token in a file (a mounted Secret), re-read when the file's mtime changes.
-
-    The token is never logged; an unreadable file keeps the last token read.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._mtime: float | None = None
-        self._token: str | None = None
-
-    def get(self) -> str | None:
-        try:
-            mtime = os.stat(self.path).st_mtime_ns
-        except OSError as exc:
-            logger.warning("Pod metrics token file unreadable path=%s error=%s", self.path, exc.strerror)
-            return self._token
-        with self._lock:
-            if mtime != self._mtime:
-                try:
-                    with open(self.path, encoding="utf-8") as fh:
-                        self._token = fh.read().strip() or None
-                except OSError as exc:
-                    logger.warning("Pod metrics token file unreadable path=%s error=%s", self.path, exc.strerror)
-                    return self._token
-                self._mtime = mtime
-                logger.info("Pod metrics token loaded path=%s", self.path)
-            return self._token
-
-
 # --- results ---------------------------------------------------------------------------------------
 
 
@@ -295,7 +263,7 @@ class PodScrapingSource:
         self._wall = wall_clock
         self._on_scrape = on_scrape
         self.cache = cache if cache is not None else Cache(default_ttl=self.config.default_ttl)
-        self._token = TokenFile(self.config.token_path) if self.config.token_path else None
+        self._token = TokenFile(self.config.token_path, "Pod metrics") if self.config.token_path else None
         self._pods: dict[tuple[str, str], _PodState] = {}
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
