@@ -1,0 +1,158 @@
+"""The synthetic fleet: N VAs, one model and one Deployment each, 4 pods per VA, over a few namespaces.
+
+The operator's inventory is fed these objects directly (``apply_variant``/``apply_deployment``/
+``apply_pod``), exactly what the kopf watch handlers would pass it: pod -> VA mapping then needs no
+API call, which the counting Kubernetes client proves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.emulator_proc import PodSpec
+from wva.api.constants import API_VERSION, KIND
+from wva.inventory import Inventory
+
+PODS_PER_VA = 4
+NAMESPACES = 4
+WRITE_CALLS = frozenset({"patch_va_status", "create_event", "patch_deployment_scale"})
+
+
+@dataclass(frozen=True)
+class Variant:
+    index: int
+
+    @property
+    def namespace(self) -> str:
+        return f"bench-{self.index % NAMESPACES}"
+
+    @property
+    def name(self) -> str:
+        return f"va-{self.index:04d}"
+
+    @property
+    def model(self) -> str:
+        return f"org/model-{self.index:04d}"
+
+    @property
+    def deployment(self) -> str:
+        return f"model-{self.index:04d}"
+
+    @property
+    def template_hash(self) -> str:
+        return hashlib.sha1(self.deployment.encode()).hexdigest()[:10]
+
+    def pod_names(self) -> list[str]:
+        return [f"{self.deployment}-{self.template_hash}-p{j:03d}" for j in range(PODS_PER_VA)]
+
+    def va_body(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": self.name, "namespace": self.namespace, "uid": f"uid-{self.name}", "generation": 1},
+            "spec": {
+                "scaleTargetRef": {"kind": "Deployment", "name": self.deployment},
+                "modelID": self.model,
+                "variantCost": "10.0",
+                "modelProfile": {"accelerators": [{"acc": "L4", "accCount": 1, "maxBatchSize": 256}]},
+            },
+        }
+
+    def deployment_body(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": self.deployment, "namespace": self.namespace},
+            "spec": {"replicas": PODS_PER_VA},
+            "status": {"replicas": PODS_PER_VA, "readyReplicas": PODS_PER_VA},
+        }
+
+    def pod_bodies(self) -> list[dict[str, Any]]:
+        rs = f"{self.deployment}-{self.template_hash}"
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod,
+                    "namespace": self.namespace,
+                    "labels": {"pod-template-hash": self.template_hash},
+                    "ownerReferences": [
+                        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "controller": True}
+                    ],
+                },
+                "status": {
+                    "phase": "Running",
+                    "podIP": "10.0.0.1",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                },
+            }
+            for pod in self.pod_names()
+        ]
+
+    def emulator_pods(self) -> list[PodSpec]:
+        # moderate, steady load: no variant saturated, values differ per pod
+        return [
+            (pod, self.namespace, self.model,
+             {"kv_cache_usage": round(0.2 + 0.05 * ((self.index + j) % 8), 3), "num_requests_waiting": j % 3})
+            for j, pod in enumerate(self.pod_names())
+        ]
+
+
+def fleet(n: int) -> list[Variant]:
+    return [Variant(i) for i in range(n)]
+
+
+def populate(inventory: Inventory, variants: list[Variant]) -> None:
+    for v in variants:
+        inventory.apply_deployment(v.deployment_body())
+        inventory.apply_variant(v.va_body())
+        for body in v.pod_bodies():
+            inventory.apply_pod(body)
+
+
+class CountingKube:
+    """Stands in for ``wva.kube.KubeClient``: answers instantly and counts every call by method.
+
+    Writes (status patches, Events, scale) are expected; any other call (a List or Get) would be
+    an API read the engine made, e.g. for pod -> VA mapping, and is counted under its method name.
+    """
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    def _count(self, name: str) -> None:
+        self.calls[("write" if name in WRITE_CALLS else "read", name)] += 1
+
+    async def patch_va_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self._count("patch_va_status")
+        return {"status": status}
+
+    async def create_event(self, *args: Any, **kwargs: Any) -> None:
+        self._count("create_event")
+
+    async def patch_deployment_scale(self, *args: Any, **kwargs: Any) -> None:
+        self._count("patch_deployment_scale")
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self._count(name)
+            return None
+
+        return call
+
+    def totals(self) -> tuple[int, int]:
+        """(reads, writes) so far."""
+        reads = sum(n for (kind, _), n in self.calls.items() if kind == "read")
+        writes = sum(n for (kind, _), n in self.calls.items() if kind == "write")
+        return reads, writes

@@ -1,0 +1,68 @@
+"""The benchmark's Markdown table and PNG plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+MODES = ("v1", "v2-per-model", "v2-batched")
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    head = (
+        "| N VAs | pods | mode | cycle (ms) | x round trip | Prom queries/cycle | API calls/cycle: mapping "
+        "| API calls/cycle: status writes | CPU/cycle (ms) | batch prefetch (ms, x round trip) |\n"
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for stage in results["stages"]:
+        for mode in MODES:
+            m = stage["modes"].get(mode)
+            if m is None:
+                continue
+            prefetch = m.get("batch_prefetch_seconds") if mode == "v2-batched" else None
+            pre = f"{prefetch * 1000:.1f} ({prefetch / stage['rtt_seconds']:.0f}x)" if prefetch is not None else "-"
+            rows.append(
+                f"| {stage['n']} | {stage['pods']} | {mode} | {m['cycle_seconds'] * 1000:.1f} "
+                f"| {m['cycle_rtt_multiple']:.1f} | {m['prometheus_queries_per_cycle']:g} "
+                f"| {m['kube_mapping_calls_per_cycle']:g} | {m['kube_write_calls_per_cycle']:g} "
+                f"| {m['cpu_seconds_per_cycle'] * 1000:.1f} | {pre} |"
+            )
+    mem = results["memory"]
+    rtts = ", ".join(f"N={s['n']}: {s['rtt_seconds'] * 1000:.2f} ms" for s in results["stages"])
+    foot = (
+        f"\nPrometheus round trip (median of {results['rtt_samples']} `vector(1)` queries): {rtts}.  \n"
+        f"Operator RSS: "
+        + ", ".join(f"N={s['n']}: {s['rss_mb']:.1f} MB" for s in results["stages"])
+        + f"; peak {mem['peak_rss_mb']:.1f} MB; growth {mem['rss_growth_mb_per_1000_vas']:.1f} MB per 1000 VAs.\n"
+    )
+    return head + "\n".join(rows) + "\n" + foot
+
+
+def plot(results: dict[str, Any], path: Path) -> str | None:
+    """Cycle time against N for the three modes; returns why it was skipped, or None once written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install '.[plot]'); skipped the plot"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for mode in MODES:
+        points = [(s["n"], s["modes"][mode]["cycle_seconds"] * 1000) for s in results["stages"] if mode in s["modes"]]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=mode)
+    rtt = [(s["n"], 10 * s["rtt_seconds"] * 1000) for s in results["stages"]]
+    ax.plot([p[0] for p in rtt], [p[1] for p in rtt], linestyle="--", color="grey", label="10x round trip")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("VariantAutoscalings (4 pods each)")
+    ax.set_ylabel("engine cycle wall time (ms)")
+    ax.set_title("wva engine cycle time vs fleet size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None

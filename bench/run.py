@@ -1,0 +1,250 @@
+"""Scale benchmark: engine cycle cost for N VAs x 4 pods, collector v1 vs v2 per-model vs v2 batched.
+
+Real Prometheus scrapes one emulator (in a child process) serving every pod. For each N the
+operator's pieces are built directly (inventory, collector, saturation engine, a counting Kubernetes
+client), a warm-up cycle runs, then ``--cycles`` measured cycles. Results go to
+``bench/results/<date>.json``, ``.md`` and ``.png``. Run: ``python -m bench.run [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from urllib3.util.retry import Retry
+
+from bench.emulator_proc import EmulatorProcess
+from bench.fleet import NAMESPACES, PODS_PER_VA, CountingKube, fleet, populate
+from bench.report import MODES, markdown_table, plot
+from wva.actuator.metrics import MetricsEmitter
+from wva.actuator.status import StatusWriter
+from wva.collector import MetricsCollector, new_metrics_collector
+from wva.collector.legacy import CacheConfig
+from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
+from wva.inventory import Inventory
+from wva.promconnect import MeteredPrometheusConnect
+from wva.saturation.config import SaturationConfigStore
+from wva.saturation.engine import SaturationEngine
+from wva.sim.prometheus import LocalPrometheus
+
+log = logging.getLogger("bench")
+RESULTS = Path(__file__).resolve().parent / "results"
+RTT_SAMPLES = 20
+SLOW_CYCLE = 15.0
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KiB on Linux
+
+
+def connect(url: str) -> MeteredPrometheusConnect:
+    return MeteredPrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=0), timeout=30.0)
+
+
+def round_trip(url: str) -> float:
+    prom = connect(url)
+    prom.custom_query("vector(1)")  # open the connection first
+    samples = []
+    for _ in range(RTT_SAMPLES):
+        t0 = time.perf_counter()
+        prom.custom_query("vector(1)")
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def build_collector(mode: str, prom: MeteredPrometheusConnect, mapper: PodVAMapper) -> MetricsCollector:
+    if mode == "v1":
+        # upstream v1 as the engine sees it every cycle: per-model queries, no result cache in between
+        return new_metrics_collector(False, prom, mapper, cache_config=CacheConfig(enabled=False), query_timeout=30.0)
+    registry = SourceRegistry()
+    registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=30.0)))
+    return V2MetricsCollector(registry, mapper, batch_queries=mode == "v2-batched")
+
+
+async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[str, Any], Any]:
+    prom = connect(url)
+    inventory = Inventory(PodVAMapper())
+    populate(inventory, fleet(n))
+    kube = CountingKube()
+    collector = build_collector(mode, prom, inventory.mapper)
+    emitter = MetricsEmitter()
+    engine = SaturationEngine(
+        inventory, collector, SaturationConfigStore(), StatusWriter(kube, inventory), emitter, kube  # type: ignore[arg-type]
+    )
+    prefetch_times: list[float] = []
+    begin_cycle = getattr(collector, "begin_cycle", None)
+    if begin_cycle is not None:
+
+        async def timed_begin_cycle(models: list[tuple[str, str]]) -> None:
+            t0 = time.perf_counter()
+            try:
+                await begin_cycle(models)
+            finally:
+                prefetch_times.append(time.perf_counter() - t0)
+
+        collector.begin_cycle = timed_begin_cycle  # type: ignore[attr-defined]
+    await collector.start()
+    try:
+        t_warm = time.perf_counter()
+        warm = await engine.run_cycle()
+        warm_seconds = time.perf_counter() - t_warm
+        if warm.group_errors:
+            raise RuntimeError(f"{mode} N={n}: warm-up cycle had errors: {list(warm.group_errors.items())[:3]}")
+        if len(warm.decisions) != n:
+            raise RuntimeError(f"{mode} N={n}: {len(warm.decisions)} decisions for {n} VAs")
+        walls, cpus, queries, reads, writes = [], [], [], [], []
+        prefetch_times.clear()
+        # a cycle longer than SLOW_CYCLE is one stable sample on its own: keep the whole run short
+        for _ in range(1 if warm_seconds > SLOW_CYCLE else cycles):
+            q0, (r0, w0), c0 = prom.queries, kube.totals(), time.process_time()
+            report = await engine.run_cycle()
+            cpus.append(time.process_time() - c0)
+            walls.append(report.duration)
+            queries.append(prom.queries - q0)
+            r1, w1 = kube.totals()
+            reads.append(r1 - r0)
+            writes.append(w1 - w0)
+            if report.group_errors:
+                raise RuntimeError(f"{mode} N={n}: cycle errors {list(report.group_errors.items())[:3]}")
+        result = {
+            "cycle_seconds": statistics.median(walls),
+            "cycle_seconds_all": walls,
+            "prometheus_queries_per_cycle": statistics.median(queries),
+            "prometheus_queries_all": queries,
+            "kube_mapping_calls_per_cycle": statistics.median(reads),
+            "kube_write_calls_per_cycle": statistics.median(writes),
+            "kube_write_calls_warmup": warm.kube_calls,
+            "cpu_seconds_per_cycle": statistics.median(cpus),
+            "batch_prefetch_seconds": statistics.median(prefetch_times) if prefetch_times else None,
+            "decisions": len(warm.decisions),
+        }
+        keep = (inventory, collector, engine)
+        return result, keep
+    finally:
+        await collector.stop()
+
+
+async def run(sizes: list[int], cycles: int, scrape_interval: float) -> dict[str, Any]:
+    started = time.monotonic()
+    emulator = EmulatorProcess()
+    port = emulator.start()
+    prometheus = LocalPrometheus([f"127.0.0.1:{port}"], scrape_interval=scrape_interval)
+    prometheus.start()
+    stages: list[dict[str, Any]] = []
+    try:
+        prometheus.wait_for_blocking("up", timeout=60.0)
+        added = 0
+        baseline_rss = rss_mb()
+        for n in sorted(sizes):
+            variants = fleet(n)[added:]
+            pods = [p for v in variants for p in v.emulator_pods()]
+            emulator.add_pods(pods)
+            added = n
+            want = n * PODS_PER_VA
+            t0 = time.monotonic()
+            await prometheus.wait_for(
+                'count(vllm:kv_cache_usage_perc{namespace=~"bench-.*"})',
+                lambda r, want=want: int(float(r[0]["value"][1])) == want,
+                timeout=120.0,
+            )
+            print(f"N={n}: {want} pods scraped after {time.monotonic() - t0:.1f}s", flush=True)
+            rtt = round_trip(prometheus.url)
+            stage: dict[str, Any] = {"n": n, "pods": want, "rtt_seconds": rtt, "modes": {}}
+            kept: list[Any] = []
+            # light mode first: after thousands of per-model queries Prometheus stays busy for a while
+            for mode in reversed(MODES):
+                gc.collect()
+                result, keep = await measure_mode(mode, n, prometheus.url, cycles)
+                result["cycle_rtt_multiple"] = result["cycle_seconds"] / rtt
+                stage["modes"][mode] = result
+                if mode == "v2-batched":
+                    kept.append(keep)  # the operator's state for N VAs, alive for the RSS reading
+                print(
+                    f"  {mode:13s} cycle={result['cycle_seconds'] * 1000:8.1f} ms "
+                    f"({result['cycle_rtt_multiple']:6.1f}x rtt) queries={result['prometheus_queries_per_cycle']:g} "
+                    f"mapping calls={result['kube_mapping_calls_per_cycle']:g}",
+                    flush=True,
+                )
+            scrape = prometheus.query('max(scrape_duration_seconds{job="vllm"})')
+            up = prometheus.query('min(min_over_time(up{job="vllm"}[2m]))')
+            stage["scrape_seconds"] = float(scrape[0]["value"][1]) if scrape else None
+            stage["target_up"] = bool(up) and float(up[0]["value"][1]) == 1.0
+            if not stage["target_up"]:
+                print(f"  warning: the emulator target was down during N={n}; results are not valid", flush=True)
+            gc.collect()
+            stage["rss_mb"] = rss_mb()
+            stages.append(stage)
+            del kept
+            gc.collect()
+    finally:
+        prometheus.close()
+        emulator.stop()
+    by_n = {s["n"]: s for s in stages}
+    lo, hi = min(by_n), max(by_n)
+    growth = (by_n[hi]["rss_mb"] - by_n[lo]["rss_mb"]) / ((hi - lo) / 1000) if hi > lo else 0.0
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()},
+        "setup": {
+            "pods_per_va": PODS_PER_VA,
+            "namespaces": NAMESPACES,
+            "scrape_interval_seconds": scrape_interval,
+            "measured_cycles": cycles,
+            "warmup_cycles": 1,
+        },
+        "rtt_samples": RTT_SAMPLES,
+        "stages": stages,
+        "memory": {
+            "baseline_rss_mb": baseline_rss,
+            "peak_rss_mb": peak_rss_mb(),
+            "rss_growth_mb_per_1000_vas": growth,
+        },
+        "total_seconds": time.monotonic() - started,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,1000", help="comma-separated VA counts (default 10,100,1000)")
+    parser.add_argument("--quick", action="store_true", help="N in {10, 100} and 2 measured cycles")
+    parser.add_argument("--cycles", type=int, default=3, help="measured cycles per mode (median reported)")
+    parser.add_argument("--scrape-interval", type=float, default=5.0, help="Prometheus scrape interval, seconds")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    sizes = [10, 100] if args.quick else [int(x) for x in args.sizes.split(",") if x.strip()]
+    cycles = 2 if args.quick else args.cycles
+    results = asyncio.run(run(sizes, cycles, args.scrape_interval))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / datetime.date.today().isoformat()
+    table = markdown_table(results)
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(f"# wva benchmark {results['date']}\n\n{table}")
+    skipped = plot(results, stem.with_suffix(".png"))
+    print()
+    print(table)
+    print(f"results: {stem}.json, {stem}.md" + (f" ({skipped})" if skipped else f", {stem}.png"))
+    print(f"total time: {results['total_seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
