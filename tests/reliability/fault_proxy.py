@@ -26,6 +26,7 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 MODES = ("pass", "error", "slow", "down", "rewrite", "strip_pod")
@@ -88,7 +89,11 @@ class FaultProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+        # long request lines: a 10k-character label value in a GET query must reach Prometheus
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=0.5,
+            max_line_size=1 << 20, max_field_size=1 << 20,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -146,7 +151,9 @@ class FaultProxy:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "accept")}
         async with self._session.request(
-            request.method, self.target + request.rel_url.path_qs, data=body or None, headers=headers
+            # the raw path and query, byte for byte: re-encoding a parsed URL would alter hostile values
+            request.method, yarl.URL(self.target + request.raw_path, encoded=True), data=body or None,
+            headers=headers,
         ) as response:
             text = await response.text()
             with self._lock:
