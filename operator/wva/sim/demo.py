@@ -60,6 +60,10 @@ class DemoError(RuntimeError):
     """The demo cannot run here; the message says why and what to do."""
 
 
+class DemoStopped(DemoError):
+    """The scenario did not run to its end (interrupted, or the operator stopped)."""
+
+
 @dataclass
 class DemoOptions:
     scenario: Scenario
@@ -91,12 +95,15 @@ def main(args: argparse.Namespace) -> int:
     _log_to_file(options.output / "demo.log")
     try:
         asyncio.run(run_demo(options))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("wva demo: interrupted", file=sys.stderr)
+        return 130
+    except DemoStopped as exc:
+        print(f"wva demo: {exc}", file=sys.stderr)
+        return 130
     except DemoError as exc:
         print(f"wva demo: {exc}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("wva demo: interrupted", file=sys.stderr)
-        return 130
     return 0
 
 
@@ -117,9 +124,23 @@ async def run_demo(options: DemoOptions) -> DemoResult:
     from wva.sim import report
 
     say = _Narrator(options)
-    async with _environment(options, say) as env:
-        records = await _Driver(options, env, say).run()
-    meta = _meta(options, env.metrics_source)
+    records: list[dict[str, Any]] = []
+    source = ""
+    finished = False
+    try:
+        async with _environment(options, say) as env:
+            source = env.metrics_source
+            driver = _Driver(options, env, say)
+            records = driver.records
+            await driver.run()
+            finished = not driver.stopped_early
+    finally:
+        if not finished and records:  # Ctrl-C or the operator ended: keep what was recorded
+            report.write_outputs(options.output, records, _meta(options, source))
+            say(f"stopped early after {len(records)} cycles; partial results in {options.output.resolve()}")
+    if not finished:
+        raise DemoStopped("the operator stopped before the scenario ended (see demo.log)")
+    meta = _meta(options, source)
     files = report.write_outputs(options.output, records, meta)
     summary = report.summarize(records, meta)
     if options.ui:
@@ -131,7 +152,7 @@ async def run_demo(options: DemoOptions) -> DemoResult:
     else:
         say.json({"event": "end", "output": str(options.output.resolve()), "summary": summary,
                   "files": {k: (str(v) if v else None) for k, v in files.items()}})
-    return DemoResult(records, env.metrics_source, files)
+    return DemoResult(records, source, files)
 
 
 def _meta(options: DemoOptions, source: str) -> dict[str, Any]:
@@ -396,6 +417,7 @@ class _Driver:
         # counters advance in the metrics pipeline's time: simulated with pod scraping, real with Prometheus
         self.counter_time_scale = 1.0 if env.prometheus is not None else self.scenario.speed
         self.records: list[dict[str, Any]] = []
+        self.stopped_early = False  # kopf ended (it stops on SIGINT/SIGTERM) before the scenario did
 
     def sim_time(self) -> float:
         return self.env.clock.monotonic() - self.sim0
@@ -477,7 +499,8 @@ class _Driver:
                 if t > s.duration + 1e-9:
                     break
                 if self.env.operator_task.done():
-                    raise DemoError("the operator (kopf) stopped; the demo ends here (see demo.log)")
+                    self.stopped_early = True
+                    break
                 await self.pipeline_caught_up(min(1.5, period * 0.8))
                 record = await self.one_cycle(cycle, t)
                 self.records.append(record)
@@ -487,7 +510,8 @@ class _Driver:
                     self.say.json(record)
         finally:
             stop.set()
-            await loader
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
         return self.records
 
     async def one_cycle(self, cycle: int, t: float) -> dict[str, Any]:

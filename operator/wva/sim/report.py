@@ -219,11 +219,22 @@ def render_html(records: Sequence[Record], meta: dict[str, Any], summary: dict[s
         f"<h1>wva demo: scenario {html.escape(meta['scenario'])}</h1>"
         f"<p>{html.escape(meta.get('description') or '')}</p>"
         f"<p>Metrics source: {html.escape(meta['metrics_source'])}; collector {html.escape(meta['collector'])}; "
-        f"engine interval {meta['interval']:g}s simulated; {meta['speed']:g} simulated seconds per real second.</p>"
+        f"engine interval {meta['interval']:g}s simulated; {meta['speed']:g} simulated seconds per real second. "
+        f"{html.escape(window_note(meta))}</p>"
         f"{load_panel}<br>{replicas_panel}<br>{kv_panel}<br>{queue_panel}"
         f"<h2>Summary</h2><pre>{table}</pre>"
         f"<details><summary>Run details</summary><pre>{data}</pre></details>"
         "</body></html>\n"
+    )
+
+
+def window_note(meta: dict[str, Any]) -> str:
+    """With Prometheus, scale-down trails a drop by its one-minute window, in real seconds."""
+    if meta["metrics_source"] != "prometheus":
+        return ""
+    return (
+        f"Prometheus' [1m] window is 60 real s = {60 * meta['speed']:.0f} simulated s: "
+        "scale-down trails a load drop by that much"
     )
 
 
@@ -242,12 +253,14 @@ def write_png(path: Path, records: Sequence[Record], meta: dict[str, Any]) -> bo
     axes[0].set_ylabel("offered load (req/s)")
     axes[0].set_title(
         f"wva demo: scenario {meta['scenario']} ({meta['metrics_source']}, collector {meta['collector']})"
+        + ("\n" + window_note(meta) if window_note(meta) else "")
     )
     for i, n in enumerate(names):
         c = COLOURS[i % len(COLOURS)]
         axes[1].step(s["t"], s["pods"][n], where="post", color=c, label=f"{n} pods")
         axes[1].step(s["t"], s["desired"][n], where="post", color=c, linestyle="--", label=f"{n} desired")
-        axes[2].plot(s["t"], s["kv"][n], color=c, label=f"{n} KV usage")
+        # the router keeps every replica at the same utilisation, so the KV lines coincide: dash the others
+        axes[2].plot(s["t"], s["kv"][n], color=c, linestyle="-" if i == 0 else "--", label=f"{n} KV usage")
     axes[1].set_ylabel("replicas")
     axes[1].legend(fontsize=8, loc="upper right")
     axes[2].set_ylabel("KV-cache usage")
