@@ -26,9 +26,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from wva.sim.loadmodel import LoadModel, Scenario, ScenarioError, load_scenario
+
+if TYPE_CHECKING:  # the demo imports its heavy parts only when it runs
+    from wva.runtime import Runtime
+    from wva.sim.cluster import SimulatedCluster
+    from wva.sim.prometheus import LocalPrometheus
+    from wva.sim.vllm import VLLMEmulator
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +203,11 @@ class _Narrator:
 # --- the environment -----------------------------------------------------------------------------
 @dataclass
 class _Env:
-    api: Any
-    emulator: Any
-    cluster: Any
-    runtime: Any
-    prometheus: Any
+    api: Any  # LocalKubernetesAPI (kmock is untyped)
+    emulator: VLLMEmulator
+    cluster: SimulatedCluster
+    runtime: Runtime
+    prometheus: LocalPrometheus | None
     metrics_source: str
     clock: SimClock
     loads: dict[str, dict[str, Any]]  # current emulator values per variant; new pods start with them
@@ -275,7 +281,10 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
                 if prometheus is None:
                     _use_pod_scraping_on(runtime, clock, emulator.base_url)
                 if prom_start is not None and prometheus is not None:
-                    await prom_start
+                    try:
+                        await prom_start
+                    except (OSError, RuntimeError) as exc:
+                        raise DemoError(f"Prometheus did not start ({exc}); try --metrics-source pods") from exc
                     say(f"metrics source: real Prometheus ({binary}) at {prometheus.url}, scraping every 1s")
                 else:
                     why = "as asked" if options.metrics_source == "pods" else "no Prometheus binary found"
@@ -295,7 +304,7 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
         await asyncio.to_thread(emulator_thread.stop)
 
 
-def _use_pod_scraping_on(runtime: Any, clock: SimClock, emulator_url: str) -> None:
+def _use_pod_scraping_on(runtime: Runtime, clock: SimClock, emulator_url: str) -> None:
     """The collector METRICS_SOURCE=pods builds, with two demo specifics: every emulated pod is a
     path on the emulator's one port (not a pod IP), and time is the simulated clock."""
     from wva.collector.v2 import (
@@ -324,7 +333,7 @@ def _use_pod_scraping_on(runtime: Any, clock: SimClock, emulator_url: str) -> No
     runtime.engine.collector = collector
 
 
-async def _create_objects(cluster: Any, scenario: Scenario, main_config_map: str) -> None:
+async def _create_objects(cluster: SimulatedCluster, scenario: Scenario, main_config_map: str) -> None:
     # (the embedded API keeps namespaced objects without a Namespace object, so none is created)
     # collector v1 caches Prometheus answers for 30 real seconds by default; the demo's compressed
     # cycles are faster than that, so it switches the cache off the way an operator would
@@ -350,7 +359,7 @@ async def _create_objects(cluster: Any, scenario: Scenario, main_config_map: str
 
 
 @contextlib.asynccontextmanager
-async def _running_operator(runtime: Any) -> AsyncIterator[asyncio.Task[Any]]:
+async def _running_operator(runtime: Runtime) -> AsyncIterator[asyncio.Task[Any]]:
     """kopf with wva's handlers in this event loop (as ``wva run`` does, minus signal handling)."""
     import kopf
 
