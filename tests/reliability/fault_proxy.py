@@ -44,6 +44,8 @@ class FaultProxy:
         self._match: str | None = None
         self.injected: Counter[str] = Counter()
         self.forwarded = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.queries: list[str] = []
         self.authorization: list[str] = []
         self._loop = asyncio.new_event_loop()
@@ -110,6 +112,16 @@ class FaultProxy:
             await self._session.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._serve(request)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         query = request.query.get("query", "")
         if not query and body:
