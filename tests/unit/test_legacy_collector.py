@@ -432,13 +432,15 @@ async def test_pod_with_one_metric_gets_zero_for_the_other() -> None:
     ]
 
 
-async def test_replica_nan_values_become_zero() -> None:
-    prom = FakeProm().on("kv_cache_usage_perc", vec(({"pod": "llama-1-a"}, "NaN"))).on(
-        "num_requests_waiting", vec(({"pod": "llama-1-a"}, "+Inf"))
-    )
+async def test_replica_nan_values_are_unknown_load_not_zero() -> None:
+    # a NaN/Inf reading must not look like an idle pod (that would allow a scale-down): the pod is left
+    # out, so it counts as not reporting; a healthy pod next to it is unaffected
+    prom = FakeProm().on(
+        "kv_cache_usage_perc", vec(({"pod": "llama-1-a"}, "NaN"), ({"pod": "llama-1-b"}, "0.5"))
+    ).on("num_requests_waiting", vec(({"pod": "llama-1-a"}, "+Inf"), ({"pod": "llama-1-b"}, "2")))
     rows = await make(prom).collect_replica_metrics("m", "ns", VARIANTS)
-    assert [(r.kv_cache_usage, r.queue_length) for r in rows] == [(0.0, 0)]
-    assert not math.isnan(rows[0].kv_cache_usage)
+    assert [(r.pod_name, r.kv_cache_usage, r.queue_length) for r in rows] == [("llama-1-b", 0.5, 2)]
+    assert not any(math.isnan(r.kv_cache_usage) for r in rows)
 
 
 class DictResolver:

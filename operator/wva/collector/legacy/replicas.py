@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from wva.collector import promql as catalogue
 from wva.collector.legacy.errors import MetricsCollectionError
-from wva.collector.legacy.promql import pod_existence_query, pod_of, render_model_query, samples
+from wva.collector.legacy.promql import is_vector, pod_existence_query, pod_of, render_model_query, samples
 from wva.collector.legacy.query import PromQueryRunner
 from wva.collector.types import PodResolver, ReplicaMetrics, VariantRef
 
@@ -38,18 +39,44 @@ class PodSignals:
 
 
 def signals_from_results(kv_result: object, queue_result: object) -> PodSignals:
-    """Turn the two raw vector payloads into per-pod maps; samples without a pod name are skipped."""
+    """Turn the two raw vector payloads into per-pod maps; samples without a pod name are skipped.
+
+    A pod with a NaN, infinite or negative reading in either query is left out of both maps: its load
+    is unknown, not zero, so it must count as not reporting (which blocks a scale-down).
+    """
+    invalid = _invalid_pods(kv_result) | _invalid_pods(queue_result)
     kv: dict[str, float] = {}
     for sample in samples(kv_result):
         pod = pod_of(sample.labels)
-        if pod:
+        if pod and pod not in invalid:
             kv[pod] = sample.value
     queue: dict[str, int] = {}
     for sample in samples(queue_result):
         pod = pod_of(sample.labels)
-        if pod:
+        if pod and pod not in invalid:
             queue[pod] = int(sample.value)  # truncation, as upstream
     return PodSignals(kv, queue)
+
+
+def _invalid_pods(result: object) -> set[str]:
+    """Pods whose raw sample value is NaN, ±Inf or negative (``samples`` has already zeroed them)."""
+    if not is_vector(result):
+        return set()
+    assert isinstance(result, list)
+    invalid = set()
+    for item in result:
+        raw = item.get("value")
+        labels = item.get("metric") or {}
+        try:
+            value = float(raw[1])
+        except (TypeError, ValueError, IndexError, KeyError):
+            continue
+        if not math.isfinite(value) or value < 0:
+            pod = pod_of({str(k): str(v) for k, v in labels.items()}) if isinstance(labels, Mapping) else ""
+            if pod:
+                logger.warning("Ignoring invalid sample: pod=%s value=%s", pod, raw[1])
+                invalid.add(pod)
+    return invalid
 
 
 def existing_pods(result: object, candidates: frozenset[str]) -> frozenset[str]:
