@@ -94,6 +94,7 @@ async def fleet(
     load: dict[str, Any] | None = None,
     max_replicas: int = 6,
     runtime: Runtime | None = None,
+    main_config: dict[str, str] | None = None,
     **env: str,
 ) -> AsyncIterator[Fleet]:
     """Deployments + VAs (one model each) created through the API, then the operator running over them."""
@@ -104,6 +105,11 @@ async def fleet(
         for name in names:
             await cluster.create_deployment(name, namespace, f"acme/{name}", replicas=replicas)
         await cluster.reconcile()
+        if main_config is not None:
+            await cluster.request("POST", f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps", {
+                "apiVersion": "v1", "kind": "ConfigMap", "data": main_config,
+                "metadata": {"name": settings.config_map_name, "namespace": OPERATOR_NAMESPACE},
+            })
         for name in names:
             await cluster.create_va(name, namespace, f"acme/{name}", name, "A100", max_replicas=max_replicas)
         async with running_operator(runtime):

@@ -112,6 +112,10 @@ async def test_prometheus_killed_and_restarted(
         await _recovers(f, [A, B])
 
 
+V1_NO_CACHE = {"PROMETHEUS_METRICS_CACHE_ENABLED": "false"}  # cycles run back to back in these tests
+
+
+@pytest.mark.parametrize("collector_v2", ["true", "false"], ids=["v2", "v1"])
 @pytest.mark.parametrize("value", ["NaN", "+Inf", "-Inf", "-1", "1e308"])
 async def test_hostile_metric_values_never_scale_down(
     kube_api: LocalKubernetesAPI,
@@ -120,13 +124,15 @@ async def test_hostile_metric_values_never_scale_down(
     fault_proxy: FaultProxy,
     unique_ns: str,
     value: str,
+    collector_v2: str,
 ) -> None:
     """Every sample rewritten to NaN, ±Inf, a negative or a huge number: no VA is scaled below its last
     decision, no status write is rejected (the stored status stays schema-valid) and the operator
     keeps cycling; honest values bring normal decisions back within two cycles.
 
     The fleet starts steady (decision == current, no pending decision that would mask a scale-down)."""
-    async with fleet(kube_api, fault_proxy.url, vllm_emulator, unique_ns, [A, B], load=STEADY) as f:
+    async with fleet(kube_api, fault_proxy.url, vllm_emulator, unique_ns, [A, B], load=STEADY,
+                     COLLECTOR_V2=collector_v2, main_config=V1_NO_CACHE) as f:
         await wait_prometheus_pods(prometheus, f.namespace, pods=4, kv=0.6)
         await f.cycle()
         assert (f.desired(A), f.desired(B)) == (2, 2)
