@@ -18,6 +18,7 @@ from wva.sim.vllm import VLLMEmulator
 pytestmark = [pytest.mark.prometheus]
 
 A, B = "alpha", "beta"
+V1_NO_CACHE = {"PROMETHEUS_METRICS_CACHE_ENABLED": "false"}  # cycles run back to back in these tests
 
 
 async def _decided_up(f: Fleet, prometheus: LocalPrometheus) -> None:
@@ -51,6 +52,7 @@ async def _recovers(f: Fleet, names: list[str]) -> None:
         assert f.reports[-1].decisions[(f.namespace, name)].decided
 
 
+@pytest.mark.parametrize("collector_v2", ["true", "false"], ids=["v2", "v1"])
 @pytest.mark.parametrize("mode", ["error", "down", "slow"])
 async def test_prometheus_failing_holds_decisions_and_recovers(
     kube_api: LocalKubernetesAPI,
@@ -59,13 +61,14 @@ async def test_prometheus_failing_holds_decisions_and_recovers(
     fault_proxy: FaultProxy,
     unique_ns: str,
     mode: str,
+    collector_v2: str,
 ) -> None:
     """Prometheus answering 500, dropping connections or answering past the query timeout: the operator
     stays up, every VA keeps its last decision (status and gauge), MetricsAvailable=False with reason
     PrometheusError names the cause, and a fresh decision is made within two cycles of recovery."""
     async with fleet(
         kube_api, fault_proxy.url, vllm_emulator, unique_ns, [A, B], load=SATURATED,
-        WVA_PROMETHEUS_QUERY_TIMEOUT="1s",
+        WVA_PROMETHEUS_QUERY_TIMEOUT="1s", COLLECTOR_V2=collector_v2, main_config=V1_NO_CACHE,
     ) as f:
         await _decided_up(f, prometheus)
         fault_proxy.set_mode(mode, delay=3.0)
@@ -112,9 +115,6 @@ async def test_prometheus_killed_and_restarted(
         await _recovers(f, [A, B])
 
 
-V1_NO_CACHE = {"PROMETHEUS_METRICS_CACHE_ENABLED": "false"}  # cycles run back to back in these tests
-
-
 @pytest.mark.parametrize("collector_v2", ["true", "false"], ids=["v2", "v1"])
 @pytest.mark.parametrize("value", ["NaN", "+Inf", "-Inf", "-1", "1e308"])
 async def test_hostile_metric_values_never_scale_down(
@@ -149,16 +149,19 @@ async def test_hostile_metric_values_never_scale_down(
         await _recovers(f, [A, B])
 
 
+@pytest.mark.parametrize("collector_v2", ["true", "false"], ids=["v2", "v1"])
 async def test_series_without_pod_label_are_not_load(
     kube_api: LocalKubernetesAPI,
     prometheus: LocalPrometheus,
     vllm_emulator: VLLMEmulator,
     fault_proxy: FaultProxy,
     unique_ns: str,
+    collector_v2: str,
 ) -> None:
     """Series that lost their ``pod`` label cannot be attributed to a replica: they are ignored, their
     absence never reads as idle capacity (no scale-down), and attribution resumes within two cycles."""
-    async with fleet(kube_api, fault_proxy.url, vllm_emulator, unique_ns, [A, B], load=SATURATED) as f:
+    async with fleet(kube_api, fault_proxy.url, vllm_emulator, unique_ns, [A, B], load=SATURATED,
+                     COLLECTOR_V2=collector_v2, main_config=V1_NO_CACHE) as f:
         await _decided_up(f, prometheus)
         fault_proxy.set_mode("strip_pod")
         await f.cycle()
