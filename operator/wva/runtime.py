@@ -96,6 +96,7 @@ class Runtime:
             kube,
             interval=settings.global_opt_interval,
             direct_actuation=settings.actuation_mode is ActuationMode.DIRECT,
+            group_by_accelerator=settings.group_by_accelerator,
         )
         runtime = cls(settings, inventory, config_store, emitter, kube, collector, engine, prom=prom)
         runtime.run_engine_loop = run_engine_loop

@@ -76,6 +76,7 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     watch_namespaces: tuple[str, ...] = ()
     actuation_mode: ActuationMode = ActuationMode.HPA
+    group_by_accelerator: bool = True  # False: variants of a model on different accelerators compete on cost
     metrics_source: MetricsSourceMode = MetricsSourceMode.PROMETHEUS
     leader_election: bool = True
     lease_name: str = "wva-leader"
@@ -140,6 +141,7 @@ class Settings(BaseModel):
         take("LOG_LEVEL", "log_level", parse_log_level)
         take("WATCH_NAMESPACE", "watch_namespaces", _namespaces)
         take("ACTUATION_MODE", "actuation_mode", lambda v: _enum(ActuationMode, v))
+        take("WVA_GROUP_BY_ACCELERATOR", "group_by_accelerator", parse_bool)
         take("METRICS_SOURCE", "metrics_source", lambda v: _enum(MetricsSourceMode, v))
         take("LEADER_ELECTION", "leader_election", parse_bool)
         take("LEADER_ELECTION_LEASE_NAME", "lease_name", _dns_label)

@@ -424,3 +424,35 @@ def test_worked_example_of_the_scaling_algorithm_doc() -> None:
     cycle2 = [VariantReplicaState("llama-h100", 2, 2), VariantReplicaState("llama-l40s", 2, 3)]
     assert calculate_saturation_targets(analysis, cycle2) == {"llama-h100": 3, "llama-l40s": 3}
     assert clamp_target(3, 1, 2) == 2
+
+
+# --- wva's bounds: a variant at its limit hands the step to the next one -------------------------
+
+def _bounded_analysis(up: bool, down: bool) -> ModelSaturationAnalysis:
+    return ModelSaturationAnalysis(
+        model_id="m", namespace="ns", total_replicas=4, should_scale_up=up, scale_down_safe=down,
+        variant_analyses=[
+            VariantSaturationAnalysis("cheap", cost=5.0, replica_count=2),
+            VariantSaturationAnalysis("pricey", cost=20.0, replica_count=2),
+        ],
+    )
+
+
+def test_scale_up_skips_a_variant_at_its_max_replicas() -> None:
+    states = [VariantReplicaState("cheap", 2), VariantReplicaState("pricey", 2)]
+    bounds = {"cheap": (1, 2), "pricey": (1, None)}
+    assert calculate_saturation_targets(_bounded_analysis(True, False), states, bounds) == {"cheap": 2, "pricey": 3}
+    # without bounds the rule is upstream's: the cheapest takes the step
+    assert calculate_saturation_targets(_bounded_analysis(True, False), states) == {"cheap": 3, "pricey": 2}
+
+
+def test_scale_down_skips_a_variant_at_its_min_replicas() -> None:
+    states = [VariantReplicaState("cheap", 2), VariantReplicaState("pricey", 2)]
+    bounds = {"cheap": (1, None), "pricey": (2, None)}
+    assert calculate_saturation_targets(_bounded_analysis(False, True), states, bounds) == {"cheap": 1, "pricey": 2}
+
+
+def test_every_variant_at_its_max_means_no_step() -> None:
+    states = [VariantReplicaState("cheap", 2), VariantReplicaState("pricey", 2)]
+    bounds = {"cheap": (1, 2), "pricey": (1, 2)}
+    assert calculate_saturation_targets(_bounded_analysis(True, False), states, bounds) == {"cheap": 2, "pricey": 2}

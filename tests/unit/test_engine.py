@@ -99,8 +99,7 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
             "status": {"replicas": replicas}}
 
 
-@pytest.fixture()
-def env() -> tuple[SaturationEngine, Inventory, FakeCollector, FakeKube]:
+def _fresh_env() -> tuple[SaturationEngine, Inventory, FakeCollector, FakeKube]:
     inventory = Inventory()
     kube = FakeKube()
     collector = FakeCollector()
@@ -108,6 +107,11 @@ def env() -> tuple[SaturationEngine, Inventory, FakeCollector, FakeKube]:
     writer = StatusWriter(kube, inventory, backoff=0.001)  # type: ignore[arg-type]
     engine = SaturationEngine(inventory, collector, SaturationConfigStore(), writer, emitter, kube)  # type: ignore[arg-type]
     return engine, inventory, collector, kube
+
+
+@pytest.fixture()
+def env() -> tuple[SaturationEngine, Inventory, FakeCollector, FakeKube]:
+    return _fresh_env()
 
 
 def conditions(kube: FakeKube, name: str) -> dict[str, dict[str, Any]]:
@@ -273,3 +277,24 @@ async def test_direct_actuation_patches_scale_and_deleted_va_loses_its_series(en
     inventory.delete_variant(NS, "v")
     engine.forget(NS, "v")
     assert engine.emitter.value("wva_desired_replicas", variant_name="v", namespace=NS, accelerator_type="A100") is None
+
+
+async def test_grouping_across_accelerators_lets_the_cheaper_accelerator_scale(env: Any) -> None:
+    engine, inventory, collector, kube = env
+    inventory.apply_variant(va("l4", "5", acc="L4"))
+    inventory.apply_variant(va("h100", "50", acc="H100"))
+    for name in ("l4", "h100"):
+        inventory.apply_deployment(deployment(name, 1))
+        collector.kv[name] = [0.95]
+    await engine.run_cycle()  # one group per accelerator (upstream): both scale
+    assert (desired(kube, "l4"), desired(kube, "h100")) == (2, 2)
+
+    engine2, inventory2, collector2, kube2 = _fresh_env()
+    engine2.group_by_accelerator = False
+    inventory2.apply_variant(va("l4", "5", acc="L4"))
+    inventory2.apply_variant(va("h100", "50", acc="H100"))
+    for name in ("l4", "h100"):
+        inventory2.apply_deployment(deployment(name, 1))
+        collector2.kv[name] = [0.95]
+    await engine2.run_cycle()  # one group for the model: only the cheapest takes the step
+    assert (desired(kube2, "l4"), desired(kube2, "h100")) == (2, 1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wva.collector.types import DEFAULT_VARIANT_COST, ReplicaMetrics
@@ -209,13 +209,19 @@ def analyze_model_saturation(
 
 
 def calculate_saturation_targets(
-    analysis: ModelSaturationAnalysis | None, states: Sequence[VariantReplicaState]
+    analysis: ModelSaturationAnalysis | None,
+    states: Sequence[VariantReplicaState],
+    bounds: Mapping[str, tuple[int, int | None]] | None = None,
 ) -> dict[str, int]:
     """Replica targets for the variants of one model group: at most one ±1 step per call.
 
     Without an analysis (or with no variant analysed) every state keeps its current replicas.
     Otherwise targets cover exactly the analysed variants (those with at least one reporting
     replica); a variant with no state is treated as having 0 current and 0 desired replicas.
+
+    ``bounds`` (variant -> (minReplicas, maxReplicas or None)) is wva's addition: a variant already
+    at its maximum is not chosen for the scale-up step, nor one at max(1, minimum) for scale-down,
+    so the step goes to the next variant by cost. Without bounds the rule is upstream's exactly.
     """
     if analysis is None or not analysis.variant_analyses:
         return {state.variant_name: state.current_replicas for state in states}
@@ -238,16 +244,24 @@ def calculate_saturation_targets(
         costs[name] = variant.cost
 
     movable = [name for name in targets if name not in preserved]
+    # wva's own bounds (spec.minReplicas/maxReplicas): a variant at its bound cannot take this
+    # cycle's step, so the step goes to the next candidate instead of being clamped away
+    limits = bounds or {}
+    movable_up = [n for n in movable if _below_max(targets[n], limits.get(n))]
     if analysis.should_scale_up:
-        if movable:
-            chosen = min(movable, key=lambda n: (costs[n], n))
+        if movable_up:
+            chosen = min(movable_up, key=lambda n: (costs[n], n))
             targets[chosen] += 1
     elif analysis.scale_down_safe:
-        shrinkable = [name for name in movable if targets[name] > 1]
+        shrinkable = [n for n in movable if targets[n] > max(1, limits.get(n, (1, None))[0])]
         if shrinkable:
             chosen = max(shrinkable, key=lambda n: (costs[n], n))
             targets[chosen] -= 1
     return targets
+
+
+def _below_max(target: int, bound: tuple[int, int | None] | None) -> bool:
+    return bound is None or bound[1] is None or target < bound[1]
 
 
 def clamp_target(target: int, min_replicas: int, max_replicas: int | None) -> int:

@@ -114,6 +114,7 @@ class SaturationEngine:
         interval: float = 30.0,
         direct_actuation: bool = False,
         max_concurrent_groups: int = 16,
+        group_by_accelerator: bool = True,
     ) -> None:
         self.inventory = inventory
         self.collector = collector
@@ -123,6 +124,7 @@ class SaturationEngine:
         self.kube = kube
         self.interval = interval
         self.direct_actuation = direct_actuation
+        self.group_by_accelerator = group_by_accelerator
         self._group_limit = asyncio.Semaphore(max_concurrent_groups) if max_concurrent_groups else None
         self._max_groups = max_concurrent_groups
         self._task: asyncio.Task[None] | None = None
@@ -233,7 +235,8 @@ class SaturationEngine:
                 continue
             if deployment.spec_replicas <= 0:
                 continue  # scaled to zero by someone else: not ours to touch (upstream: "inactive")
-            groups[(record.model_id, record.namespace, record.accelerator)].append((record, deployment))
+            accelerator = record.accelerator if self.group_by_accelerator else ""
+            groups[(record.model_id, record.namespace, accelerator)].append((record, deployment))
         return groups, side_writes
 
     async def _report_invalid(self, record: VariantRecord, deployment: DeploymentRecord | None) -> None:
@@ -346,8 +349,9 @@ class SaturationEngine:
             for record, deployment in members
         ]
         analysis = _no_scale_down_on_missing_data(analysis, members)
-        raw = calculate_saturation_targets(analysis, states)
         by_name = {record.name: record for record, _ in members}
+        bounds = {name: (r.min_replicas, r.max_replicas) for name, r in by_name.items()}
+        raw = calculate_saturation_targets(analysis, states, bounds)
         targets = {
             name: clamp_target(t, by_name[name].min_replicas, by_name[name].max_replicas)
             for name, t in raw.items()
