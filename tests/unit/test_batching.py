@@ -322,3 +322,16 @@ def _spec(model: str, ns: str) -> Any:
 
     return RefreshSpec(queries=list(promql.SATURATION_QUERIES),
                        params={promql.PARAM_NAMESPACE: ns, promql.PARAM_MODEL_ID: model})
+
+
+async def test_warns_once_when_a_cycle_would_not_fit_the_source_cache(caplog: pytest.LogCaptureFixture) -> None:
+    models = [f"m{i}" for i in range(5)]
+    prom = FakePrometheus(dataset(models, ["ns"], pods_per_model=1))
+    source = PrometheusSource(prom, PrometheusSourceConfig(cache_maxsize=20))
+    register_default_queries(source.query_list())
+    batcher = QueryBatcher()
+    with caplog.at_level("WARNING", logger="wva.collector.v2.batching"):
+        await batcher.prefetch(source, [(m, "ns") for m in models])
+        await batcher.prefetch(source, [(m, "ns") for m in models])
+    warnings = [r for r in caplog.records if "Batch results exceed the source cache" in r.getMessage()]
+    assert len(warnings) == 1 and "maxsize=20" in warnings[0].getMessage()

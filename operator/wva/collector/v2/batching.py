@@ -172,6 +172,7 @@ class QueryBatcher:
         self._lock = threading.Lock()
         self._covered: set[tuple[str, str]] = set()  # (query name, namespace) batched this cycle
         self._covered_at = 0.0
+        self._warned_capacity = False
         self._counts: dict[str, int] = dict.fromkeys(BatchStats.__slots__, 0)
 
     @property
@@ -209,6 +210,14 @@ class QueryBatcher:
         by_namespace: dict[str, set[str]] = defaultdict(set)
         for model_id, namespace in models:
             by_namespace[namespace].add(model_id)
+        needed = len(models) * len(self._queries) + len(by_namespace) * len(self._queries)
+        if needed > cache.maxsize and not self._warned_capacity:
+            # an LRU eviction before the per-model read turns into a per-model query: correct, but slow
+            self._warned_capacity = True
+            logger.warning(
+                "Batch results exceed the source cache: entries=%d maxsize=%d; raise cache_maxsize",
+                needed, cache.maxsize,
+            )
         started = self._clock()
         outcomes = await asyncio.gather(
             *(self._prefetch_namespace(source, cache, ns, wanted) for ns, wanted in sorted(by_namespace.items()))
