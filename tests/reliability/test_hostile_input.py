@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import wva.handlers as handlers
 from operator_harness import OPERATOR_NAMESPACE, condition
 from reliability.fault_proxy import FaultProxy
-from reliability.support import SATURATED, fleet, wait_for, wait_prometheus_pods
+from reliability.support import SATURATED, capture_logs, fleet, wait_for, wait_prometheus_pods
 from reliability.test_burst import AcceptingKube, PodPerModelProm
 from wva.collector import promql
 from wva.collector.v2 import QueryList
@@ -259,3 +259,25 @@ def test_bad_environment_values_fail_at_startup_naming_them(var: str, value: str
     message = str(info.value)
     assert var in message
     assert repr(value)[:40] in message
+
+
+async def test_malformed_main_configmap_falls_back_to_defaults(
+    kube_api: LocalKubernetesAPI,
+    prometheus: LocalPrometheus,
+    vllm_emulator: VLLMEmulator,
+    unique_ns: str,
+) -> None:
+    """The main ConfigMap with wrong types and out-of-range cache settings: the operator starts anyway,
+    logs a warning naming each bad key, uses the defaults for them and decides normally."""
+    bad = {"PROMETHEUS_METRICS_CACHE_ENABLED": "maybe", "PROMETHEUS_METRICS_CACHE_TTL": "banana",
+           "PROMETHEUS_METRICS_CACHE_CLEANUP_INTERVAL": "-5s"}
+    with capture_logs() as logs:
+        async with fleet(kube_api, prometheus.url, vllm_emulator, unique_ns, ["alpha"], load=SATURATED,
+                         COLLECTOR_V2="false", main_config=bad) as f:
+            await wait_prometheus_pods(prometheus, f.namespace, pods=2, kv=0.9)
+            report = await f.cycle()
+            assert f.runtime.started and not report.group_errors
+            assert report.decisions[(f.namespace, "alpha")].target == 3
+    warnings = [line for line in logs.lines if "Main ConfigMap" in line and " WARNING " in line]
+    for key in bad:
+        assert any(key in line for line in warnings), (key, warnings)
