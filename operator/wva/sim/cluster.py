@@ -69,14 +69,6 @@ class SimulatedCluster:
             return await resp.json(content_type=None) if text else None
 
     # --- objects -------------------------------------------------------------------------------
-    async def create_namespace(self, name: str) -> None:
-        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-        try:
-            await self.request("POST", "/api/v1/namespaces", body)
-        except RuntimeError as exc:
-            if "409" not in str(exc):
-                raise
-
     async def create_deployment(self, name: str, namespace: str, model: str, replicas: int = 1) -> SimDeployment:
         template_hash = hashlib.sha1(f"{namespace}/{name}".encode()).hexdigest()[:10]
         labels = {"app": name}

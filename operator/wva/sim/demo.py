@@ -214,10 +214,6 @@ class _Env:
     operator_task: asyncio.Task[Any]
 
 
-class _NoPrometheus:
-    """Stands in for the Prometheus client when the demo runs on pod scraping alone."""
-
-
 def _choose_metrics_source(requested: str | None) -> tuple[str, str | None]:
     """("prometheus", binary) when the server binary is installed (or asked for), else ("pods", None)."""
     from wva.sim.prometheus import INSTALL_HINT, find_prometheus_binary
@@ -269,15 +265,14 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
                     "COLLECTOR_V2": "true" if options.collector == "v2" else "false",
                     "GLOBAL_OPT_INTERVAL": f"{scenario.interval:g}s",
                     "METRICS_SOURCE": source,
+                    # the variants run on different accelerators and should compete on cost
+                    "WVA_GROUP_BY_ACCELERATOR": "false",
                 }
                 if prometheus is not None:
                     env_vars["PROMETHEUS_BASE_URL"] = prometheus.url
                 settings = Settings.from_env(env_vars)
                 await _create_objects(cluster, scenario, settings.config_map_name)
-                # with pod scraping there is no Prometheus to connect to: a placeholder without custom_query
-                # keeps Runtime.build from requiring PROMETHEUS_BASE_URL and its probe from waiting on one
-                prom = None if prometheus is not None else _NoPrometheus()
-                runtime = Runtime.build(settings, prom=prom, serve_http=False, run_engine_loop=False)
+                runtime = Runtime.build(settings, serve_http=False, run_engine_loop=False)
                 if prometheus is None:
                     _use_pod_scraping_on(runtime, clock, emulator.base_url)
                 if prom_start is not None and prometheus is not None:
@@ -352,7 +347,7 @@ async def _create_objects(cluster: SimulatedCluster, scenario: Scenario, main_co
     await cluster.reconcile()
     for v in scenario.variants:
         await cluster.create_va(
-            v.name, scenario.namespace, scenario.model, v.name, scenario.group_accelerator,
+            v.name, scenario.namespace, scenario.model, v.name, v.accelerator,
             cost=f"{v.cost:g}", min_replicas=v.min_replicas, max_replicas=v.max_replicas,
             labels={"wva.llmd.ai/demo-accelerator": v.accelerator},
         )

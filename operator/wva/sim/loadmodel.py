@@ -69,7 +69,6 @@ class Scenario:
     description: str
     model: str
     namespace: str
-    group_accelerator: str  # the modelProfile accelerator both VAs share (see docs/demo.md)
     points: tuple[tuple[float, float], ...]  # (simulated seconds, offered requests/s), time ascending
     duration: float
     speed: float
@@ -241,7 +240,6 @@ def parse_scenario(data: Any, default_name: str = "custom") -> Scenario:
         description=str(data.get("description", "")).strip(),
         model=str(data.get("model", "demo/llama-3-8b")),
         namespace=str(data.get("namespace", "wva-demo")),
-        group_accelerator=str(data.get("groupAccelerator", "gpu")),
         points=tuple(points),
         duration=_num(data, "duration", points[-1][0] or 60.0, positive=True),
         speed=_num(data, "speed", 20.0, positive=True),
