@@ -69,11 +69,13 @@ class StatusWriter:
         self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._last_full_write: dict[tuple[str, str], float] = {}
+        self._last_written: dict[tuple[str, str], tuple[VariantAutoscalingStatus, dict[str, Any]]] = {}
         self.failed_writes = 0
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self._last_full_write.pop((namespace, name), None)
+        self._last_written.pop((namespace, name), None)
 
     def build(self, record: VariantRecord, update: StatusUpdate) -> VariantAutoscalingStatus:
         """The complete status after applying ``update`` to what we know (pure; for tests too)."""
@@ -107,9 +109,10 @@ class StatusWriter:
             # the record may have changed while we waited for the lock
             record = self.inventory.variant(record.namespace, record.name) or record
             new_status = self.build(record, update)
-            if not self._needs_write(key, record.status, new_status):
-                return True
             body = new_status.dump()
+            comparable = _comparable(body)
+            if not self._needs_write(key, record.status, comparable):
+                return True
             for attempt in range(1, self.max_attempts + 1):
                 try:
                     await self.kube.patch_va_status(record.namespace, record.name, body)
@@ -133,19 +136,27 @@ class StatusWriter:
                     continue
                 self.inventory.update_variant_status(record.namespace, record.name, new_status)
                 self._last_full_write[key] = time.monotonic()
+                self._last_written[key] = (new_status, comparable)
                 return True
             return False
 
-    def _needs_write(
-        self, key: tuple[str, str], old: VariantAutoscalingStatus, new: VariantAutoscalingStatus
-    ) -> bool:
-        if _comparable(old) != _comparable(new):
+    def _needs_write(self, key: tuple[str, str], current: VariantAutoscalingStatus, comparable: dict[str, Any]) -> bool:
+        """Write when the status differs from the stored one, or when the heartbeat is due.
+
+        ``current`` is the status the inventory holds: what we wrote last (then its serialised form is
+        remembered) or what a watch event brought (someone else changed it: serialise it to compare).
+        """
+        written = self._last_written.get(key)
+        stored = written[1] if written is not None and written[0] is current else _comparable(current.dump())
+        if stored != comparable:
             return True
         last = self._last_full_write.get(key)
         return last is None or time.monotonic() - last >= self.heartbeat
 
 
-def _comparable(status: VariantAutoscalingStatus) -> dict[str, Any]:
-    data = status.dump()
-    data.get("desiredOptimizedAlloc", {}).pop("lastRunTime", None)
-    return data
+def _comparable(body: dict[str, Any]) -> dict[str, Any]:
+    """The status without the parts that change every cycle (``lastRunTime``)."""
+    desired = body.get("desiredOptimizedAlloc")
+    if desired is None or "lastRunTime" not in desired:
+        return body
+    return {**body, "desiredOptimizedAlloc": {k: v for k, v in desired.items() if k != "lastRunTime"}}

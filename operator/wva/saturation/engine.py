@@ -125,7 +125,6 @@ class SaturationEngine:
         self.interval = interval
         self.direct_actuation = direct_actuation
         self.group_by_accelerator = group_by_accelerator
-        self._group_limit = asyncio.Semaphore(max_concurrent_groups) if max_concurrent_groups else None
         self._max_groups = max_concurrent_groups
         self._task: asyncio.Task[None] | None = None
         self._cycle_lock = asyncio.Lock()
@@ -204,18 +203,19 @@ class SaturationEngine:
             return report
 
     async def _gather(self, tasks: list[Awaitable[None]]) -> None:
+        """Run ``tasks`` with at most ``max_concurrent_groups`` in flight (a fixed pool of workers)."""
         if not tasks:
             return
-        if self._group_limit is None:
+        if not self._max_groups or len(tasks) <= self._max_groups:
             await asyncio.gather(*tasks)
             return
-        limit = self._group_limit
+        pending = iter(tasks)
 
-        async def bounded(coro: Awaitable[None]) -> None:
-            async with limit:
+        async def worker() -> None:
+            for coro in pending:  # the iterator is shared: each task is taken by exactly one worker
                 await coro
 
-        await asyncio.gather(*(bounded(c) for c in tasks))
+        await asyncio.gather(*(worker() for _ in range(self._max_groups)))
 
     def _active_groups(
         self, report: CycleReport
