@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,8 +23,12 @@ logger = logging.getLogger(__name__)
 _KEY_ESCAPES = str.maketrans({"%": "%25", ",": "%2C", "=": "%3D", ":": "%3A"})
 
 
+_NEEDS_ESCAPE = re.compile(r"[%,=:]").search
+
+
 def _encode(part: str) -> str:
-    return part.translate(_KEY_ESCAPES)
+    # most names and values need no escaping; the check is far cheaper than translate() (hot path)
+    return part.translate(_KEY_ESCAPES) if _NEEDS_ESCAPE(part) else part
 
 
 def build_cache_key(name: str, params: Mapping[str, str] | None = None) -> str:

@@ -177,7 +177,11 @@ def parse_query_result(data: Any) -> list[MetricValue]:
     for series in data:
         if not isinstance(series, dict):
             continue
-        labels = {str(k): str(v) for k, v in (series.get("metric") or {}).items()}
+        metric = series.get("metric") or {}
+        # JSON already gives strings; convert only if something else slipped in (hot path)
+        labels = dict(metric) if all(type(v) is str for v in metric.values()) else {
+            str(k): str(v) for k, v in metric.items()
+        }
         if "value" in series:
             point = series["value"]
         elif series.get("values"):
