@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,4 +158,58 @@ def capture_logs() -> Iterator[LogCapture]:
         root.setLevel(old_level)
 
 
-__all__ = ["OPERATOR_NAMESPACE", "Fleet", "capture_logs", "fleet", "wait_for", "wait_prometheus_pods"]
+class AcceptingKube:
+    """The API server surface the engine uses, accepting everything and counting it."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    async def patch_va_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.calls["patch", "status"] += 1
+        return {"status": status}
+
+    async def create_event(self, *_: Any, **__: Any) -> None:
+        self.calls["create", "events"] += 1
+
+    async def patch_deployment_scale(self, *_: Any) -> None:
+        self.calls["patch", "scale"] += 1
+
+    async def get_configmap_data(self, *_: Any) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class PodPerModelProm:
+    """Answers every query with one saturated sample per pod of the queried model (or, for a query
+    batched over a namespace, of every live model), as Prometheus would."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.queries = 0
+        self.models: set[str] = set()
+
+    def custom_query(self, query: str, params: Any = None, timeout: Any = None) -> list[dict[str, Any]]:
+        self.queries += 1
+        match = re.search(r'model_name="acme/([^"]+)"', query)
+        vas = [match.group(1)] if match is not None else sorted(self.models)
+        return [
+            {
+                "metric": {"pod": f"{va}-5d9f7c6b4-abcde", "namespace": self.namespace, "model_name": f"acme/{va}"},
+                "value": [time.time(), "0.9"],
+            }
+            for va in vas
+        ]
+
+
+__all__ = [
+    "OPERATOR_NAMESPACE",
+    "AcceptingKube",
+    "Fleet",
+    "PodPerModelProm",
+    "capture_logs",
+    "fleet",
+    "wait_for",
+    "wait_prometheus_pods",
+]

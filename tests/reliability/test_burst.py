@@ -8,8 +8,6 @@ well under a few seconds.
 
 from __future__ import annotations
 
-import re
-import time
 from collections import Counter
 from typing import Any
 
@@ -18,56 +16,13 @@ import pytest
 
 import wva.handlers as handlers
 from operator_harness import OPERATOR_NAMESPACE
+from reliability.support import AcceptingKube, PodPerModelProm
 from wva.collector.v2 import PrometheusSource
 from wva.runtime import Runtime
 from wva.settings import Settings
 
 N = 1000
 NS = "burst"
-
-
-class AcceptingKube:
-    """The API server surface the engine uses, accepting everything and counting it."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[tuple[str, str]] = Counter()
-
-    async def patch_va_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        self.calls["patch", "status"] += 1
-        return {"status": status}
-
-    async def create_event(self, *_: Any, **__: Any) -> None:
-        self.calls["create", "events"] += 1
-
-    async def patch_deployment_scale(self, *_: Any) -> None:
-        self.calls["patch", "scale"] += 1
-
-    async def get_configmap_data(self, *_: Any) -> None:
-        return None
-
-    def close(self) -> None:
-        pass
-
-
-class PodPerModelProm:
-    """Answers every query with one saturated sample per pod of the queried model (or, for a query
-    batched over a namespace, of every live model), as Prometheus would."""
-
-    def __init__(self) -> None:
-        self.queries = 0
-        self.models: set[str] = set()
-
-    def custom_query(self, query: str, params: Any = None, timeout: Any = None) -> list[dict[str, Any]]:
-        self.queries += 1
-        match = re.search(r'model_name="acme/([^"]+)"', query)
-        vas = [match.group(1)] if match is not None else sorted(self.models)
-        return [
-            {
-                "metric": {"pod": f"{va}-5d9f7c6b4-abcde", "namespace": NS, "model_name": f"acme/{va}"},
-                "value": [time.time(), "0.9"],
-            }
-            for va in vas
-        ]
 
 
 def _va(name: str) -> dict[str, Any]:
@@ -122,7 +77,7 @@ async def test_thousand_vas_in_bursts_leave_nothing_behind(reports_source: bool)
         {"PROMETHEUS_BASE_URL": "http://prometheus.invalid:9090", "POD_NAMESPACE": OPERATOR_NAMESPACE,
          "LEADER_ELECTION": "false", "COLLECTOR_V2": "true"}
     )
-    prom, kube = PodPerModelProm(), AcceptingKube()
+    prom, kube = PodPerModelProm(NS), AcceptingKube()
     runtime = Runtime.build(settings, prom=prom, kube=kube, serve_http=False, run_engine_loop=False)  # type: ignore[arg-type]
     memo = kopf.Memo(runtime=runtime)
     if reports_source:  # a collector that can fail over reports the source per model (engine hook)

@@ -15,8 +15,15 @@ from prometheus_client.parser import text_string_to_metric_families
 import wva.handlers as handlers
 from operator_harness import OPERATOR_NAMESPACE, condition
 from reliability.fault_proxy import FaultProxy
-from reliability.support import SATURATED, capture_logs, fleet, wait_for, wait_prometheus_pods
-from reliability.test_burst import AcceptingKube, PodPerModelProm
+from reliability.support import (
+    SATURATED,
+    AcceptingKube,
+    PodPerModelProm,
+    capture_logs,
+    fleet,
+    wait_for,
+    wait_prometheus_pods,
+)
 from wva.collector import promql
 from wva.collector.v2 import QueryList
 from wva.collector.v2.registration import catalogue_template
@@ -150,7 +157,7 @@ async def test_hostile_va_names_namespaces_and_labels_are_safe() -> None:
          "LEADER_ELECTION": "false", "COLLECTOR_V2": "true", "WVA_BATCH_QUERIES": "false"}
     )
     runtime = Runtime.build(
-        settings_, prom=PodPerModelProm(), kube=AcceptingKube(), serve_http=False,  # type: ignore[arg-type]
+        settings_, prom=PodPerModelProm("unused"), kube=AcceptingKube(), serve_http=False,  # type: ignore[arg-type]
         run_engine_loop=False,
     )
     import kopf

@@ -99,18 +99,19 @@ async def test_prometheus_killed_and_restarted(
     cycles of its return."""
     async with fleet(kube_api, fault_proxy.url, vllm_emulator, unique_ns, [A, B], load=SATURATED) as f:
         await _decided_up(f, prometheus)
-        forwarded = fault_proxy.forwarded
+        queries, forwarded = len(fault_proxy.queries), fault_proxy.forwarded
         prometheus.stop()
         try:
             assert not prometheus.running
             report = await f.cycle()
             assert report.group_errors
+            # queries were attempted while it was down, and none reached a Prometheus
+            assert len(fault_proxy.queries) > queries and fault_proxy.forwarded == forwarded
             for name in (A, B):
                 _assert_held(f, name, 3)
                 assert f.condition(name, "MetricsAvailable")["reason"] == "PrometheusError"
         finally:
             prometheus.start()
-        assert len(fault_proxy.queries) > forwarded  # queries were attempted while it was down
         await wait_prometheus_pods(prometheus, f.namespace, pods=4, kv=0.9)
         await _recovers(f, [A, B])
 
