@@ -54,7 +54,8 @@ class PermissionRule:
 
 
 RULES: tuple[PermissionRule, ...] = (
-    PermissionRule("llmd.ai", "variantautoscalings", ("get", "list", "watch", "patch"), "cluster", True),
+    # kopf runs only event handlers: it never writes the VA object itself, only wva writes its status
+    PermissionRule("llmd.ai", "variantautoscalings", ("get", "list", "watch"), "cluster", True),
     PermissionRule("llmd.ai", "variantautoscalings/status", ("get", "patch"), "cluster", True),
     PermissionRule("apps", "deployments", ("get", "list", "watch"), "cluster", True),
     PermissionRule(

@@ -49,7 +49,7 @@ def test_declared_rules_are_least_privilege() -> None:
     by_key = {(r.api_group, r.resource): r for r in rbac.RULES}
     assert by_key[("", "configmaps")].scope == "namespace"
     assert by_key[("coordination.k8s.io", "leases")].scope == "namespace"
-    assert set(by_key[("llmd.ai", "variantautoscalings")].verbs) == {"get", "list", "watch", "patch"}
+    assert set(by_key[("llmd.ai", "variantautoscalings")].verbs) == {"get", "list", "watch"}
     assert set(by_key[("llmd.ai", "variantautoscalings/status")].verbs) == {"get", "patch"}
     # Nothing writes Deployments except the scale subresource in direct mode.
     assert set(by_key[("apps", "deployments")].verbs) == {"get", "list", "watch"}
