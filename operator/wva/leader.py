@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wva.kube import KubeClient, KubeError
+from wva.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,7 @@ class LeaderElector:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self.is_leader:
             await self._set_leader(False)
             with contextlib.suppress(KubeError):  # release so a standby takes over at once

@@ -7,7 +7,6 @@ parts (an embedded API, a different Prometheus) and hand it to kopf the same way
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from wva.saturation.config import SaturationConfigStore
 from wva.saturation.engine import SaturationEngine
 from wva.server import OperatorServer
 from wva.settings import ActuationMode, MetricsSourceMode, Settings
+from wva.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,7 @@ class Runtime:
         if self.elector is not None:
             await self.elector.stop()
         await self.engine.stop()
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
+        await cancel_and_wait(self._probe_task)
         await self.collector.stop()
         if self.server is not None:
             await self.server.stop()

@@ -9,7 +9,6 @@ causes a scale-down, and a metrics outage keeps the last decision in force.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -45,6 +44,7 @@ from wva.saturation.analyzer import (
     clamp_target,
 )
 from wva.saturation.config import SaturationConfigStore
+from wva.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,7 @@ class SaturationEngine:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     @property
     def running(self) -> bool:

@@ -9,6 +9,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from wva.tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 
@@ -47,10 +49,7 @@ class PeriodicJob:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        # asyncio.wait never raises the inner task's CancelledError, so a cancellation of the caller
-        # itself still propagates.
-        await asyncio.wait({task})
+        await cancel_and_wait(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("periodic job ended with an error: %s: %r", self.name, task.exception())
         logger.debug("periodic job stopped: %s", self.name)

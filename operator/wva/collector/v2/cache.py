@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from cachetools import TLRUCache
 
 from wva.collector.v2.results import MetricResult
+from wva.tasks import cancel_and_wait
 
 __all__ = ["Cache", "CachedValue", "build_cache_key"]
 
@@ -150,11 +151,7 @@ class Cache:
     async def stop(self) -> None:
         """Cancel the cleanup task and wait for it to finish. Safe to call more than once."""
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        # asyncio.wait (not ``await task``) so a cancellation of the caller is not swallowed.
-        await asyncio.wait({task})
+        await cancel_and_wait(task)
 
     async def _cleanup_loop(self) -> None:
         while True:
