@@ -239,3 +239,29 @@ def validate_cr(obj: dict[str, Any], schema: dict[str, Any] | None = None) -> li
     for error in validator.iter_errors(_as_json(obj)):
         messages.update(_messages(error))
     return sorted(messages)
+
+
+def typical_status(applied: bool = True) -> dict[str, Any]:
+    """A VA status with every field set, shaped as the operator writes it after a few cycles."""
+    return {
+        "currentAlloc": {
+            "accelerator": "A100",
+            "numReplicas": 2,
+            "maxBatch": 256,
+            "itlAverage": "10.12",
+            "ttftAverage": "151.30",
+            "load": {"arrivalRate": "240.00", "avgInputTokens": "128.00", "avgOutputTokens": "128.00"},
+        },
+        "desiredOptimizedAlloc": {"accelerator": "A100", "numReplicas": 3, "lastRunTime": "2026-01-08T19:40:00Z"},
+        "actuation": {"applied": applied},
+        "conditions": [
+            {
+                "type": "TargetResolved",
+                "status": "True",
+                "reason": "TargetFound",
+                "message": "Scale target Deployment d found",
+                "observedGeneration": 1,
+                "lastTransitionTime": "2026-01-08T19:35:30Z",
+            }
+        ],
+    }

@@ -40,28 +40,7 @@ def _valid_va() -> dict[str, Any]:
             "variantCost": "10.0",
             "modelProfile": {"accelerators": [{"acc": "A100", "accCount": 1, "maxBatchSize": 4}]},
         },
-        "status": {
-            "currentAlloc": {
-                "accelerator": "A100",
-                "numReplicas": 2,
-                "maxBatch": 256,
-                "itlAverage": "10.12",
-                "ttftAverage": "151.30",
-                "load": {"arrivalRate": "240.00", "avgInputTokens": "128.00", "avgOutputTokens": "128.00"},
-            },
-            "desiredOptimizedAlloc": {"accelerator": "A100", "numReplicas": 3, "lastRunTime": "2026-01-08T19:40:00Z"},
-            "actuation": {"applied": False},
-            "conditions": [
-                {
-                    "type": "TargetResolved",
-                    "status": "True",
-                    "reason": "TargetFound",
-                    "message": "Scale target Deployment d found",
-                    "observedGeneration": 1,
-                    "lastTransitionTime": "2026-01-08T19:35:30Z",
-                }
-            ],
-        },
+        "status": crd_tools.typical_status(applied=False),
     }
 
 
