@@ -61,7 +61,8 @@ async def test_persistent_status_patch_failure_loses_no_decision(
         with capture_logs() as logs:
             await f.cycle()
         assert fault.hits >= 2 * f.runtime.engine.status_writer.max_attempts
-        assert f.runtime.engine.status_writer.failed_writes == 2
+        # both VAs failed (a late TargetResolved write from a watch event may fail as well)
+        assert f.runtime.engine.status_writer.failed_writes >= 2
         assert (f.gauge(A), f.gauge(B)) == (3, 3)
         assert f"Status write failed namespace={f.namespace} name={A}" in logs.text()
         fault.remaining = 0
