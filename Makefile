@@ -46,6 +46,11 @@ unit: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider -rs $(PYTEST_ARGS)
 
+# The integration tests mostly wait on real time (Prometheus scrapes, its one-minute windows), so
+# four workers finish in about half the time even on two cores; each worker starts its own
+# Prometheus and emulator. PYTEST_ARGS= (empty) runs serially.
+PYTEST_ARGS ?= -n 4 --dist loadfile
+
 test-e2e: $(STAMP)
 	WVA_E2E=$${WVA_E2E:-1} $(BIN)/pytest -v tests/e2e
 
