@@ -70,12 +70,14 @@ class StatusWriter:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._last_full_write: dict[tuple[str, str], float] = {}
         self._last_written: dict[tuple[str, str], tuple[VariantAutoscalingStatus, dict[str, Any]]] = {}
+        self._last_update: dict[tuple[str, str], StatusUpdate] = {}
         self.failed_writes = 0
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self._last_full_write.pop((namespace, name), None)
         self._last_written.pop((namespace, name), None)
+        self._last_update.pop((namespace, name), None)
 
     def build(self, record: VariantRecord, update: StatusUpdate) -> VariantAutoscalingStatus:
         """The complete status after applying ``update`` to what we know (pure; for tests too)."""
@@ -108,10 +110,15 @@ class StatusWriter:
         async with lock:
             # the record may have changed while we waited for the lock
             record = self.inventory.variant(record.namespace, record.name) or record
+            if self._unchanged(key, record.status, update):
+                return True  # same inputs on top of the status we wrote: nothing to build or send
             new_status = self.build(record, update)
             body = new_status.dump()
             comparable = _comparable(body)
             if not self._needs_write(key, record.status, comparable):
+                # the stored status already says this: remember it so the next identical update is free
+                self._last_written[key] = (record.status, comparable)
+                self._last_update[key] = update
                 return True
             for attempt in range(1, self.max_attempts + 1):
                 try:
@@ -137,8 +144,16 @@ class StatusWriter:
                 self.inventory.update_variant_status(record.namespace, record.name, new_status)
                 self._last_full_write[key] = time.monotonic()
                 self._last_written[key] = (new_status, comparable)
+                self._last_update[key] = update
                 return True
             return False
+
+    def _unchanged(self, key: tuple[str, str], current: VariantAutoscalingStatus, update: StatusUpdate) -> bool:
+        written = self._last_written.get(key)
+        if written is None or written[0] is not current or self._last_update.get(key) != update:
+            return False
+        last = self._last_full_write.get(key)
+        return last is not None and time.monotonic() - last < self.heartbeat
 
     def _needs_write(self, key: tuple[str, str], current: VariantAutoscalingStatus, comparable: dict[str, Any]) -> bool:
         """Write when the status differs from the stored one, or when the heartbeat is due.
