@@ -1,6 +1,6 @@
 """vLLM metric names, PromQL query text and label-value escaping, shared by both collectors.
 
-The query text is upstream's, byte for byte (see the upstream collectors spec §2). Templates use
+The query text is upstream's (the Workload-Variant-Autoscaler), byte for byte. Templates use
 ``{{.name}}`` placeholders; both collectors substitute *escaped* values only.
 """
 
@@ -46,7 +46,7 @@ _NS = '{{.namespace}}'
 
 
 def _opt_selector(metric: str) -> str:
-    # optimizer queries put model_name first (upstream §2.1)
+    # upstream's optimizer queries put model_name first
     return f'{metric}{{model_name="{_M}",namespace="{_NS}"}}'
 
 

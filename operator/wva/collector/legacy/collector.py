@@ -1,6 +1,6 @@
 """Collector v1: ``PrometheusCollector`` queries Prometheus directly, caches, and refreshes in the background.
 
-Upstream semantics (spec §4) with its bugs fixed: every substituted value is escaped; cached data is
+Upstream's legacy collector semantics with its bugs fixed: every substituted value is escaped; cached data is
 immutable and metadata is attached to copies; a tracked item is not re-fetched on every tick; the
 background tasks belong to the collector and ``stop()`` cancels and awaits all of them.
 """
@@ -123,7 +123,7 @@ class PrometheusCollector:
     # --- availability ------------------------------------------------------------------------
 
     async def validate_metrics_availability(self, model_id: str, namespace: str) -> MetricsValidationResult:
-        """Are the model's vLLM metrics in Prometheus and recent? (upstream §4.4, messages included)"""
+        """Are the model's vLLM metrics in Prometheus and recent? (upstream's check, messages included)"""
         query = q.render_model_query(catalogue.Q_METRICS_AVAILABILITY, model_id, namespace)
         try:
             result = await self._runner.query(query)
@@ -211,7 +211,7 @@ class PrometheusCollector:
     async def collect_replica_metrics(
         self, model_id: str, namespace: str, variants: Sequence[VariantRef]
     ) -> list[ReplicaMetrics]:
-        """Per-pod saturation signals (legacy algorithm §4.5), cached per model with freshness metadata."""
+        """Per-pod saturation signals (upstream's legacy algorithm), cached per model with freshness metadata."""
         key = q.replica_key(model_id, namespace)
         wanted = _normalise_variants(variants)
         entry = self.cache.get(key)
