@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from test_v2_support import FakeClock, FakeSource
+from test_v2_support import FakeSource
 
+from fakes import FakeClock
 from wva.collector import promql
 from wva.collector.types import VariantRef
 from wva.collector.v2 import (

@@ -8,19 +8,9 @@ from dataclasses import FrozenInstanceError, dataclass
 
 import pytest
 
+from fakes import FakeClock
 from wva.collector.legacy import MemoryCache, NoOpCache
 from wva.collector.types import ReplicaMetrics
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from fakes import FakeClock
 from wva.collector import MetricsCollector
 from wva.collector.legacy import (
     CacheConfig,
@@ -29,14 +30,6 @@ from wva.collector.types import (
 
 T = TypeVar("T")
 NOW = 1_700_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Response = Any | Exception | Callable[[str], Any]
@@ -94,7 +87,7 @@ def make(
         prom,
         config or CacheConfig(fetch_interval=0.0),
         resolver,
-        clock or FakeClock(),
+        clock or FakeClock(NOW),
         query_policy=policy,
         run_blocking=inline,
     )
@@ -204,7 +197,7 @@ async def test_optimizer_metrics_are_cached_per_va() -> None:
 
 
 async def test_optimizer_cache_expires_after_ttl() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     prom = optimizer_prom(arrival=1.0)
     collector = make(prom, CacheConfig(ttl=0.1, fetch_interval=0), clock)
     assert (await collector.collect_optimizer_metrics("m", "ns", "va")).arrival_rate == 60.0
@@ -514,7 +507,7 @@ async def test_replica_hostile_values_are_escaped() -> None:
 
 
 async def test_replica_cache_hit_reports_age_and_freshness_without_mutating_the_cache() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     config = CacheConfig(ttl=1000.0, fetch_interval=0, freshness=FreshnessThresholds(60, 120, 300))
     prom = replica_prom()
     collector = make(prom, config, clock)

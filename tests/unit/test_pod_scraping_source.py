@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from fakes import FakeClock
 from wva.collector import promql
 from wva.collector.types import VariantRef
 from wva.collector.v2 import (
@@ -74,14 +75,6 @@ async def pods() -> AsyncIterator[FakePods]:
     await runner.cleanup()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make_source(
     pods: FakePods, clock: Callable[[], float], wall: Callable[[], float] | None = None, **config: object
 ) -> PodScrapingSource:
@@ -105,7 +98,7 @@ def per_pod(result: PodMetricResult) -> dict[str, float]:
 
 
 async def test_saturation_queries_answer_per_pod_peaks_over_the_window(pods: FakePods) -> None:
-    clock = Clock()
+    clock = FakeClock()
     pods.states = {"a": PodState(MODEL, kv_cache_usage=0.9, num_requests_waiting=7), "b": PodState(MODEL)}
     source = make_source(pods, clock, window=60.0)
     first = await refresh(source, promql.Q_KV_CACHE_USAGE, promql.Q_QUEUE_LENGTH)
@@ -124,7 +117,7 @@ async def test_saturation_queries_answer_per_pod_peaks_over_the_window(pods: Fak
 
 
 async def test_optimizer_metrics_come_from_counter_deltas_and_are_unknown_at_first(pods: FakePods) -> None:
-    clock = Clock()
+    clock = FakeClock()
     pods.states = {"a": PodState(MODEL), "b": PodState(MODEL)}
     source = make_source(pods, clock)
     registry = SourceRegistry()
@@ -155,7 +148,7 @@ async def test_optimizer_metrics_come_from_counter_deltas_and_are_unknown_at_fir
 
 
 async def test_a_failing_pod_is_unknown_and_reported_never_zero(pods: FakePods) -> None:
-    clock = Clock()
+    clock = FakeClock()
     pods.states = {p: PodState(MODEL, kv_cache_usage=0.5, num_requests_running=1) for p in ("ok", "e401", "e500")}
     pods.overrides = {"e401": (401, b"no"), "e500": (500, b"boom")}
     outcomes: list[ScrapeOutcome] = []
@@ -183,7 +176,7 @@ async def test_a_failing_pod_is_unknown_and_reported_never_zero(pods: FakePods) 
 
 
 async def test_a_pod_missing_one_saturation_signal_is_left_out_of_both(pods: FakePods) -> None:
-    clock = Clock()
+    clock = FakeClock()
     pods.states = {"full": PodState(MODEL, kv_cache_usage=0.4)}
     pods.overrides = {"half": (200, b'vllm:kv_cache_usage_perc{model_name="acme/m"} 0.99\n')}
     pods.states["half"] = PodState(MODEL)
@@ -195,7 +188,7 @@ async def test_a_pod_missing_one_saturation_signal_is_left_out_of_both(pods: Fak
 
 
 async def test_oversized_and_garbage_bodies_cost_one_pod(pods: FakePods) -> None:
-    clock = Clock()
+    clock = FakeClock()
     pods.states = {p: PodState(MODEL, kv_cache_usage=0.3) for p in ("ok", "big", "junk")}
     pods.overrides = {"big": (200, b"# " + b"x" * 200_000 + b"\n"), "junk": (200, b"<html>{{{\n")}
     source = make_source(pods, clock, max_body_bytes=64 * 1024)
@@ -210,7 +203,7 @@ async def test_oversized_and_garbage_bodies_cost_one_pod(pods: FakePods) -> None
 async def test_bearer_token_from_a_file_is_sent_and_refreshed_when_it_changes(
     pods: FakePods, tmp_path: Path
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     token_file = tmp_path / "token"
     token_file.write_text("first-token\n")
     pods.states = {"a": PodState(MODEL, kv_cache_usage=0.6)}
@@ -228,7 +221,7 @@ async def test_bearer_token_from_a_file_is_sent_and_refreshed_when_it_changes(
 
 
 async def test_readings_are_reused_within_the_scrape_interval_and_pruned_when_pods_go(pods: FakePods) -> None:
-    clock = Clock()
+    clock = FakeClock()
     pods.states = {"a": PodState(MODEL), "b": PodState(MODEL)}
     source = make_source(pods, clock, min_scrape_interval=5.0)
     await refresh(source, promql.Q_KV_CACHE_USAGE)
@@ -242,7 +235,7 @@ async def test_readings_are_reused_within_the_scrape_interval_and_pruned_when_po
 
 
 async def test_unsupported_queries_and_missing_params_are_error_results(pods: FakePods) -> None:
-    source = make_source(pods, Clock())
+    source = make_source(pods, FakeClock())
     results = await source.refresh(RefreshSpec(queries=["cache_config_info"], params=PARAMS))
     assert "not supported" in (results["cache_config_info"].error or "")
     results = await source.refresh(RefreshSpec(queries=[promql.Q_KV_CACHE_USAGE], params={"modelID": MODEL}))

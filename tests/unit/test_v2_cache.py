@@ -8,8 +8,9 @@ import threading
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_v2_support import FakeClock, wait_until
+from test_v2_support import wait_until
 
+from fakes import FakeClock
 from wva.collector.v2 import Cache, MetricResult, build_cache_key
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_v2_support import FakeClock, FakePrometheus, FakeSource, per_pod, vector
+from test_v2_support import FakePrometheus, FakeSource, per_pod, vector
 
+from fakes import FakeClock
 from wva.collector import MetricsCollector, promql
 from wva.collector.types import AvailabilityReason, FreshnessStatus, OptimizerMetrics, VariantRef
 from wva.collector.v2 import (

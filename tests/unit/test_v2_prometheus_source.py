@@ -13,7 +13,6 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from test_v2_support import (
-    FakeClock,
     FakePrometheus,
     client_for,
     closed_port_url,
@@ -22,6 +21,7 @@ from test_v2_support import (
     wait_until,
 )
 
+from fakes import FakeClock
 from wva.collector.v2 import (
     Cache,
     MetricValue,

@@ -23,19 +23,6 @@ from wva.collector.v2 import (
 )
 
 
-class FakeClock:
-    """A settable clock (seconds)."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @dataclass
 class FakeSource:
     """A MetricsSource answering refresh() from canned results keyed by query name."""
