@@ -11,8 +11,9 @@ MODES = ("v1", "v2-per-model", "v2-batched")
 def markdown_table(results: dict[str, Any]) -> str:
     head = (
         "| N VAs | pods | mode | cycle (ms) | x round trip | Prom queries/cycle | API calls/cycle: mapping "
-        "| API calls/cycle: status writes | CPU/cycle (ms) | batch prefetch (ms, x round trip) |\n"
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| API calls/cycle: status writes | CPU/cycle (ms) | GC/cycle (ms) | batch prefetch (ms, x round trip) "
+        "| Prometheus evaluation/cycle (ms, x round trip) |\n"
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
     for stage in results["stages"]:
@@ -21,12 +22,15 @@ def markdown_table(results: dict[str, Any]) -> str:
             if m is None:
                 continue
             prefetch = m.get("batch_prefetch_seconds") if mode == "v2-batched" else None
-            pre = f"{prefetch * 1000:.1f} ({prefetch / stage['rtt_seconds']:.0f}x)" if prefetch is not None else "-"
+            pre = _ms_and_multiple(prefetch, stage["rtt_seconds"])
+            evaluation = _ms_and_multiple(m.get("prometheus_eval_seconds_per_cycle"), stage["rtt_seconds"])
+            gc_time = m.get("gc_seconds_per_cycle")
             rows.append(
                 f"| {stage['n']} | {stage['pods']} | {mode} | {m['cycle_seconds'] * 1000:.1f} "
                 f"| {m['cycle_rtt_multiple']:.1f} | {m['prometheus_queries_per_cycle']:g} "
                 f"| {m['kube_mapping_calls_per_cycle']:g} | {m['kube_write_calls_per_cycle']:g} "
-                f"| {m['cpu_seconds_per_cycle'] * 1000:.1f} | {pre} |"
+                f"| {m['cpu_seconds_per_cycle'] * 1000:.1f} | {'-' if gc_time is None else f'{gc_time * 1000:.1f}'} "
+                f"| {pre} | {evaluation} |"
             )
     mem = results["memory"]
     rtts = ", ".join(f"N={s['n']}: {s['rtt_seconds'] * 1000:.2f} ms" for s in results["stages"])
@@ -37,6 +41,10 @@ def markdown_table(results: dict[str, Any]) -> str:
         + f"; peak {mem['peak_rss_mb']:.1f} MB; growth {mem['rss_growth_mb_per_1000_vas']:.1f} MB per 1000 VAs.\n"
     )
     return head + "\n".join(rows) + "\n" + foot
+
+
+def _ms_and_multiple(seconds: float | None, rtt: float) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ({seconds / rtt:.0f}x)"
 
 
 def plot(results: dict[str, Any], path: Path) -> str | None:

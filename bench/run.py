@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
 from urllib3.util.retry import Retry
 
 from bench.emulator_proc import EmulatorProcess
@@ -33,6 +34,7 @@ from wva.actuator.status import StatusWriter
 from wva.collector import MetricsCollector, new_metrics_collector
 from wva.collector.legacy import CacheConfig
 from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
+from wva.gctuning import tune_gc
 from wva.inventory import Inventory
 from wva.promconnect import MeteredPrometheusConnect
 from wva.saturation.config import SaturationConfigStore
@@ -55,8 +57,52 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KiB on Linux
 
 
-def connect(url: str) -> MeteredPrometheusConnect:
-    return MeteredPrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=0), timeout=30.0)
+class RecordingPrometheusConnect(MeteredPrometheusConnect):
+    """Keeps the text of every query while ``recorded`` is a list (None: recording off)."""
+
+    recorded: list[str] | None = None
+
+    def custom_query(self, query: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        if self.recorded is not None:
+            self.recorded.append(query)
+        return super().custom_query(query, params=params, timeout=timeout)
+
+
+def connect(url: str) -> RecordingPrometheusConnect:
+    return RecordingPrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=0), timeout=30.0)
+
+
+def prometheus_eval_seconds(url: str, queries: list[str]) -> float:
+    """Prometheus' own evaluation time for ``queries`` (sum of ``execTotalTime``), each re-run once with
+    ``stats=all``: the part of a cycle no client-side work can remove."""
+    total = 0.0
+    with requests.Session() as session:
+        for query in queries:
+            response = session.get(f"{url}/api/v1/query", params={"query": query, "stats": "all"}, timeout=30)
+            response.raise_for_status()
+            total += float(response.json()["data"]["stats"]["timings"]["execTotalTime"])
+    return total
+
+
+class GCTimer:
+    """Wall time spent in the garbage collector while installed (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> GCTimer:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self)
 
 
 def round_trip(url: str) -> float:
@@ -70,7 +116,7 @@ def round_trip(url: str) -> float:
     return statistics.median(samples)
 
 
-def build_collector(mode: str, prom: MeteredPrometheusConnect, mapper: PodVAMapper) -> MetricsCollector:
+def build_collector(mode: str, prom: RecordingPrometheusConnect, mapper: PodVAMapper) -> MetricsCollector:
     if mode == "v1":
         # upstream v1 as the engine sees it every cycle: per-model queries, no result cache in between
         return new_metrics_collector(False, prom, mapper, cache_config=CacheConfig(enabled=False), query_timeout=30.0)
@@ -110,13 +156,16 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
             raise RuntimeError(f"{mode} N={n}: warm-up cycle had errors: {list(warm.group_errors.items())[:3]}")
         if len(warm.decisions) != n:
             raise RuntimeError(f"{mode} N={n}: {len(warm.decisions)} decisions for {n} VAs")
-        walls, cpus, queries, reads, writes = [], [], [], [], []
+        walls, cpus, gcs, queries, reads, writes = [], [], [], [], [], []
         prefetch_times.clear()
         # a cycle longer than SLOW_CYCLE is one stable sample on its own: keep the whole run short
         for _ in range(1 if warm_seconds > SLOW_CYCLE else cycles):
             q0, (r0, w0), c0 = prom.queries, kube.totals(), time.process_time()
-            report = await engine.run_cycle()
+            prom.recorded = [] if mode == "v2-batched" else None
+            with GCTimer() as gc_timer:
+                report = await engine.run_cycle()
             cpus.append(time.process_time() - c0)
+            gcs.append(gc_timer.seconds)
             walls.append(report.duration)
             queries.append(prom.queries - q0)
             r1, w1 = kube.totals()
@@ -133,6 +182,10 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
             "kube_write_calls_per_cycle": statistics.median(writes),
             "kube_write_calls_warmup": warm.kube_calls,
             "cpu_seconds_per_cycle": statistics.median(cpus),
+            "gc_seconds_per_cycle": statistics.median(gcs),
+            # the last cycle's queries, evaluated again by Prometheus with stats (batched mode only:
+            # re-running thousands of per-model queries would double the run time)
+            "prometheus_eval_seconds_per_cycle": prometheus_eval_seconds(url, prom.recorded) if prom.recorded else None,
             "batch_prefetch_seconds": statistics.median(prefetch_times) if prefetch_times else None,
             "decisions": len(warm.decisions),
         }
@@ -144,6 +197,7 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
 
 async def run(sizes: list[int], cycles: int, scrape_interval: float) -> dict[str, Any]:
     started = time.monotonic()
+    tune_gc()  # as `wva run` does
     emulator = EmulatorProcess()
     port = emulator.start()
     prometheus = LocalPrometheus([f"127.0.0.1:{port}"], scrape_interval=scrape_interval)

@@ -79,9 +79,11 @@ def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, 
         return 2
     configure_logging(log_level or settings.log_level)
     import wva.handlers  # noqa: F401  (registers the handlers)
+    from wva.gctuning import tune_gc
     from wva.runtime import Runtime
 
     runtime = Runtime.build(settings, metrics_port=metrics_port, probe_port=probe_port)
+    tune_gc()  # after the imports and the build: what exists now lives as long as the process
     watched = list(namespaces) or list(settings.watch_namespaces)
     memo = kopf.Memo(runtime=runtime)
     log.info("Starting wva %s namespaces=%s", __version__, ",".join(watched) or "<all>")

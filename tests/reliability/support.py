@@ -183,7 +183,8 @@ class AcceptingKube:
 
 class PodPerModelProm:
     """Answers every query with one saturated sample per pod of the queried model (or, for a query
-    batched over a namespace, of every live model), as Prometheus would."""
+    batched over a namespace, of every live model), as Prometheus would; a combined batch query gets
+    those samples once per ``wva_query`` branch, tagged."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
@@ -194,11 +195,15 @@ class PodPerModelProm:
         self.queries += 1
         match = re.search(r'model_name="acme/([^"]+)"', query)
         vas = [match.group(1)] if match is not None else sorted(self.models)
+        tags: list[dict[str, str]] = [{"wva_query": t} for t in re.findall(r'"wva_query", "([^"]+)"', query)] or [{}]
         return [
             {
-                "metric": {"pod": f"{va}-5d9f7c6b4-abcde", "namespace": self.namespace, "model_name": f"acme/{va}"},
+                "metric": {
+                    "pod": f"{va}-5d9f7c6b4-abcde", "namespace": self.namespace, "model_name": f"acme/{va}", **tag
+                },
                 "value": [time.time(), "0.9"],
             }
+            for tag in tags
             for va in vas
         ]
 

@@ -30,12 +30,15 @@ from wva.collector.v2 import (
 )
 from wva.collector.v2.batching import (
     BATCH_QUERIES,
+    BATCH_TAG_LABEL,
     QueryBatcher,
     batch_cache,
     batch_queries_enabled,
     batch_query_name,
     batching_from_env,
+    combined_batch_query,
     split_by_model,
+    split_combined,
 )
 
 NOW = 1_700_000_000.0
@@ -62,7 +65,8 @@ class Pod:
 class FakePrometheus:
     """Answers the exact text of every per-model and batch query from ``pods``; counts queries.
 
-    ``fail`` holds query texts answered with an HTTP 400 (not retried by the source).
+    ``fail`` holds query texts answered with an HTTP 400 (not retried by the source). A combined
+    batch query fails, as in Prometheus, when any of its branches would.
     """
 
     pods: list[Pod]
@@ -93,7 +97,9 @@ class FakePrometheus:
                    "model_name": model}, 1.0) for p in mine]
             )
         batch = QueryList()
-        QueryBatcher()._register(_Holder(batch))
+        batcher = QueryBatcher()
+        batcher._register(_Holder(batch))
+        self.combined_parts: dict[str, list[str]] = {}
         for ns in sorted({p.namespace for p in self.pods}):
             mine = [p for p in self.pods if p.namespace == ns]
             models = sorted({p.model for p in mine})
@@ -113,14 +119,22 @@ class FakePrometheus:
             out[b(promql.Q_METRICS_AVAILABILITY)] = self._vector(
                 [({"model_name": m}, float(sum(p.model == m for p in mine))) for m in models]
             )
+            combined = batch.build(batcher._combined_name, params)
+            self.combined_parts[combined] = [b(name) for name in BATCH_QUERIES]
+            out[combined] = [
+                {**row, "metric": {**row["metric"], BATCH_TAG_LABEL: name}}
+                for name in BATCH_QUERIES
+                for row in out[b(name)]
+            ]
         return out
 
     def custom_query(self, query: str, params: dict[str, Any] | None = None) -> Any:
         with self.lock:
             self.queries.append(query)
-        if query in self.fail:
+        answers = self.answers()
+        if query in self.fail or self.fail.intersection(self.combined_parts.get(query, ())):
             raise RuntimeError('HTTP Status Code 400 (b\'{"errorType": "bad_data", "error": "nope"}\')')
-        return self.answers().get(query, [])
+        return answers.get(query, [])
 
 
 @dataclass
@@ -148,8 +162,14 @@ def variants(models: list[str], namespaces: list[str]) -> dict[tuple[str, str], 
     }
 
 
-def build_collector(prom: FakePrometheus, refs: Mapping[tuple[str, str], list[VariantRef]], *, batch: bool,
-                    clock: FakeClock | None = None) -> tuple[V2MetricsCollector, PrometheusSource]:
+def build_collector(
+    prom: FakePrometheus,
+    refs: Mapping[tuple[str, str], list[VariantRef]],
+    *,
+    batch: bool,
+    clock: FakeClock | None = None,
+    combine: bool = True,
+) -> tuple[V2MetricsCollector, PrometheusSource]:
     mapper = PodVAMapper()
     for group in refs.values():
         for ref in group:
@@ -157,7 +177,9 @@ def build_collector(prom: FakePrometheus, refs: Mapping[tuple[str, str], list[Va
     source = PrometheusSource(prom, PrometheusSourceConfig(query_timeout=2.0, retry_max_attempts=1))
     registry = SourceRegistry()
     registry.register("prometheus", source)
-    collector = V2MetricsCollector(registry, mapper, clock=clock or FakeClock(NOW), batch_queries=batch)
+    collector = V2MetricsCollector(
+        registry, mapper, clock=clock or FakeClock(NOW), batch_queries=batch, combine_batch_queries=combine
+    )
     return collector, source
 
 
@@ -192,6 +214,44 @@ def test_split_uses_exact_model_name_equality_and_drops_the_label() -> None:
     assert [(v.value, dict(v.labels)) for v in parts["llama"].values] == [(0.5, {"pod": "p1"})]
     assert [(v.value, dict(v.labels)) for v in parts["llama.*"].values] == [(0.7, {"pod": "p2"})]
     assert all(p.query_name == promql.Q_KV_CACHE_USAGE and p.collected_at == NOW for p in parts.values())
+
+
+def test_split_combined_uses_the_tag_and_model_name_and_drops_both() -> None:
+    def mv(value: float, **labels: str) -> MetricValue:
+        return MetricValue(value, NOW, labels)
+
+    result = MetricResult(
+        query_name="combined",
+        values=[
+            mv(0.5, pod="p1", model_name="a|b", wva_query=promql.Q_KV_CACHE_USAGE),
+            mv(3.0, pod="p1", model_name="a|b", wva_query=promql.Q_QUEUE_LENGTH),
+            mv(2.5, model_name="a|b", wva_query=promql.Q_ARRIVAL_RATE),
+            mv(0.9, pod="p2", model_name="a", wva_query=promql.Q_KV_CACHE_USAGE),
+            mv(1.0, pod="p3", wva_query=promql.Q_KV_CACHE_USAGE),  # no model: dropped
+            mv(1.0, pod="p4", model_name="a"),  # no tag: dropped
+        ],
+        collected_at=NOW,
+    )
+    parts = split_combined(result)
+
+    assert sorted(parts) == sorted([promql.Q_KV_CACHE_USAGE, promql.Q_QUEUE_LENGTH, promql.Q_ARRIVAL_RATE])
+    assert sorted(parts[promql.Q_KV_CACHE_USAGE]) == ["a", "a|b"]
+    kv = parts[promql.Q_KV_CACHE_USAGE]["a|b"]
+    assert kv.query_name == promql.Q_KV_CACHE_USAGE and kv.collected_at == NOW
+    assert [(v.value, dict(v.labels)) for v in kv.values] == [(0.5, {"pod": "p1"})]
+    assert [(v.value, dict(v.labels)) for v in parts[promql.Q_ARRIVAL_RATE]["a|b"].values] == [(2.5, {})]
+
+
+def test_combined_query_tags_every_batch_form_and_rejects_unknown_names() -> None:
+    text = combined_batch_query([promql.Q_KV_CACHE_USAGE, promql.Q_ARRIVAL_RATE])
+    assert text == (
+        f'label_replace({BATCH_QUERIES[promql.Q_KV_CACHE_USAGE]}, "wva_query", "kv_cache_usage", "", "")'
+        f' or label_replace({BATCH_QUERIES[promql.Q_ARRIVAL_RATE]}, "wva_query", "arrival_rate", "", "")'
+    )
+    with pytest.raises(ValueError, match="nope"):
+        combined_batch_query(["nope"])
+    with pytest.raises(ValueError):
+        combined_batch_query([])
 
 
 def test_batch_templates_drop_the_model_matcher_and_group_by_model() -> None:
@@ -240,8 +300,22 @@ async def test_batched_and_per_model_give_equal_answers_with_far_fewer_queries()
     assert sum(len(x) for x in replica_lists) == 2 * len(refs)  # every pod found, none crossed models
     assert all(r.model_id == model for x, (model, _ns) in zip(replica_lists, sorted(refs), strict=True) for r in x)
     assert len(prom_single.queries) == 8 * len(refs)
-    assert len(prom_batched.queries) == 8 * len(namespaces)
+    assert len(prom_batched.queries) == len(namespaces)  # one combined query per namespace
     assert batched.batcher.stats.per_model_queries == 0
+
+
+async def test_uncombined_batches_send_one_query_per_metric_and_agree() -> None:
+    namespaces = ["ns-a", "ns-b"]
+    refs = variants(TRICKY_MODELS, namespaces)
+    prom_combined = FakePrometheus(dataset(TRICKY_MODELS, namespaces))
+    prom_split = FakePrometheus(dataset(TRICKY_MODELS, namespaces))
+    combined, _ = build_collector(prom_combined, refs, batch=True)
+    split, _ = build_collector(prom_split, refs, batch=True, combine=False)
+
+    assert await one_cycle(combined, refs) == await one_cycle(split, refs)
+    assert len(prom_split.queries) == 8 * len(namespaces)
+    assert all("wva_query" not in q for q in prom_split.queries)
+    assert split.batcher.stats.per_model_queries == 0
 
 
 @pytest.mark.parametrize("n_models", [3, 40])
@@ -251,7 +325,7 @@ async def test_queries_per_cycle_do_not_grow_with_models(n_models: int) -> None:
     prom = FakePrometheus(dataset(models, ["ns"], pods_per_model=1))
     collector, _ = build_collector(prom, refs, batch=True)
     await one_cycle(collector, refs)
-    assert len(prom.queries) == 8
+    assert len(prom.queries) == 1
 
 
 async def test_a_model_missing_from_the_batch_is_empty_not_queried_again() -> None:
@@ -260,7 +334,7 @@ async def test_a_model_missing_from_the_batch_is_empty_not_queried_again() -> No
     collector, _ = build_collector(prom, refs, batch=True)
     await collector.begin_cycle(sorted(refs))
     assert await collector.collect_replica_metrics("absent", "ns", refs[("absent", "ns")]) == []
-    assert len(prom.queries) == 8  # the batch only; no per-model fallback for a covered namespace
+    assert len(prom.queries) == 1  # the batch only; no per-model fallback for a covered namespace
 
 
 async def test_failed_batch_query_falls_back_per_model_and_never_serves_last_cycle() -> None:
@@ -283,9 +357,10 @@ async def test_failed_batch_query_falls_back_per_model_and_never_serves_last_cyc
     second = await collector.collect_replica_metrics("m1", "ns", refs[("m1", "ns")])
 
     assert {r.kv_cache_usage for r in second} == {0.95}
-    assert collector.batcher.stats.batch_failures == 1
-    assert collector.batcher.stats.per_model_queries == 1  # kv only; queue came from the batch
-    assert len(prom.queries) == 8 + 1
+    # the combined query fails as a whole, then only the kv batch form: kv alone goes per model
+    assert collector.batcher.stats.batch_failures == 2
+    assert collector.batcher.stats.per_model_queries == 1  # kv only; queue came from its batch form
+    assert len(prom.queries) == 1 + 8 + 1
 
 
 async def test_batch_expires_after_max_age_without_a_new_cycle() -> None:
@@ -336,3 +411,14 @@ async def test_warns_once_when_a_cycle_would_not_fit_the_source_cache(caplog: py
         await batcher.prefetch(source, [(m, "ns") for m in models])
     warnings = [r for r in caplog.records if "Batch results exceed the source cache" in r.getMessage()]
     assert len(warnings) == 1 and "maxsize=20" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("namespace", ["ns", "n,s=x:y%"])
+def test_per_model_keys_equal_build_cache_key(namespace: str) -> None:
+    from wva.collector.v2.batching import per_model_key_builder
+    from wva.collector.v2.cache import build_cache_key
+
+    for query in BATCH_QUERIES:
+        key = per_model_key_builder(query, namespace)
+        for model in [*TRICKY_MODELS, "org/m:1,2=3%4", ""]:
+            assert key(model) == build_cache_key(query, {"namespace": namespace, "modelID": model})

@@ -1,13 +1,18 @@
-"""Batched collection: one query per metric per namespace, split locally into per-model results.
+"""Batched collection: one query per namespace for every metric and model, split locally per model.
 
 Per-model collection costs ``8 x models`` Prometheus queries per cycle. At the start of a cycle,
-:meth:`QueryBatcher.prefetch` instead runs, for every namespace of the cycle, one *batch* query per
-per-model query: the same PromQL with the ``model_name`` matcher dropped and ``model_name`` added to
-the grouping (``max by (pod, model_name) (...)``, ``sum by (model_name) (...)``). Each answer is split
-by the exact ``model_name`` label value (string equality, never a regex, so model names with regex or
-quote characters split correctly) into the result the per-model query would have returned, and cached
-under the per-model cache key (:func:`build_cache_key` of ``{namespace, modelID}``). A model the batch
-did not return gets an empty result, exactly as its own query would have.
+:meth:`QueryBatcher.prefetch` instead asks, for every namespace of the cycle, for every per-model
+query's *batch* form: the same PromQL with the ``model_name`` matcher dropped and ``model_name`` added
+to the grouping (``max by (pod, model_name) (...)``, ``sum by (model_name) (...)``). By default the
+batch forms of a namespace travel as one *combined* query: each batch form is tagged with a
+``wva_query="<query name>"`` label by ``label_replace`` and the branches are joined with ``or`` (the
+tags differ, so ``or`` keeps every series of every branch). That is one HTTP round trip per namespace
+instead of eight. If the combined query fails, the eight batch forms are sent one by one, so one bad
+metric costs only itself. Each answer is split by the exact tag and ``model_name`` label values
+(string equality, never a regex, so model names with regex or quote characters split correctly) into
+the result the per-model query would have returned, and cached under the per-model cache key
+(:func:`build_cache_key` of ``{namespace, modelID}``). A model the batch did not return gets an empty
+result, exactly as its own query would have.
 
 The later per-model calls of the same cycle go through :meth:`QueryBatcher.fetch`: a query whose
 namespace batch succeeded in *this* cycle is answered from the source's cache (``source.get``);
@@ -34,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from wva.collector import promql
-from wva.collector.v2.cache import Cache, build_cache_key
+from wva.collector.v2.cache import Cache, encode_key_part
 from wva.collector.v2.prometheus import PrometheusSource
 from wva.collector.v2.query import QueryTemplate, QueryType
 from wva.collector.v2.results import MetricResult, MetricValue, RefreshSpec
@@ -44,19 +49,24 @@ __all__ = [
     "BATCH_QUERIES",
     "BATCH_QUERIES_ENV",
     "BATCH_QUERY_PREFIX",
+    "BATCH_TAG_LABEL",
     "BatchStats",
     "QueryBatcher",
     "batch_cache",
     "batch_queries_enabled",
     "batch_query_name",
     "batching_from_env",
+    "combined_batch_query",
     "split_by_model",
+    "split_combined",
 ]
 
 logger = logging.getLogger(__name__)
 
 BATCH_QUERIES_ENV = "WVA_BATCH_QUERIES"
 BATCH_QUERY_PREFIX = "batch:"
+BATCH_TAG_LABEL = "wva_query"
+"""The label that tells a combined batch answer's series apart by query name."""
 
 _NS = "{{.namespace}}"
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -91,6 +101,19 @@ def batch_query_name(query_name: str) -> str:
     return BATCH_QUERY_PREFIX + query_name
 
 
+def combined_batch_query(queries: Sequence[str]) -> str:
+    """The batch forms of ``queries`` as one PromQL: each branch tagged with ``wva_query``, joined by ``or``.
+
+    ``label_replace(v, "wva_query", "<name>", "", "")`` sets the tag on every series of ``v`` (the
+    empty regex matches the empty source label). Batch forms aggregate ``by (pod, model_name)`` or
+    ``by (model_name)``, so no series carries a ``wva_query`` label of its own.
+    """
+    unknown = [q for q in queries if q not in BATCH_QUERIES]
+    if unknown or not queries:
+        raise ValueError(f"no batch form for queries {unknown or list(queries)}")
+    return " or ".join(f'label_replace({BATCH_QUERIES[q]}, "{BATCH_TAG_LABEL}", "{q}", "", "")' for q in queries)
+
+
 def batch_queries_enabled(value: str | None) -> bool:
     """Parse ``WVA_BATCH_QUERIES``: unset or empty means on; true/1/yes/on and false/0/no/off, any case."""
     if value is None or not value.strip():
@@ -123,14 +146,44 @@ def split_by_model(result: MetricResult, query_name: str) -> dict[str, MetricRes
     parts: dict[str, list[MetricValue]] = defaultdict(list)
     for value in result.values:
         model = value.labels.get(promql.LABEL_MODEL_NAME)
-        if model is None:
-            continue
-        labels = {k: v for k, v in value.labels.items() if k != promql.LABEL_MODEL_NAME}
-        parts[model].append(MetricValue(value.value, value.timestamp, labels, finite=value.finite))
+        if model is not None:
+            parts[model].append(_without(value, promql.LABEL_MODEL_NAME))
     return {
         model: MetricResult(query_name=query_name, values=values, collected_at=result.collected_at)
         for model, values in parts.items()
     }
+
+
+def split_combined(result: MetricResult) -> dict[str, dict[str, MetricResult]]:
+    """Split a combined batch answer by query (the ``wva_query`` tag), then by exact ``model_name``.
+
+    Both labels are removed, so each part equals what :func:`split_by_model` makes of that query's
+    own batch answer. Series missing either label belong to no per-model query and are dropped.
+    """
+    parts: dict[str, dict[str, list[MetricValue]]] = {}
+    for value in result.values:
+        labels = value.labels
+        query = labels.get(BATCH_TAG_LABEL)
+        model = labels.get(promql.LABEL_MODEL_NAME)
+        if query is None or model is None:
+            continue
+        parts.setdefault(query, {}).setdefault(model, []).append(
+            _without(value, promql.LABEL_MODEL_NAME, BATCH_TAG_LABEL)
+        )
+    return {
+        query: {
+            model: MetricResult(query_name=query, values=values, collected_at=result.collected_at)
+            for model, values in by_model.items()
+        }
+        for query, by_model in parts.items()
+    }
+
+
+def _without(value: MetricValue, *drop: str) -> MetricValue:
+    labels = dict(value.labels)
+    for name in drop:
+        labels.pop(name, None)
+    return MetricValue(value.value, value.timestamp, labels, finite=value.finite)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +201,15 @@ class QueryBatcher:
     """Prefetches a cycle's queries per namespace and serves the per-model calls from that batch.
 
     ``max_age`` (seconds) bounds how long after a prefetch its batch may still be served; the next
-    prefetch replaces it regardless. ``clock`` is monotonic seconds.
+    prefetch replaces it regardless. ``combine`` (default on) sends a namespace's batch forms as one
+    combined query; off, or when that query fails, they go one by one. ``clock`` is monotonic seconds.
     """
 
     def __init__(
         self,
         *,
         enabled: bool = True,
+        combine: bool = True,
         max_age: float = 60.0,
         queries: Iterable[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -168,6 +223,9 @@ class QueryBatcher:
         if unknown:
             raise ValueError(f"no batch form for queries {unknown}")
         self._queries = tuple(names)
+        # one combined query only pays off for two or more metrics
+        self.combine = combine and len(self._queries) > 1
+        self._combined_name = BATCH_QUERY_PREFIX + "combined:" + "+".join(self._queries)
         self._clock = clock
         self._lock = threading.Lock()
         self._covered: set[tuple[str, str]] = set()  # (query name, namespace) batched this cycle
@@ -210,7 +268,7 @@ class QueryBatcher:
         by_namespace: dict[str, set[str]] = defaultdict(set)
         for model_id, namespace in models:
             by_namespace[namespace].add(model_id)
-        needed = len(models) * len(self._queries) + len(by_namespace) * len(self._queries)
+        needed = len(models) * len(self._queries) + len(by_namespace) * (len(self._queries) + 1)
         if needed > cache.maxsize and not self._warned_capacity:
             # an LRU eviction before the per-model read turns into a per-model query: correct, but slow
             self._warned_capacity = True
@@ -222,12 +280,12 @@ class QueryBatcher:
         outcomes = await asyncio.gather(
             *(self._prefetch_namespace(source, cache, ns, wanted) for ns, wanted in sorted(by_namespace.items()))
         )
-        covered = {(name, ns) for ns, names in outcomes for name in names}
+        covered = {(name, ns) for ns, names, _ in outcomes for name in names}
         with self._lock:
             self._covered = covered
             self._covered_at = started
             self._counts["prefetches"] += 1
-        ran = len(by_namespace) * len(self._queries)
+        ran = sum(sent for _, _, sent in outcomes)
         logger.debug(
             "Batch prefetch done: namespaces=%d models=%d queries=%d covered=%d",
             len(by_namespace), len(models), ran, len(covered),
@@ -236,10 +294,29 @@ class QueryBatcher:
 
     async def _prefetch_namespace(
         self, source: MetricsSource, cache: Cache, namespace: str, wanted: set[str]
-    ) -> tuple[str, list[str]]:
+    ) -> tuple[str, list[str], int]:
+        """(namespace, the queries this batch covers, how many queries were sent)."""
+        params = {promql.PARAM_NAMESPACE: namespace}
+        sent = 0
+        if self.combine:
+            results = await source.refresh(RefreshSpec(queries=[self._combined_name], params=params))
+            self._count("batch_queries")
+            sent += 1
+            combined = results.get(self._combined_name)
+            if combined is not None and combined.error is None:
+                parts = split_combined(combined)
+                for query in self._queries:
+                    self._store(cache, query, namespace, wanted, parts.get(query, {}), combined.collected_at)
+                return namespace, list(self._queries), sent
+            self._count("batch_failures")
+            logger.warning(
+                "Combined batch query failed, sending one batch query per metric: namespace=%s error=%s",
+                namespace, combined.error if combined is not None else "no result",
+            )
         names = [batch_query_name(q) for q in self._queries]
-        results = await source.refresh(RefreshSpec(queries=names, params={promql.PARAM_NAMESPACE: namespace}))
+        results = await source.refresh(RefreshSpec(queries=names, params=params))
         self._count("batch_queries", len(names))
+        sent += len(names)
         covered: list[str] = []
         for query in self._queries:
             result = results.get(batch_query_name(query))
@@ -250,12 +327,23 @@ class QueryBatcher:
                     query, namespace, result.error if result is not None else "no result",
                 )
                 continue
-            parts = split_by_model(result, query)
-            for model in wanted.union(parts):
-                part = parts.get(model) or MetricResult(query_name=query, values=[], collected_at=result.collected_at)
-                cache.set(build_cache_key(query, _params(namespace, model)), part)
+            self._store(cache, query, namespace, wanted, split_by_model(result, query), result.collected_at)
             covered.append(query)
-        return namespace, covered
+        return namespace, covered, sent
+
+    @staticmethod
+    def _store(
+        cache: Cache,
+        query: str,
+        namespace: str,
+        wanted: set[str],
+        parts: Mapping[str, MetricResult],
+        collected_at: float,
+    ) -> None:
+        """Cache every model's part under its per-model key; a wanted model the batch missed gets an empty one."""
+        empty = MetricResult(query_name=query, values=[], collected_at=collected_at)
+        key = per_model_key_builder(query, namespace)
+        cache.set_many((key(model), parts.get(model) or empty) for model in wanted.union(parts))
 
     async def fetch(self, source: MetricsSource, spec: RefreshSpec) -> dict[str, MetricResult]:
         """``source.refresh(spec)``, except that queries covered by this cycle's batch come from the cache."""
@@ -284,21 +372,40 @@ class QueryBatcher:
 
     def _register(self, source: MetricsSource) -> None:
         query_list = source.query_list()
-        for query in self._queries:
-            template = QueryTemplate(
+        templates = [
+            QueryTemplate(
                 name=batch_query_name(query),
                 type=QueryType.PROMQL,
                 template=BATCH_QUERIES[query],
                 params=(promql.PARAM_NAMESPACE,),
                 description=f"{query} for every model of a namespace, by model_name",
             )
+            for query in self._queries
+        ]
+        if self.combine:
+            templates.append(
+                QueryTemplate(
+                    name=self._combined_name,
+                    type=QueryType.PROMQL,
+                    template=combined_batch_query(self._queries),
+                    params=(promql.PARAM_NAMESPACE,),
+                    description=f"{', '.join(self._queries)} for every model of a namespace, tagged {BATCH_TAG_LABEL}",
+                )
+            )
+        for template in templates:
             if query_list.get(template.name) is None:
                 with contextlib.suppress(ValueError):  # registered concurrently
                     query_list.register(template)
 
 
-def _params(namespace: str, model_id: str) -> Mapping[str, str]:
-    return {promql.PARAM_NAMESPACE: namespace, promql.PARAM_MODEL_ID: model_id}
+def per_model_key_builder(query: str, namespace: str) -> Callable[[str], str]:
+    """model_id -> ``build_cache_key(query, {namespace, modelID})``, with the fixed parts encoded once.
+
+    Keys sort as ``modelID`` < ``namespace``, so the key is ``<query>:modelID=<model>,namespace=<ns>``.
+    """
+    head = f"{encode_key_part(query)}:{encode_key_part(promql.PARAM_MODEL_ID)}="
+    tail = f",{encode_key_part(promql.PARAM_NAMESPACE)}={encode_key_part(namespace)}"
+    return lambda model_id: head + encode_key_part(model_id) + tail
 
 
 def batching_from_env(env: Mapping[str, str] | None = None) -> bool:

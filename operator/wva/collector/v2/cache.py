@@ -8,7 +8,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from cachetools import TLRUCache
@@ -27,9 +27,11 @@ _KEY_ESCAPES = str.maketrans({"%": "%25", ",": "%2C", "=": "%3D", ":": "%3A"})
 _NEEDS_ESCAPE = re.compile(r"[%,=:]").search
 
 
-def _encode(part: str) -> str:
+def encode_key_part(part: str) -> str:
+    """Percent-encode the characters that have a meaning in a cache key (``%``, ``,``, ``=``, ``:``)."""
     # most names and values need no escaping; the check is far cheaper than translate() (hot path)
     return part.translate(_KEY_ESCAPES) if _NEEDS_ESCAPE(part) else part
+
 
 
 def build_cache_key(name: str, params: Mapping[str, str] | None = None) -> str:
@@ -39,9 +41,9 @@ def build_cache_key(name: str, params: Mapping[str, str] | None = None) -> str:
     be parsed back unambiguously: two different (name, params) pairs never share a key.
     """
     if not params:
-        return _encode(name)
-    pairs = ",".join(f"{_encode(k)}={_encode(params[k])}" for k in sorted(params))
-    return f"{_encode(name)}:{pairs}"
+        return encode_key_part(name)
+    pairs = ",".join(f"{encode_key_part(k)}={encode_key_part(params[k])}" for k in sorted(params))
+    return f"{encode_key_part(name)}:{pairs}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,21 @@ class Cache:
             value = CachedValue(result=result, cached_at=now, expires_at=now + effective)
             self._entries[key] = value
             return value
+
+    def set_many(self, items: Iterable[tuple[str, MetricResult]], ttl: float | None = None) -> int:
+        """:meth:`set` for many entries under one lock and one clock reading; returns how many were set."""
+        effective = ttl if ttl else self.default_ttl
+        if effective < 0:
+            raise ValueError(f"ttl must be >= 0, got {ttl}")
+        count = 0
+        with self._lock:
+            now = self._clock()
+            expires = now + effective
+            entries = self._entries
+            for key, result in items:
+                entries[key] = CachedValue(result=result, cached_at=now, expires_at=expires)
+                count += 1
+        return count
 
     def get(self, key: str) -> CachedValue | None:
         """The live entry for ``key``, or None if absent or ``now > expires_at``."""

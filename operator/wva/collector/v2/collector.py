@@ -61,7 +61,8 @@ class V2MetricsCollector:
     object is built; the default queries are registered on it then (idempotently).
 
     ``batch_queries`` (default: env ``WVA_BATCH_QUERIES``, on unless set false) makes
-    :meth:`begin_cycle` fetch each metric once per namespace for all models; see
+    :meth:`begin_cycle` fetch every metric for all models of a namespace at once: one combined query
+    per namespace, or one query per metric with ``combine_batch_queries=False``; see
     :mod:`wva.collector.v2.batching`. Off, every call queries per model.
     """
 
@@ -74,9 +75,12 @@ class V2MetricsCollector:
         staleness_threshold: float = DEFAULT_STALENESS_THRESHOLD,
         clock: Callable[[], float] = time.time,
         batch_queries: bool | None = None,
+        combine_batch_queries: bool = True,
     ) -> None:
         self._registry = registry
-        self.batcher = QueryBatcher(enabled=batching_from_env() if batch_queries is None else batch_queries)
+        self.batcher = QueryBatcher(
+            enabled=batching_from_env() if batch_queries is None else batch_queries, combine=combine_batch_queries
+        )
         self._mapper = mapper
         self.source_name = source_name
         self._staleness_threshold = staleness_threshold

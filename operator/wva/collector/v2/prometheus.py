@@ -174,26 +174,27 @@ def parse_query_result(data: Any) -> list[MetricValue]:
             return []  # a string result, or garbage
         return [MetricValue(value=value, timestamp=timestamp, labels={})]
     values: list[MetricValue] = []
+    append = values.append
     for series in data:
         if not isinstance(series, dict):
             continue
-        metric = series.get("metric") or {}
-        # JSON already gives strings; convert only if something else slipped in (hot path)
-        labels = dict(metric) if all(type(v) is str for v in metric.values()) else {
-            str(k): str(v) for k, v in metric.items()
-        }
-        if "value" in series:
-            point = series["value"]
-        elif series.get("values"):
-            point = series["values"][-1]
-        else:
-            continue
+        labels = dict(series.get("metric") or {})
+        for label_value in labels.values():
+            if type(label_value) is not str:  # JSON gives strings; convert only if something else slipped in
+                labels = {str(k): str(v) for k, v in labels.items()}
+                break
+        point = series.get("value")
+        if point is None:
+            points = series.get("values")
+            if not points:
+                continue
+            point = points[-1]
         try:
             timestamp, value = _sample(point)
         except (TypeError, ValueError):
             logger.debug("Skipping unparseable sample: %r", point)
             continue
-        values.append(MetricValue(value=value, timestamp=timestamp, labels=labels))
+        append(MetricValue(value, timestamp, labels))
     return values
 
 

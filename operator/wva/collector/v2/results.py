@@ -28,7 +28,10 @@ class MetricValue:
     finite: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
-        raw = float(self.value)
+        raw = self.value
+        if type(raw) is float and raw - raw == 0.0:  # a finite float needs no work (hot path)
+            return
+        raw = float(raw)
         object.__setattr__(self, "value", finite_or_zero(raw))
         if not math.isfinite(raw):
             object.__setattr__(self, "finite", False)
