@@ -280,7 +280,8 @@ def _build_collector(
     mode = settings.metrics_source
     if mode is MetricsSourceMode.PROMETHEUS:
         return new_metrics_collector(
-            settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout
+            settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout,
+            batch_queries=settings.batch_queries,
         )
     template = settings.pod_metrics_url_template
 
@@ -334,7 +335,8 @@ def _build_collector(
             metrics.errors.labels("collector", "failover" if new == "pods" else "failback").inc()
 
     primary = new_metrics_collector(
-        settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout
+        settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout,
+        batch_queries=settings.batch_queries,
     )
     log.info("Metrics collector selected source=auto primary=prometheus fallback=pods")
     return FailoverCollector(

@@ -363,6 +363,33 @@ async def test_failed_batch_query_falls_back_per_model_and_never_serves_last_cyc
     assert len(prom.queries) == 1 + 8 + 1
 
 
+async def test_batch_is_served_no_longer_than_the_source_cache_ttl() -> None:
+    clock = FakeClock(100.0)
+    batcher = QueryBatcher(max_age=60.0, clock=clock)
+    prom = FakePrometheus(dataset(["m"], ["ns"]))
+    source = PrometheusSource(prom, PrometheusSourceConfig(default_ttl=10.0))
+    register_default_queries(source.query_list())
+    await batcher.prefetch(source, [("m", "ns")])
+    clock.advance(10.0)
+    assert batcher.covered(promql.Q_KV_CACHE_USAGE, "ns")
+    clock.advance(0.5)
+    assert not batcher.covered(promql.Q_KV_CACHE_USAGE, "ns")
+    prom.queries.clear()
+    await batcher.fetch(source, _spec("m", "ns"))
+    assert len(prom.queries) == 2  # both saturation queries went out per model
+
+
+async def test_a_batch_is_only_served_for_the_source_it_came_from() -> None:
+    batcher = QueryBatcher()
+    prom, other_prom = FakePrometheus(dataset(["m"], ["ns"])), FakePrometheus(dataset(["m"], ["ns"]))
+    source, other = PrometheusSource(prom), PrometheusSource(other_prom)
+    for s in (source, other):
+        register_default_queries(s.query_list())
+    await batcher.prefetch(source, [("m", "ns")])
+    await batcher.fetch(other, _spec("m", "ns"))
+    assert len(other_prom.queries) == 2 and batcher.stats.per_model_queries == 2
+
+
 async def test_batch_expires_after_max_age_without_a_new_cycle() -> None:
     clock = FakeClock(100.0)
     batcher = QueryBatcher(max_age=30.0, clock=clock)
@@ -411,6 +438,12 @@ async def test_warns_once_when_a_cycle_would_not_fit_the_source_cache(caplog: py
         await batcher.prefetch(source, [(m, "ns") for m in models])
     warnings = [r for r in caplog.records if "Batch results exceed the source cache" in r.getMessage()]
     assert len(warnings) == 1 and "maxsize=20" in warnings[0].getMessage()
+    # evicted cache entries do not turn into per-model queries: the cycle reads the batch itself
+    prom.queries.clear()
+    for m in models:
+        got = await batcher.fetch(source, _spec(m, "ns"))
+        assert [v.labels["pod"] for v in got[promql.Q_KV_CACHE_USAGE].values] == [f"dep{models.index(m)}-abc-0"]
+    assert prom.queries == [] and batcher.stats.per_model_queries == 0
 
 
 @pytest.mark.parametrize("namespace", ["ns", "n,s=x:y%"])

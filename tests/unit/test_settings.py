@@ -24,6 +24,7 @@ def test_defaults_without_environment() -> None:
     assert s.metrics_source is MetricsSourceMode.PROMETHEUS
     assert s.watch_namespaces == ()
     assert s.leader_election is True
+    assert s.batch_queries is True
 
 
 def test_full_environment_is_parsed(tmp_path: Path) -> None:
@@ -42,6 +43,7 @@ def test_full_environment_is_parsed(tmp_path: Path) -> None:
             "WATCH_NAMESPACE": "a, b",
             "ACTUATION_MODE": "Direct",
             "METRICS_SOURCE": "auto",
+            "WVA_BATCH_QUERIES": "Off",
         }
     )
     assert s.prometheus_base_url == "https://prom.monitoring.svc:9090"
@@ -54,6 +56,7 @@ def test_full_environment_is_parsed(tmp_path: Path) -> None:
     assert s.watch_namespaces == ("a", "b")
     assert s.actuation_mode is ActuationMode.DIRECT
     assert s.metrics_source is MetricsSourceMode.AUTO
+    assert s.batch_queries is False
 
 
 @pytest.mark.parametrize(
@@ -71,6 +74,7 @@ def test_full_environment_is_parsed(tmp_path: Path) -> None:
         ("POD_NAMESPACE", "Not_A_Namespace"),
         ("CONTROLLER_INSTANCE", "has spaces"),
         ("WATCH_NAMESPACE", "ok,BAD!"),
+        ("WVA_BATCH_QUERIES", "sometimes"),
     ],
 )
 def test_bad_value_names_variable_and_value(var: str, value: str) -> None:

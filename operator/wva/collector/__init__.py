@@ -71,11 +71,12 @@ def new_metrics_collector(
     *,
     cache_config: CacheConfig | None = None,
     query_timeout: float = 10.0,
+    batch_queries: bool | None = None,
 ) -> MetricsCollector:
     """Build the collector ``COLLECTOR_V2`` selects; both answer all three engine calls.
 
     ``prom`` is a ``prometheus_api_client.PrometheusConnect``; ``resolver`` maps pods to VAs from
-    watched state.
+    watched state. ``batch_queries`` (v2 only; None: env ``WVA_BATCH_QUERIES``) turns batching on or off.
     """
     if v2:
         from wva.collector.v2 import PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
@@ -83,7 +84,7 @@ def new_metrics_collector(
         registry = SourceRegistry()
         registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=query_timeout)))
         log.info("Metrics collector selected collector=v2 source=prometheus")
-        return V2MetricsCollector(registry, resolver)
+        return V2MetricsCollector(registry, resolver, batch_queries=batch_queries)
     from wva.collector.legacy import PrometheusCollector, QueryPolicy
 
     log.info("Metrics collector selected collector=v1")

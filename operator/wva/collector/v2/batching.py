@@ -230,6 +230,11 @@ class QueryBatcher:
         self._lock = threading.Lock()
         self._covered: set[tuple[str, str]] = set()  # (query name, namespace) batched this cycle
         self._covered_at = 0.0
+        self._horizon = max_age  # seconds a batch is served: max_age, or the source cache's TTL if shorter
+        # this cycle's split answers, (query, namespace) -> (model -> result, the empty result), and
+        # the source they came from: the per-model calls read them without a cache lookup
+        self._table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] = {}
+        self._table_source: MetricsSource | None = None
         self._warned_capacity = False
         self._counts: dict[str, int] = dict.fromkeys(BatchStats.__slots__, 0)
 
@@ -245,7 +250,7 @@ class QueryBatcher:
     def covered(self, query_name: str, namespace: str) -> bool:
         """Whether this cycle's batch answers ``query_name`` for every model of ``namespace``."""
         with self._lock:
-            if self._clock() - self._covered_at > self.max_age:
+            if self._clock() - self._covered_at > self._horizon:
                 return False
             return (query_name, namespace) in self._covered
 
@@ -253,6 +258,16 @@ class QueryBatcher:
         """Forget the current batch: every call goes to the source until the next prefetch."""
         with self._lock:
             self._covered = set()
+            self._table = {}
+            self._table_source = None
+
+    def _current_table(
+        self, source: MetricsSource
+    ) -> dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] | None:
+        with self._lock:
+            if source is not self._table_source or self._clock() - self._covered_at > self._horizon:
+                return None
+            return self._table
 
     async def prefetch(self, source: MetricsSource, models: Sequence[tuple[str, str]]) -> int:
         """Run the batch queries for every namespace of ``models`` ((model_id, namespace) pairs).
@@ -270,20 +285,28 @@ class QueryBatcher:
             by_namespace[namespace].add(model_id)
         needed = len(models) * len(self._queries) + len(by_namespace) * (len(self._queries) + 1)
         if needed > cache.maxsize and not self._warned_capacity:
-            # an LRU eviction before the per-model read turns into a per-model query: correct, but slow
+            # the cycle reads the batch from the batcher's table; only other readers of the cache lose entries
             self._warned_capacity = True
             logger.warning(
-                "Batch results exceed the source cache: entries=%d maxsize=%d; raise cache_maxsize",
+                "Batch results exceed the source cache: entries=%d maxsize=%d; per-model cache entries are "
+                "evicted early (raise cache_maxsize)",
                 needed, cache.maxsize,
             )
         started = self._clock()
+        table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] = {}
         outcomes = await asyncio.gather(
-            *(self._prefetch_namespace(source, cache, ns, wanted) for ns, wanted in sorted(by_namespace.items()))
+            *(
+                self._prefetch_namespace(source, cache, ns, wanted, table)
+                for ns, wanted in sorted(by_namespace.items())
+            )
         )
         covered = {(name, ns) for ns, names, _ in outcomes for name in names}
         with self._lock:
             self._covered = covered
             self._covered_at = started
+            self._horizon = min(self.max_age, cache.default_ttl)
+            self._table = table
+            self._table_source = source
             self._counts["prefetches"] += 1
         ran = sum(sent for _, _, sent in outcomes)
         logger.debug(
@@ -293,9 +316,14 @@ class QueryBatcher:
         return ran
 
     async def _prefetch_namespace(
-        self, source: MetricsSource, cache: Cache, namespace: str, wanted: set[str]
+        self,
+        source: MetricsSource,
+        cache: Cache,
+        namespace: str,
+        wanted: set[str],
+        table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]],
     ) -> tuple[str, list[str], int]:
-        """(namespace, the queries this batch covers, how many queries were sent)."""
+        """(namespace, the queries this batch covers, how many queries were sent); fills ``table``."""
         params = {promql.PARAM_NAMESPACE: namespace}
         sent = 0
         if self.combine:
@@ -306,7 +334,9 @@ class QueryBatcher:
             if combined is not None and combined.error is None:
                 parts = split_combined(combined)
                 for query in self._queries:
-                    self._store(cache, query, namespace, wanted, parts.get(query, {}), combined.collected_at)
+                    table[(query, namespace)] = self._store(
+                        cache, query, namespace, wanted, parts.get(query, {}), combined.collected_at
+                    )
                 return namespace, list(self._queries), sent
             self._count("batch_failures")
             logger.warning(
@@ -327,7 +357,9 @@ class QueryBatcher:
                     query, namespace, result.error if result is not None else "no result",
                 )
                 continue
-            self._store(cache, query, namespace, wanted, split_by_model(result, query), result.collected_at)
+            table[(query, namespace)] = self._store(
+                cache, query, namespace, wanted, split_by_model(result, query), result.collected_at
+            )
             covered.append(query)
         return namespace, covered, sent
 
@@ -339,30 +371,39 @@ class QueryBatcher:
         wanted: set[str],
         parts: Mapping[str, MetricResult],
         collected_at: float,
-    ) -> None:
-        """Cache every model's part under its per-model key; a wanted model the batch missed gets an empty one."""
+    ) -> tuple[Mapping[str, MetricResult], MetricResult]:
+        """Cache every model's part under its per-model key; a wanted model the batch missed gets an empty one.
+
+        Returns (parts, the empty result) for the batcher's own table.
+        """
         empty = MetricResult(query_name=query, values=[], collected_at=collected_at)
         key = per_model_key_builder(query, namespace)
         cache.set_many((key(model), parts.get(model) or empty) for model in wanted.union(parts))
+        return parts, empty
 
     async def fetch(self, source: MetricsSource, spec: RefreshSpec) -> dict[str, MetricResult]:
-        """``source.refresh(spec)``, except that queries covered by this cycle's batch come from the cache."""
+        """``source.refresh(spec)``, except that queries covered by this cycle's batch come from that batch.
+
+        The batch is what was cached under the same per-model keys; reading the batcher's table instead
+        of the cache saves a key build and a locked lookup per query.
+        """
         names = list(dict.fromkeys(spec.queries))
         if not names:  # "every registered query": nothing to serve from a batch
             return await source.refresh(spec)
-        namespace = spec.params.get(promql.PARAM_NAMESPACE)
+        params = spec.params
+        namespace = params.get(promql.PARAM_NAMESPACE)
+        model = params.get(promql.PARAM_MODEL_ID)
+        batched = len(params) == 2 and namespace is not None and model is not None
+        table = self._current_table(source) if batched else None
         out: dict[str, MetricResult] = {}
         missing: list[str] = []
         for name in names:
-            cached = (
-                source.get(name, spec.params)
-                if namespace is not None and name in self._queries and self.covered(name, namespace)
-                else None
-            )
-            if cached is None:
+            entry = table.get((name, namespace)) if table is not None and namespace is not None else None
+            if entry is None or model is None:
                 missing.append(name)
             else:
-                out[name] = cached.result
+                parts, empty = entry
+                out[name] = parts.get(model) or empty
         if out:
             self._count("served_from_batch", len(out))
         if missing:
