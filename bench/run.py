@@ -219,7 +219,14 @@ async def run(sizes: list[int], cycles: int, scrape_interval: float) -> dict[str
                 lambda r, want=want: int(float(r[0]["value"][1])) == want,
                 timeout=120.0,
             )
-            print(f"N={n}: {want} pods scraped after {time.monotonic() - t0:.1f}s", flush=True)
+            # rate() needs two samples in its window: until then the optimizer metrics of new pods are
+            # empty, which would make the mode measured first look cheaper than the others
+            await prometheus.wait_for(
+                'count(rate(vllm:request_success_total{namespace=~"bench-.*"}[1m]))',
+                lambda r, want=want: bool(r) and int(float(r[0]["value"][1])) == want,
+                timeout=120.0,
+            )
+            print(f"N={n}: {want} pods scraped, rate windows filled after {time.monotonic() - t0:.1f}s", flush=True)
             rtt = round_trip(prometheus.url)
             stage: dict[str, Any] = {"n": n, "pods": want, "rtt_seconds": rtt, "modes": {}}
             kept: list[Any] = []
