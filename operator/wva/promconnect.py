@@ -4,6 +4,11 @@ The bearer token is attached per request by the session, so a rotated service-ac
 is picked up without a restart; it is never logged. The library's own retries are disabled: the
 collectors own the retry and timeout budget. ``MeteredPrometheusConnect`` counts every query and
 its latency for the operator's self-metrics.
+
+Queries go out as POST with the PromQL in a form body by default, as Prometheus' own Go client sends
+them: a long query (a batch over many models, a very long model ID) then never meets a proxy's
+URL-length limit. A server that answers POST with 405 or 501 is asked with GET from then on.
+``WVA_PROMETHEUS_QUERY_METHOD=GET`` forces GET, e.g. behind a proxy that authorises POST differently.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from wva.settings import Settings
@@ -67,24 +73,58 @@ def _no_token() -> str | None:
 
 
 class MeteredPrometheusConnect(PrometheusConnect):  # type: ignore[misc]
-    """PrometheusConnect that reports each ``custom_query`` (outcome, seconds) to a callback."""
+    """PrometheusConnect that reports each ``custom_query`` (outcome, seconds) to a callback.
 
-    def __init__(self, *args: Any, on_query: Callable[[str, float], None] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    With ``method="POST"`` the query travels in a form body instead of the URL (the library itself
+    still puts it in the URL); 405 or 501 switches the client to GET for good.
+    """
+
+    def __init__(
+        self, *args: Any, on_query: Callable[[str, float], None] | None = None, method: str = "GET", **kwargs: Any
+    ) -> None:
+        if method.upper() not in ("GET", "POST"):
+            raise ValueError(f"method must be GET or POST, got {method!r}")
+        super().__init__(*args, **kwargs)  # the library itself always sends GET; POST is ours
         self.on_query = on_query
         self.queries = 0
+        self.post = method.upper() == "POST"
 
     def custom_query(self, query: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = super().custom_query(query, params=params, timeout=timeout)
+            if self.post:
+                result = self._post_query(query, params, timeout)
+            else:
+                result = super().custom_query(query, params=params, timeout=timeout)
             outcome = "ok"
             return result
         finally:
             self.queries += 1
             if self.on_query is not None:
                 self.on_query(outcome, time.perf_counter() - started)
+
+    def _post_query(self, query: str, params: dict[str, Any] | None, timeout: float | None) -> Any:
+        response = self._session.request(
+            method="POST",
+            url=f"{self.url}/api/v1/query",
+            data={"query": str(query), **(params or {})},
+            verify=self._session.verify,
+            headers=self.headers,
+            auth=self.auth,
+            cert=self._session.cert,
+            timeout=self._timeout if timeout is None else timeout,
+        )
+        if response.status_code in (405, 501):
+            self.post = False
+            log.warning(
+                "Prometheus does not take POST queries, using GET from now on status=%d", response.status_code
+            )
+            return super().custom_query(query, params=params, timeout=timeout)
+        if response.status_code != 200:
+            # the library's message format: the collectors parse the status and the error body from it
+            raise PrometheusApiClientException(f"HTTP Status Code {response.status_code} ({response.content!r})")
+        return response.json()["data"]["result"]
 
 
 def build_prometheus_connect(
@@ -98,4 +138,5 @@ def build_prometheus_connect(
         retry=Retry(total=0, raise_on_status=False),
         timeout=settings.prometheus_query_timeout,
         on_query=on_query,
+        method=settings.prometheus_query_method,
     )

@@ -66,6 +66,7 @@ class Settings(BaseModel):
     prometheus_client_key_path: str | None = None
     prometheus_server_name: str | None = None
     prometheus_query_timeout: float = 10.0
+    prometheus_query_method: str = "POST"  # GET for proxies that authorise POST differently
     pod_namespace: str = DEFAULT_POD_NAMESPACE
     pod_name: str = Field(default_factory=socket.gethostname)
     config_map_name: str = DEFAULT_CONFIG_MAP_NAME
@@ -132,6 +133,7 @@ class Settings(BaseModel):
         take("PROMETHEUS_CLIENT_KEY_PATH", "prometheus_client_key_path", _optional_readable_file)
         take("PROMETHEUS_SERVER_NAME", "prometheus_server_name", lambda v: v.strip() or None)
         take("WVA_PROMETHEUS_QUERY_TIMEOUT", "prometheus_query_timeout", _positive_duration)
+        take("WVA_PROMETHEUS_QUERY_METHOD", "prometheus_query_method", _query_method)
         take("POD_NAMESPACE", "pod_namespace", _dns_label)
         take("POD_NAME", "pod_name", _non_empty)
         take("CONFIG_MAP_NAME", "config_map_name", _non_empty)
@@ -242,6 +244,13 @@ def _port(value: str) -> int:
     if port > 65535:
         raise ValueError("must be a port number from 1 to 65535")
     return port
+
+
+def _query_method(raw: str) -> str:
+    method = raw.strip().upper()
+    if method not in ("GET", "POST"):
+        raise ValueError("must be GET or POST")
+    return method
 
 
 def _batch_queries(raw: str) -> bool:

@@ -91,7 +91,7 @@ class FaultProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        # long request lines: a 10k-character label value in a GET query must reach Prometheus
+        # long request lines: with WVA_PROMETHEUS_QUERY_METHOD=GET a 10k-character label value must reach Prometheus
         self._runner = web.AppRunner(
             app, handle_signals=False, shutdown_timeout=0.5,
             max_line_size=1 << 20, max_field_size=1 << 20,

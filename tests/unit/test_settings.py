@@ -25,6 +25,7 @@ def test_defaults_without_environment() -> None:
     assert s.watch_namespaces == ()
     assert s.leader_election is True
     assert s.batch_queries is True
+    assert s.prometheus_query_method == "POST"
 
 
 def test_full_environment_is_parsed(tmp_path: Path) -> None:
@@ -75,6 +76,7 @@ def test_full_environment_is_parsed(tmp_path: Path) -> None:
         ("CONTROLLER_INSTANCE", "has spaces"),
         ("WATCH_NAMESPACE", "ok,BAD!"),
         ("WVA_BATCH_QUERIES", "sometimes"),
+        ("WVA_PROMETHEUS_QUERY_METHOD", "PUT"),
     ],
 )
 def test_bad_value_names_variable_and_value(var: str, value: str) -> None:
