@@ -455,3 +455,31 @@ def test_per_model_keys_equal_build_cache_key(namespace: str) -> None:
         key = per_model_key_builder(query, namespace)
         for model in [*TRICKY_MODELS, "org/m:1,2=3%4", ""]:
             assert key(model) == build_cache_key(query, {"namespace": namespace, "modelID": model})
+
+
+async def test_a_failing_combined_query_is_retried_only_every_few_cycles() -> None:
+    refs = variants(["m1", "m2"], ["ns"])
+    prom = FakePrometheus(dataset(["m1", "m2"], ["ns"]))
+    holder = _Holder(QueryList())
+    QueryBatcher()._register(holder)
+    prom.fail.add(holder.queries.build(batch_query_name(promql.Q_ITL_AVERAGE), {"namespace": "ns"}))
+    source = PrometheusSource(prom, PrometheusSourceConfig(retry_max_attempts=1))
+    register_default_queries(source.query_list())
+    batcher = QueryBatcher(combined_retry_after=2)
+
+    combined_sent = []
+    for _ in range(7):
+        prom.queries.clear()
+        await batcher.prefetch(source, sorted(refs))
+        combined_sent.append(any("wva_query" in q for q in prom.queries))
+        # every cycle still covers everything but the failing metric
+        assert batcher.covered(promql.Q_KV_CACHE_USAGE, "ns") and not batcher.covered(promql.Q_ITL_AVERAGE, "ns")
+
+    assert combined_sent == [True, False, False, True, False, False, True]
+
+    prom.fail.clear()
+    for _ in range(3):
+        await batcher.prefetch(source, sorted(refs))
+    prom.queries.clear()
+    await batcher.prefetch(source, sorted(refs))
+    assert len(prom.queries) == 1  # combined again once it works

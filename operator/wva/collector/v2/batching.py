@@ -202,7 +202,10 @@ class QueryBatcher:
 
     ``max_age`` (seconds) bounds how long after a prefetch its batch may still be served; the next
     prefetch replaces it regardless. ``combine`` (default on) sends a namespace's batch forms as one
-    combined query; off, or when that query fails, they go one by one. ``clock`` is monotonic seconds.
+    combined query; off, or when that query fails, they go one by one. After a failed combined query
+    a namespace is prefetched one query per metric for ``combined_retry_after`` prefetches before the
+    combined query is tried again, so a lasting failure (e.g. Prometheus' sample limit) costs neither
+    a wasted query nor a warning every cycle. ``clock`` is monotonic seconds.
     """
 
     def __init__(
@@ -210,12 +213,15 @@ class QueryBatcher:
         *,
         enabled: bool = True,
         combine: bool = True,
+        combined_retry_after: int = 10,
         max_age: float = 60.0,
         queries: Iterable[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_age <= 0:
             raise ValueError(f"max_age must be > 0, got {max_age}")
+        if combined_retry_after < 0:
+            raise ValueError(f"combined_retry_after must be >= 0, got {combined_retry_after}")
         self.enabled = enabled
         self.max_age = max_age
         names = list(BATCH_QUERIES) if queries is None else list(queries)
@@ -226,6 +232,8 @@ class QueryBatcher:
         # one combined query only pays off for two or more metrics
         self.combine = combine and len(self._queries) > 1
         self._combined_name = BATCH_QUERY_PREFIX + "combined:" + "+".join(self._queries)
+        self.combined_retry_after = combined_retry_after
+        self._uncombined: dict[str, int] = {}  # namespace -> prefetches left before combining again
         self._clock = clock
         self._lock = threading.Lock()
         self._covered: set[tuple[str, str]] = set()  # (query name, namespace) batched this cycle
@@ -326,12 +334,14 @@ class QueryBatcher:
         """(namespace, the queries this batch covers, how many queries were sent); fills ``table``."""
         params = {promql.PARAM_NAMESPACE: namespace}
         sent = 0
-        if self.combine:
+        if self.combine and self._may_combine(namespace):
             results = await source.refresh(RefreshSpec(queries=[self._combined_name], params=params))
             self._count("batch_queries")
             sent += 1
             combined = results.get(self._combined_name)
             if combined is not None and combined.error is None:
+                with self._lock:
+                    self._uncombined.pop(namespace, None)
                 parts = split_combined(combined)
                 for query in self._queries:
                     table[(query, namespace)] = self._store(
@@ -339,9 +349,13 @@ class QueryBatcher:
                     )
                 return namespace, list(self._queries), sent
             self._count("batch_failures")
+            with self._lock:
+                if self.combined_retry_after:
+                    self._uncombined[namespace] = self.combined_retry_after
             logger.warning(
-                "Combined batch query failed, sending one batch query per metric: namespace=%s error=%s",
-                namespace, combined.error if combined is not None else "no result",
+                "Combined batch query failed, sending one batch query per metric: namespace=%s "
+                "retry_combined_after=%d error=%s",
+                namespace, self.combined_retry_after, combined.error if combined is not None else "no result",
             )
         names = [batch_query_name(q) for q in self._queries]
         results = await source.refresh(RefreshSpec(queries=names, params=params))
@@ -362,6 +376,18 @@ class QueryBatcher:
             )
             covered.append(query)
         return namespace, covered, sent
+
+    def _may_combine(self, namespace: str) -> bool:
+        """False while ``namespace`` waits out a failed combined query (counts one prefetch down)."""
+        with self._lock:
+            left = self._uncombined.get(namespace)
+            if left is None:
+                return True
+            if left <= 1:
+                del self._uncombined[namespace]
+            else:
+                self._uncombined[namespace] = left - 1
+            return False
 
     @staticmethod
     def _store(
