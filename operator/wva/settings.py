@@ -199,11 +199,16 @@ def parse_log_level(value: str) -> str:
     return level
 
 
-def _collector_flag(value: str) -> bool:
+def _strict_flag(parse: Callable[[str], bool], value: str) -> bool:
+    # the caller's error names the variable and the value; keep only the reason here
     try:
-        return collector_v2_enabled(value)
+        return parse(value)
     except ValueError:
         raise ValueError("not a boolean; use true/1/yes/on or false/0/no/off") from None
+
+
+def _collector_flag(value: str) -> bool:
+    return _strict_flag(collector_v2_enabled, value)
 
 
 def _parse_prometheus_url(value: str) -> str | None:
@@ -246,21 +251,27 @@ def _port(value: str) -> int:
     return port
 
 
-def _query_method(raw: str) -> str:
-    method = raw.strip().upper()
-    if method not in ("GET", "POST"):
-        raise ValueError("must be GET or POST")
-    return method
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """A parser taking any of ``choices`` in any case, returned as spelled in ``choices``."""
+    by_lower = {choice.lower(): choice for choice in choices}
+
+    def parse(value: str) -> str:
+        found = by_lower.get(value.strip().lower())
+        if found is None:
+            raise ValueError(f"must be {' or '.join(choices)}")
+        return found
+
+    return parse
 
 
-def _batch_queries(raw: str) -> bool:
+_query_method = _one_of("GET", "POST")
+_scheme = _one_of("http", "https")
+
+
+def _batch_queries(value: str) -> bool:
     from wva.collector.v2.batching import batch_queries_enabled
 
-    # the error names the variable and value itself; keep only the reason here
-    try:
-        return batch_queries_enabled(raw)
-    except ValueError:
-        raise ValueError("not a boolean; use true/1/yes/on or false/0/no/off") from None
+    return _strict_flag(batch_queries_enabled, value)
 
 
 def _positive_int(value: str) -> int:
@@ -271,13 +282,6 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise ValueError("must be at least 1")
     return number
-
-
-def _scheme(value: str) -> str:
-    scheme = value.strip().lower()
-    if scheme not in ("http", "https"):
-        raise ValueError("must be http or https")
-    return scheme
 
 
 def _url_path(value: str) -> str:

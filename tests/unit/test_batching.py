@@ -284,12 +284,15 @@ def test_flag_parsing() -> None:
 # --- batched vs per-model ------------------------------------------------------------------------
 
 
-async def test_batched_and_per_model_give_equal_answers_with_far_fewer_queries() -> None:
+@pytest.mark.parametrize(("combine", "queries_per_namespace"), [(True, 1), (False, 8)], ids=["combined", "per-metric"])
+async def test_batched_and_per_model_give_equal_answers_with_far_fewer_queries(
+    combine: bool, queries_per_namespace: int
+) -> None:
     namespaces = ["ns-a", "ns-b"]
     refs = variants(TRICKY_MODELS, namespaces)
     prom_batched = FakePrometheus(dataset(TRICKY_MODELS, namespaces))
     prom_single = FakePrometheus(dataset(TRICKY_MODELS, namespaces))
-    batched, _ = build_collector(prom_batched, refs, batch=True)
+    batched, _ = build_collector(prom_batched, refs, batch=True, combine=combine)
     single, _ = build_collector(prom_single, refs, batch=False)
 
     got = await one_cycle(batched, refs)
@@ -300,22 +303,9 @@ async def test_batched_and_per_model_give_equal_answers_with_far_fewer_queries()
     assert sum(len(x) for x in replica_lists) == 2 * len(refs)  # every pod found, none crossed models
     assert all(r.model_id == model for x, (model, _ns) in zip(replica_lists, sorted(refs), strict=True) for r in x)
     assert len(prom_single.queries) == 8 * len(refs)
-    assert len(prom_batched.queries) == len(namespaces)  # one combined query per namespace
+    assert len(prom_batched.queries) == queries_per_namespace * len(namespaces)
+    assert all(("wva_query" in q) is combine for q in prom_batched.queries)
     assert batched.batcher.stats.per_model_queries == 0
-
-
-async def test_uncombined_batches_send_one_query_per_metric_and_agree() -> None:
-    namespaces = ["ns-a", "ns-b"]
-    refs = variants(TRICKY_MODELS, namespaces)
-    prom_combined = FakePrometheus(dataset(TRICKY_MODELS, namespaces))
-    prom_split = FakePrometheus(dataset(TRICKY_MODELS, namespaces))
-    combined, _ = build_collector(prom_combined, refs, batch=True)
-    split, _ = build_collector(prom_split, refs, batch=True, combine=False)
-
-    assert await one_cycle(combined, refs) == await one_cycle(split, refs)
-    assert len(prom_split.queries) == 8 * len(namespaces)
-    assert all("wva_query" not in q for q in prom_split.queries)
-    assert split.batcher.stats.per_model_queries == 0
 
 
 @pytest.mark.parametrize("n_models", [3, 40])
