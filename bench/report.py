@@ -61,6 +61,14 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         points = [(s["n"], s["modes"][mode]["cycle_seconds"] * 1000) for s in results["stages"] if mode in s["modes"]]
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=mode)
+    floor = [
+        (s["n"], s["modes"]["v2-batched"]["prometheus_eval_seconds_per_cycle"] * 1000)
+        for s in results["stages"]
+        if s["modes"].get("v2-batched", {}).get("prometheus_eval_seconds_per_cycle")
+    ]
+    if floor:
+        ax.plot([p[0] for p in floor], [p[1] for p in floor], linestyle=":", marker=".", color="black",
+                label="Prometheus' own evaluation of the batched queries")
     rtt = [(s["n"], 10 * s["rtt_seconds"] * 1000) for s in results["stages"]]
     ax.plot([p[0] for p in rtt], [p[1] for p in rtt], linestyle="--", color="grey", label="10x round trip")
     ax.set_xscale("log")
@@ -69,7 +77,7 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
     ax.set_ylabel("engine cycle wall time (ms)")
     ax.set_title("wva engine cycle time vs fleet size")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
