@@ -15,11 +15,12 @@ the result the per-model query would have returned, and cached under the per-mod
 result, exactly as its own query would have.
 
 The later per-model calls of the same cycle go through :meth:`QueryBatcher.fetch`: a query whose
-namespace batch succeeded in *this* cycle is answered from the source's cache (``source.get``);
-everything else (a failed batch, a namespace not prefetched, a source that cannot batch, a cache entry
-already expired) falls back to the per-model ``source.refresh``. The set of batched namespaces is reset
-by every prefetch and expires after ``max_age`` seconds, so a previous cycle's batch is never served
-to this cycle even while its cache entries are still within their TTL.
+namespace batch succeeded in *this* cycle is answered from the batcher's table of split answers (the
+same results the cache holds, without a key build and a locked lookup per call); everything else (a
+failed batch, a namespace not prefetched, a source that cannot batch) falls back to the per-model
+``source.refresh``. The table is replaced by every prefetch and stops being served after ``max_age``
+seconds or the source cache's TTL, whichever is shorter, so a previous cycle's batch is never served
+to this cycle.
 
 Only sources that run PromQL and expose their result :class:`Cache` can batch (``PrometheusSource``,
 or any source with ``supports_batch_queries = True`` and a ``cache`` attribute); a pod-scraping source
@@ -236,11 +237,10 @@ class QueryBatcher:
         self._uncombined: dict[str, int] = {}  # namespace -> prefetches left before combining again
         self._clock = clock
         self._lock = threading.Lock()
-        self._covered: set[tuple[str, str]] = set()  # (query name, namespace) batched this cycle
         self._covered_at = 0.0
         self._horizon = max_age  # seconds a batch is served: max_age, or the source cache's TTL if shorter
         # this cycle's split answers, (query, namespace) -> (model -> result, the empty result), and
-        # the source they came from: the per-model calls read them without a cache lookup
+        # the source they came from; its keys are the (query, namespace) pairs the batch covers
         self._table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] = {}
         self._table_source: MetricsSource | None = None
         self._warned_capacity = False
@@ -260,12 +260,11 @@ class QueryBatcher:
         with self._lock:
             if self._clock() - self._covered_at > self._horizon:
                 return False
-            return (query_name, namespace) in self._covered
+            return (query_name, namespace) in self._table
 
     def invalidate(self) -> None:
         """Forget the current batch: every call goes to the source until the next prefetch."""
         with self._lock:
-            self._covered = set()
             self._table = {}
             self._table_source = None
 
@@ -308,18 +307,16 @@ class QueryBatcher:
                 for ns, wanted in sorted(by_namespace.items())
             )
         )
-        covered = {(name, ns) for ns, names, _ in outcomes for name in names}
         with self._lock:
-            self._covered = covered
             self._covered_at = started
             self._horizon = min(self.max_age, cache.default_ttl)
             self._table = table
             self._table_source = source
             self._counts["prefetches"] += 1
-        ran = sum(sent for _, _, sent in outcomes)
+        ran = sum(outcomes)
         logger.debug(
             "Batch prefetch done: namespaces=%d models=%d queries=%d covered=%d",
-            len(by_namespace), len(models), ran, len(covered),
+            len(by_namespace), len(models), ran, len(table),
         )
         return ran
 
@@ -330,8 +327,8 @@ class QueryBatcher:
         namespace: str,
         wanted: set[str],
         table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]],
-    ) -> tuple[str, list[str], int]:
-        """(namespace, the queries this batch covers, how many queries were sent); fills ``table``."""
+    ) -> int:
+        """Fill ``table`` with what the batch of ``namespace`` covers; returns how many queries were sent."""
         params = {promql.PARAM_NAMESPACE: namespace}
         sent = 0
         if self.combine and self._may_combine(namespace):
@@ -347,7 +344,7 @@ class QueryBatcher:
                     table[(query, namespace)] = self._store(
                         cache, query, namespace, wanted, parts.get(query, {}), combined.collected_at
                     )
-                return namespace, list(self._queries), sent
+                return sent
             self._count("batch_failures")
             with self._lock:
                 if self.combined_retry_after:
@@ -361,7 +358,6 @@ class QueryBatcher:
         results = await source.refresh(RefreshSpec(queries=names, params=params))
         self._count("batch_queries", len(names))
         sent += len(names)
-        covered: list[str] = []
         for query in self._queries:
             result = results.get(batch_query_name(query))
             if result is None or result.error is not None:
@@ -374,8 +370,7 @@ class QueryBatcher:
             table[(query, namespace)] = self._store(
                 cache, query, namespace, wanted, split_by_model(result, query), result.collected_at
             )
-            covered.append(query)
-        return namespace, covered, sent
+        return sent
 
     def _may_combine(self, namespace: str) -> bool:
         """False while ``namespace`` waits out a failed combined query (counts one prefetch down)."""
@@ -419,8 +414,9 @@ class QueryBatcher:
         params = spec.params
         namespace = params.get(promql.PARAM_NAMESPACE)
         model = params.get(promql.PARAM_MODEL_ID)
-        batched = len(params) == 2 and namespace is not None and model is not None
-        table = self._current_table(source) if batched else None
+        # a batch answers exactly the per-model parameters {namespace, modelID}
+        per_model = len(params) == 2 and namespace is not None and model is not None
+        table = self._current_table(source) if per_model else None
         out: dict[str, MetricResult] = {}
         missing: list[str] = []
         for name in names:
