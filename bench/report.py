@@ -36,7 +36,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     rtts = ", ".join(f"N={s['n']}: {s['rtt_seconds'] * 1000:.2f} ms" for s in results["stages"])
     foot = (
         f"\nPrometheus round trip (median of {results['rtt_samples']} `vector(1)` queries): {rtts}.  \n"
-        f"Operator RSS: "
+        f"Operator RSS (a fresh process holding one batched operator state after its cycles; "
+        f"{mem['baseline_rss_mb']:.1f} MB after the imports): "
         + ", ".join(f"N={s['n']}: {s['rss_mb']:.1f} MB" for s in results["stages"])
         + f"; peak {mem['peak_rss_mb']:.1f} MB; growth {mem['rss_growth_mb_per_1000_vas']:.1f} MB per 1000 VAs.\n"
     )

@@ -16,8 +16,8 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,16 +45,6 @@ log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"
 RTT_SAMPLES = 20
 SLOW_CYCLE = 15.0
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KiB on Linux
 
 
 class RecordingPrometheusConnect(MeteredPrometheusConnect):
@@ -114,6 +104,15 @@ def round_trip(url: str) -> float:
         prom.custom_query("vector(1)")
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
+
+
+def fresh_process_memory(url: str, n: int) -> dict[str, float]:
+    """RSS of a fresh process holding the batched operator state for ``n`` VAs (``bench.memory``)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--url", url, "--n", str(n)],
+        check=True, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent,
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def build_collector(mode: str, prom: RecordingPrometheusConnect, mapper: PodVAMapper) -> MetricsCollector:
@@ -206,7 +205,6 @@ async def run(sizes: list[int], cycles: int, scrape_interval: float) -> dict[str
     try:
         prometheus.wait_for_blocking("up", timeout=60.0)
         added = 0
-        baseline_rss = rss_mb()
         for n in sorted(sizes):
             variants = fleet(n)[added:]
             pods = [p for v in variants for p in v.emulator_pods()]
@@ -229,15 +227,16 @@ async def run(sizes: list[int], cycles: int, scrape_interval: float) -> dict[str
             print(f"N={n}: {want} pods scraped, rate windows filled after {time.monotonic() - t0:.1f}s", flush=True)
             rtt = round_trip(prometheus.url)
             stage: dict[str, Any] = {"n": n, "pods": want, "rtt_seconds": rtt, "modes": {}}
-            kept: list[Any] = []
             # light mode first: after thousands of per-model queries Prometheus stays busy for a while
             for mode in reversed(MODES):
                 gc.collect()
-                result, keep = await measure_mode(mode, n, prometheus.url, cycles)
+                result, _state = await measure_mode(mode, n, prometheus.url, cycles)
+                del _state
                 result["cycle_rtt_multiple"] = result["cycle_seconds"] / rtt
                 stage["modes"][mode] = result
                 if mode == "v2-batched":
-                    kept.append(keep)  # the operator's state for N VAs, alive for the RSS reading
+                    # before the per-model modes keep Prometheus busy for a while
+                    stage["memory"] = await asyncio.to_thread(fresh_process_memory, prometheus.url, n)
                 print(
                     f"  {mode:13s} cycle={result['cycle_seconds'] * 1000:8.1f} ms "
                     f"({result['cycle_rtt_multiple']:6.1f}x rtt) queries={result['prometheus_queries_per_cycle']:g} "
@@ -250,11 +249,8 @@ async def run(sizes: list[int], cycles: int, scrape_interval: float) -> dict[str
             stage["target_up"] = bool(up) and float(up[0]["value"][1]) == 1.0
             if not stage["target_up"]:
                 print(f"  warning: the emulator target was down during N={n}; results are not valid", flush=True)
-            gc.collect()
-            stage["rss_mb"] = rss_mb()
+            stage["rss_mb"] = stage["memory"]["rss_mb"]
             stages.append(stage)
-            del kept
-            gc.collect()
     finally:
         prometheus.close()
         emulator.stop()
@@ -274,8 +270,9 @@ async def run(sizes: list[int], cycles: int, scrape_interval: float) -> dict[str
         "rtt_samples": RTT_SAMPLES,
         "stages": stages,
         "memory": {
-            "baseline_rss_mb": baseline_rss,
-            "peak_rss_mb": peak_rss_mb(),
+            # a fresh process per N holding one batched operator state (bench.memory)
+            "baseline_rss_mb": by_n[lo]["memory"]["base_mb"],
+            "peak_rss_mb": max(s["memory"]["peak_rss_mb"] for s in stages),
             "rss_growth_mb_per_1000_vas": growth,
         },
         "total_seconds": time.monotonic() - started,
