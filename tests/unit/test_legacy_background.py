@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -61,6 +62,19 @@ def make(prom: Any, *, interval: float = 30.0, enabled: bool = True, **kwargs: A
     )
 
 
+@contextlib.asynccontextmanager
+async def tracked_and_running(prom: Any) -> AsyncIterator[PrometheusCollector]:
+    """A started collector tracking VA "va" and model "m" in "ns"; stopped on exit."""
+    collector = make(prom)
+    collector.track_va("m", "ns", "va")
+    collector.track_model("m", "ns", VARIANTS)
+    await collector.start()
+    try:
+        yield collector
+    finally:
+        await collector.stop()
+
+
 def other_tasks() -> set[asyncio.Task[Any]]:
     return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
 
@@ -68,11 +82,7 @@ def other_tasks() -> set[asyncio.Task[Any]]:
 @pytest.mark.looptime
 async def test_tracked_items_are_refreshed_every_interval() -> None:
     prom = CountingProm()
-    collector = make(prom)
-    collector.track_va("m", "ns", "va")
-    collector.track_model("m", "ns", VARIANTS)
-    await collector.start()
-    try:
+    async with tracked_and_running(prom):
         await asyncio.sleep(1)
         assert (prom.va_fetches, prom.model_fetches) == (1, 1)  # runs immediately
         await asyncio.sleep(28)  # t=29
@@ -82,18 +92,12 @@ async def test_tracked_items_are_refreshed_every_interval() -> None:
         await asyncio.sleep(60)  # t=91: ticks at 60 and 90
         assert (prom.va_fetches, prom.model_fetches) == (4, 4)
         assert prom.count("kube_pod_info") == 4
-    finally:
-        await collector.stop()
 
 
 @pytest.mark.looptime
 async def test_background_results_serve_foreground_calls_from_the_cache() -> None:
     prom = CountingProm()
-    collector = make(prom)
-    collector.track_va("m", "ns", "va")
-    collector.track_model("m", "ns", VARIANTS)
-    await collector.start()
-    try:
+    async with tracked_and_running(prom) as collector:
         await asyncio.sleep(100)  # last refresh at t=90, so the entries are 10 s old
         before = len(prom.queries)
         metrics = await collector.collect_optimizer_metrics("m", "ns", "va")
@@ -102,8 +106,6 @@ async def test_background_results_serve_foreground_calls_from_the_cache() -> Non
         assert metrics.arrival_rate == 60.0
         assert [(r.pod_name, r.variant_name, r.cost) for r in rows] == [("llama-1-a", "va", 20.0)]
         assert rows[0].metadata is not None and rows[0].metadata.age == pytest.approx(10.0)
-    finally:
-        await collector.stop()
 
 
 @pytest.mark.looptime
@@ -128,18 +130,12 @@ async def test_items_fetched_in_the_foreground_are_not_fetched_again_until_due()
 @pytest.mark.looptime
 async def test_untracked_items_are_no_longer_fetched() -> None:
     prom = CountingProm()
-    collector = make(prom)
-    collector.track_va("m", "ns", "va")
-    collector.track_model("m", "ns", VARIANTS)
-    await collector.start()
-    try:
+    async with tracked_and_running(prom) as collector:
         await asyncio.sleep(1)
         collector.untrack_va("m", "ns", "va")
         collector.untrack_model("m", "ns")
         await asyncio.sleep(120)
         assert (prom.va_fetches, prom.model_fetches) == (1, 1)
-    finally:
-        await collector.stop()
 
 
 @pytest.mark.looptime
