@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from wva.collector import collector_v2_enabled
 from wva.durations import parse_duration
+from wva.flags import flag_word
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ DEFAULT_SATURATION_CONFIG_MAP_NAME = "saturation-scaling-config"
 
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off", ""})
 
 
 class ActuationMode(StrEnum):
@@ -183,11 +182,11 @@ class Settings(BaseModel):
 
 
 def parse_bool(value: str) -> bool:
-    normalised = value.strip().lower()
-    if normalised in _TRUE:
-        return True
-    if normalised in _FALSE:
+    if not value.strip():
         return False
+    enabled = flag_word(value)
+    if enabled is not None:
+        return enabled
     raise ValueError("not a boolean; use true/false (also 1/0, yes/no, on/off)")
 
 

@@ -12,6 +12,7 @@ from wva.collector.types import (
     ReplicaMetrics,
     VariantRef,
 )
+from wva.flags import flag_word
 
 if TYPE_CHECKING:
     from wva.collector.legacy import CacheConfig
@@ -25,19 +26,13 @@ __all__ = [
     "new_metrics_collector",
 ]
 
-_TRUTHY = frozenset({"true", "1", "yes", "on"})
-_FALSY = frozenset({"", "false", "0", "no", "off"})
-
-
 def collector_v2_enabled(value: str | None) -> bool:
     """Parse the ``COLLECTOR_V2`` flag: true/1/yes/on (any case) select v2; unset/false/0/no/off v1."""
-    if value is None:
+    if value is None or not value.strip():
         return False
-    normalised = value.strip().lower()
-    if normalised in _TRUTHY:
-        return True
-    if normalised in _FALSY:
-        return False
+    enabled = flag_word(value)
+    if enabled is not None:
+        return enabled
     raise ValueError(
         f"COLLECTOR_V2={value!r} is not a boolean; use one of true/1/yes/on or false/0/no/off"
     )

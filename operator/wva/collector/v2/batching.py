@@ -45,6 +45,7 @@ from wva.collector.v2.prometheus import PrometheusSource
 from wva.collector.v2.query import QueryTemplate, QueryType
 from wva.collector.v2.results import MetricResult, MetricValue, RefreshSpec
 from wva.collector.v2.source import MetricsSource
+from wva.flags import flag_word
 
 __all__ = [
     "BATCH_QUERIES",
@@ -70,8 +71,6 @@ BATCH_TAG_LABEL = "wva_query"
 """The label that tells a combined batch answer's series apart by query name."""
 
 _NS = "{{.namespace}}"
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
 
 
 def _sel(metric: str) -> str:
@@ -119,11 +118,9 @@ def batch_queries_enabled(value: str | None) -> bool:
     """Parse ``WVA_BATCH_QUERIES``: unset or empty means on; true/1/yes/on and false/0/no/off, any case."""
     if value is None or not value.strip():
         return True
-    normalised = value.strip().lower()
-    if normalised in _TRUE:
-        return True
-    if normalised in _FALSE:
-        return False
+    enabled = flag_word(value)
+    if enabled is not None:
+        return enabled
     raise ValueError(f"{BATCH_QUERIES_ENV}={value!r} is not a boolean; use true/1/yes/on or false/0/no/off")
 
 
