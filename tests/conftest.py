@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -23,9 +24,12 @@ from wva.sim.prometheus import INSTALL_HINT, LocalPrometheus, find_prometheus_bi
 from wva.sim.vllm import EmulatorThread, VLLMEmulator
 
 _ns_counter = itertools.count(1)
+CONTROLPLANE_DIR = Path(__file__).resolve().parent / "controlplane"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _group_for_xdist(config, items)
     if find_prometheus_binary() is not None:
         return
     if os.environ.get("CI"):
@@ -34,6 +38,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "prometheus" in item.keywords:
             item.add_marker(skip)
+
+
+def _group_for_xdist(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every control-plane test in one group (one worker, one control plane); elsewhere a group per file.
+
+    Under ``--dist loadgroup`` that keeps the per-file sharing of module fixtures that ``loadfile``
+    gave, while the session's control plane starts once instead of once per worker.
+    """
+    root = config.rootpath
+    for item in items:
+        path = item.path
+        if CONTROLPLANE_DIR in path.parents:
+            item.add_marker(pytest.mark.controlplane)
+            group = "controlplane"
+        else:
+            group = str(path.relative_to(root)) if root in path.parents else str(path)
+        if not any(True for _ in item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     add_demo_arguments(demo)
 
     emulate = sub.add_parser("emulate", help="serve one emulated vLLM pod's /metrics (for e2e deployments)")
+    emulate.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: a pod listens on its pod IP)"
+    )
     emulate.add_argument("--port", type=int, default=8000)
     emulate.add_argument("--model", required=True)
     emulate.add_argument("--pod", default=os.environ.get("POD_NAME", "vllm"))
@@ -110,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wva.sim.vllm import serve_single_pod
 
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_single_pod(args.model, args.port, args.namespace, args.pod))
+            asyncio.run(serve_single_pod(args.model, args.port, args.namespace, args.pod, host=args.host))
         return 0
     if args.command == "demo":
         from wva.sim.demo_cli import run_demo

@@ -8,7 +8,6 @@ structural schema here; the CRD's own custom resources go through the CRD schema
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from binaries import require_kubectl
 from wva import rbac
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,17 +143,6 @@ THIRD_PARTY_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
         },
     },
 }
-
-
-def require_kubectl() -> str:
-    """kubectl's path; skip (or fail under CI) when it is missing."""
-    path = shutil.which("kubectl")
-    if path is None:
-        message = "kubectl is not installed; it renders the kustomize manifests (`kubectl kustomize`)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def load_documents(text: str) -> list[dict[str, Any]]:

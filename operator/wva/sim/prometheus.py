@@ -63,6 +63,7 @@ class LocalPrometheus:
         binary: str | None = None,
         port: int | None = None,
         metrics_path: str = "/metrics",
+        scrape_configs: str | None = None,
     ) -> None:
         self.binary = binary or find_prometheus_binary()
         if self.binary is None:
@@ -70,6 +71,7 @@ class LocalPrometheus:
         self.targets = list(targets)
         self.scrape_interval = scrape_interval
         self.metrics_path = metrics_path
+        self.scrape_configs = scrape_configs  # YAML list items replacing the static job (service discovery)
         self.port = port or free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="wva-prometheus-"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -90,12 +92,17 @@ class LocalPrometheus:
             f"  scrape_interval: {interval}\n"
             f"  evaluation_interval: {interval}\n"
             "scrape_configs:\n"
-            "  - job_name: vllm\n"
-            "    honor_labels: true\n"
-            f"    metrics_path: {self.metrics_path}\n"
-            f"    scrape_timeout: {interval}\n"
-            f"    static_configs:\n      - targets: [{targets}]\n"
         )
+        if self.scrape_configs is not None:
+            config += self.scrape_configs
+        else:
+            config += (
+                "  - job_name: vllm\n"
+                "    honor_labels: true\n"
+                f"    metrics_path: {self.metrics_path}\n"
+                f"    scrape_timeout: {interval}\n"
+                f"    static_configs:\n      - targets: [{targets}]\n"
+            )
         path = self._dir / "prometheus.yml"
         path.write_text(config)
         return path

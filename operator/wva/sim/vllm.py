@@ -376,11 +376,13 @@ class EmulatorThread:
         self._loop.close()
 
 
-async def serve_single_pod(model: str, port: int, namespace: str = "default", pod: str = "vllm") -> None:
+async def serve_single_pod(
+    model: str, port: int, namespace: str = "default", pod: str = "vllm", host: str = "0.0.0.0"
+) -> None:
     """Serve one emulated pod until cancelled (the ``wva emulate`` command)."""
     emulator = VLLMEmulator(single_pod=(namespace, pod))
     emulator.add_pod(pod, namespace, model)
-    await emulator.start("0.0.0.0", port)  # a pod must listen on its pod IP
+    await emulator.start(host, port)
     try:
         await asyncio.Event().wait()
     finally:

@@ -1,0 +1,150 @@
+"""Fixtures on the real control plane (built by ``make controlplane``).
+
+- ``control_plane`` (session): etcd, kube-apiserver (Node,RBAC), kube-controller-manager and
+  kube-scheduler on loopback, with the wva CRDs installed by server-side apply.
+- ``nodes`` (session): three node agents (two L4 nodes, one H100 node) that run bound pods as
+  vLLM-emulator processes on their own loopback addresses.
+- ``kube``: an admin ``ApiClient``; ``namespace``: a fresh namespace, deleted afterwards.
+- ``cp_prometheus`` (session): the real Prometheus finding those pods through its own
+  ``kubernetes_sd_configs`` against the test apiserver.
+
+Without the binaries these tests skip with the build hint, except under
+``WVA_REQUIRE_CONTROLPLANE=1`` (set by ``.ci/run``), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from cluster import ControlPlane
+from cpbuild import BUILD_HINT, built
+from cpsupport import CRD_DIR, apply_manifests, cp_prometheus_config, delete_namespace, ensure_namespace
+from node_agent import NodePool, NodeSpec
+from wva.sim.prometheus import INSTALL_HINT, LocalPrometheus, find_prometheus_binary
+
+_ns_counter = itertools.count(1)
+
+
+def require_binaries() -> Path:
+    folder = built()
+    if folder is None:
+        message = f"the control-plane binaries are not built; {BUILD_HINT}"
+        if os.environ.get("WVA_REQUIRE_CONTROLPLANE"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    plane = ControlPlane(require_binaries())
+    plane.start()
+    try:
+        api = k8s_config.new_client_from_config(str(plane.admin_kubeconfig))
+        try:
+            apply_manifests(api, sorted(CRD_DIR.glob("*.yaml")))
+        finally:
+            api.close()
+        yield plane
+    finally:
+        pids = [pid for pid in plane.pids().values() if pid]
+        plane.stop()
+        left = [pid for pid in pids if _alive(pid)]
+        assert not left, f"control-plane processes left behind: {left}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is gone for every purpose but the process table
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+NODE_SPECS = [
+    NodeSpec("gpu-l4-a", gpus=8, gpu_product="NVIDIA-L4"),
+    NodeSpec("gpu-l4-b", gpus=8, gpu_product="NVIDIA-L4"),
+    NodeSpec("gpu-h100-a", gpus=8, gpu_product="NVIDIA-H100-80GB-HBM3"),
+]
+
+
+@pytest.fixture(scope="session")
+def nodes(control_plane: ControlPlane) -> Iterator[NodePool]:
+    pool = NodePool(control_plane, NODE_SPECS)
+    pool.start()
+    try:
+        yield pool
+    finally:
+        pool.stop()
+        left = [pod.process.pid for pod in pool.running_pods() if pod.process.poll() is None]
+        assert not left, f"pod processes left behind: {left}"
+
+
+@pytest.fixture()
+def kube(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
+    api = k8s_config.new_client_from_config(str(control_plane.admin_kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture()
+def namespace(kube: k8s.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"cp{next(_ns_counter)}-{base}"[:63].strip("-")
+    ensure_namespace(kube, name)
+    try:
+        yield name
+    finally:
+        delete_namespace(kube, name)
+
+
+@pytest.fixture(scope="session")
+def cp_prometheus(control_plane: ControlPlane) -> Iterator[LocalPrometheus]:
+    if find_prometheus_binary() is None:
+        message = f"the Prometheus server binary is required; {INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    pair = control_plane.client_pair("prometheus", "wva-test-prometheus")
+    api = k8s_config.new_client_from_config(str(control_plane.admin_kubeconfig))
+    try:
+        apply_manifests(api, [], objects=_prometheus_rbac())
+    finally:
+        api.close()
+    server = LocalPrometheus(targets=[], scrape_configs=cp_prometheus_config(control_plane, pair))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _prometheus_rbac() -> list[dict[str, Any]]:
+    """What Prometheus' pod discovery needs: list and watch pods, nothing else."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "wva-test-prometheus"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "wva-test-prometheus"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "wva-test-prometheus"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "wva-test-prometheus"}],
+        },
+    ]
