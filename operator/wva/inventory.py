@@ -44,6 +44,7 @@ class VariantRecord:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     uid: str | None = None
+    resource_version: str | None = None
     problem: str | None = None
     status: VariantAutoscalingStatus = field(default_factory=VariantAutoscalingStatus)
 
@@ -126,6 +127,7 @@ def parse_variant(body: Mapping[str, Any]) -> VariantRecord:
         "labels": dict(labels or {}),
         "annotations": {str(k): str(v) for k, v in (annotations or {}).items()},
         "uid": meta.get("uid"),
+        "resource_version": str(meta["resourceVersion"]) if meta.get("resourceVersion") else None,
         "generation": meta.get("generation") if isinstance(meta.get("generation"), int) else None,
     }
     try:
@@ -245,11 +247,14 @@ class Inventory:
             self.mapper.unregister(record.name, record.namespace)
         return record
 
-    def update_variant_status(self, namespace: str, name: str, status: VariantAutoscalingStatus) -> None:
-        """Remember what we wrote, so the next cycle sees it before the watch event arrives."""
+    def update_variant_status(
+        self, namespace: str, name: str, status: VariantAutoscalingStatus, resource_version: str | None = None
+    ) -> None:
+        """Remember what we wrote (and the resourceVersion the server gave it), so the next cycle sees it
+        before the watch event arrives."""
         record = self._variants.get((namespace, name))
         if record is not None:
-            self._variants[(namespace, name)] = _replace_status(record, status)
+            self._variants[(namespace, name)] = _replace_status(record, status, resource_version)
 
     def delete_variant(self, namespace: str, name: str) -> VariantRecord | None:
         record = self._variants.pop((namespace, name), None)
@@ -317,5 +322,9 @@ class Inventory:
         }
 
 
-def _replace_status(record: VariantRecord, status: VariantAutoscalingStatus) -> VariantRecord:
-    return replace(record, status=status)
+def _replace_status(
+    record: VariantRecord, status: VariantAutoscalingStatus, resource_version: str | None = None
+) -> VariantRecord:
+    if resource_version is None:
+        return replace(record, status=status)
+    return replace(record, status=status, resource_version=resource_version)

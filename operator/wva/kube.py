@@ -98,8 +98,14 @@ class KubeClient:
                 self._on_request(verb, resource, outcome)
 
     # --- VariantAutoscaling -----------------------------------------------------------------------
-    async def patch_va_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        body = {"status": status}
+    async def patch_va_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch the status subresource; with ``resource_version`` the server rejects the write
+        with 409 Conflict when the object changed since that version (optimistic concurrency)."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         result: dict[str, Any] = await self._call(
             "patch",
             f"{PLURAL}/status",
@@ -110,6 +116,12 @@ class KubeClient:
             PLURAL,
             name,
             body,
+        )
+        return result
+
+    async def get_va(self, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "get", PLURAL, self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
         )
         return result
 

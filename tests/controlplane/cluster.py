@@ -288,7 +288,7 @@ class ControlPlane:
                 "--controllers=*",
                 f"--service-account-private-key-file={self._sa_key}",
                 f"--root-ca-file={self.ca_path}",
-                "--use-service-account-credentials=false",
+                "--use-service-account-credentials=true",  # each controller under its own bootstrap role
                 "--kube-api-qps=200",
                 "--kube-api-burst=400",
                 "--concurrent-deployment-syncs=10",

@@ -6,6 +6,8 @@
 - kube-apiserver, kube-controller-manager, kube-scheduler from ``k8s.io/kubernetes`` (gomod/kubernetes),
 - etcd from ``go.etcd.io/etcd/server/v3``'s own entry point (gomod/etcd),
 - helm from ``helm.sh/helm/v4`` (gomod/helm),
+- prometheus from ``github.com/prometheus/prometheus`` (gomod/prometheus): Debian's package leaves
+  out Kubernetes service discovery, which the control-plane tests use,
 
 into ``$WVA_CONTROLPLANE_CACHE`` (default ``~/.cache/wva/controlplane``) ``/<kubernetes version>/``.
 A stamp file holds a hash of the three go.mod/go.sum pairs: when it matches, nothing is rebuilt,
@@ -29,7 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GOMOD = HERE / "gomod"
-BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "helm")
+BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd", "helm", "prometheus")
+MODULES = ("kubernetes", "etcd", "helm", "prometheus")
 BUILD_HINT = "build them with: make controlplane  (needs Go and the Go module proxy)"
 
 
@@ -50,6 +53,7 @@ class Versions:
     kubernetes: str
     etcd: str
     helm: str
+    prometheus: str
 
     @classmethod
     def pinned(cls) -> Versions:
@@ -57,6 +61,7 @@ class Versions:
             kubernetes=_required_version(GOMOD / "kubernetes", "k8s.io/kubernetes"),
             etcd=_required_version(GOMOD / "etcd", "go.etcd.io/etcd/server/v3"),
             helm=_required_version(GOMOD / "helm", "helm.sh/helm/v4"),
+            prometheus=_required_version(GOMOD / "prometheus", "github.com/prometheus/prometheus"),
         )
 
 
@@ -69,7 +74,7 @@ def cache_root() -> Path:
 
 def pin_hash() -> str:
     digest = hashlib.sha256()
-    for module in ("kubernetes", "etcd", "helm"):
+    for module in MODULES:
         for name in ("go.mod", "go.sum", "main.go"):
             path = GOMOD / module / name
             if path.exists():
@@ -123,6 +128,12 @@ def _version_ldflags(version: str) -> str:
     return " ".join(flags)
 
 
+def _prometheus_release(module_version: str) -> str:
+    """Prometheus tags its Go module v0.3XX.Y for release 3.XX.Y."""
+    minor, patch = module_version.lstrip("v").split(".")[1:3]
+    return f"{int(minor) // 100}.{int(minor) % 100}.{patch}"
+
+
 def _go_build(go: str, module_dir: Path, out: Path, packages: list[str], ldflags: str) -> None:
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -buildvcs=false"}
     command = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", f"{out}{os.sep}", *packages]
@@ -149,6 +160,11 @@ def build(force: bool = False, log: bool = True) -> Path:
         ),
         ("etcd", ["."], "-s -w"),
         ("helm", ["helm.sh/helm/v4/cmd/helm"], f"-s -w -X helm.sh/helm/v4/internal/version.version={versions.helm}"),
+        (
+            "prometheus",
+            ["github.com/prometheus/prometheus/cmd/prometheus"],
+            f"-s -w -X github.com/prometheus/common/version.Version={_prometheus_release(versions.prometheus)}",
+        ),
     ]
     for module, packages, ldflags in steps:
         step_start = time.monotonic()
@@ -176,6 +192,7 @@ def binary_versions(folder: Path) -> dict[str, str]:
         "kube-scheduler": ["--version"],
         "etcd": ["--version"],
         "helm": ["version", "--short"],
+        "prometheus": ["--version"],
     }
     out: dict[str, str] = {}
     for name, args in commands.items():

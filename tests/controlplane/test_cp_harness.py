@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import urllib.request
 
+from kubernetes import client as k8s
+
 from cluster import ControlPlane
 from cpsupport import ready_pods, server_side_apply, vllm_deployment, wait_until
-from kubernetes import client as k8s
 from node_agent import NodePool
-
 from wva.sim.prometheus import LocalPrometheus
 
 
@@ -37,7 +37,8 @@ def test_deployment_pods_are_scheduled_run_and_scraped(
     kube: k8s.ApiClient, nodes: NodePool, namespace: str, cp_prometheus: LocalPrometheus,
     control_plane: ControlPlane,
 ) -> None:
-    server_side_apply(kube, vllm_deployment("h100", namespace, "m/harness", replicas=2, gpu_product="NVIDIA-H100-80GB-HBM3"))
+    deployment = vllm_deployment("h100", namespace, "m/harness", replicas=2, gpu_product="NVIDIA-H100-80GB-HBM3")
+    server_side_apply(kube, deployment)
     pods = wait_until(lambda: len(ready_pods(kube, namespace, "h100")) == 2 and ready_pods(kube, namespace, "h100"),
                       60, "two ready pods")
     assert {p.spec.node_name for p in pods} == {"gpu-h100-a"}, "the scheduler honours the GPU node selector"

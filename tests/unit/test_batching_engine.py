@@ -24,7 +24,9 @@ class RecordingKube:
     def __init__(self) -> None:
         self.calls: Counter[tuple[str, str]] = Counter()
 
-    async def patch_va_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_va_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         self.calls[("write", "patch_va_status")] += 1
         return {"status": status}
 

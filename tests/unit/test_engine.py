@@ -33,8 +33,15 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.scaled: dict[tuple[str, str], int] = {}
         self.fail_status: list[int] = []  # statuses to answer the next status patches with
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # what get_va answers
 
-    async def patch_va_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    async def get_va(self, namespace: str, name: str) -> dict[str, Any]:
+        self.calls[("get", "variantautoscalings")] += 1
+        return self.objects[(namespace, name)]
+
+    async def patch_va_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         self.calls[("patch", "variantautoscalings/status")] += 1
         if self.fail_status:
             raise KubeError(self.fail_status.pop(0), "injected")
@@ -248,10 +255,12 @@ async def test_status_write_conflict_is_retried(env: Any) -> None:
     inventory.apply_variant(va("v"))
     inventory.apply_deployment(deployment("v", 1))
     collector.kv["v"] = [0.95]
+    kube.objects[(NS, "v")] = va("v")
     kube.fail_status = [409, 500]
     await engine.run_cycle()
     assert desired(kube, "v") == 2
     assert kube.calls[("patch", "variantautoscalings/status")] == 3
+    assert kube.calls[("get", "variantautoscalings")] == 1, "a conflict re-reads the object before retrying"
 
 
 async def test_unchanged_status_is_not_rewritten_every_cycle(env: Any) -> None:

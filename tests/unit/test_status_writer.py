@@ -12,7 +12,9 @@ class Kube:
     def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
 
-    async def patch_va_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_va_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         self.patches.append(status)
         return {"status": status}
 

@@ -1,7 +1,10 @@
 """Writes VariantAutoscaling status: complete sub-objects, all three conditions, retried on transient errors.
 
 Each VA's status is built from the last status we know (what we wrote, or what the watch delivered)
-plus the changes of this cycle, and sent as a merge patch to the status subresource. Conditions are
+plus the changes of this cycle, and sent as a merge patch to the status subresource, guarded by the
+resourceVersion it was built on: when the object changed meanwhile, the server answers 409, the VA is
+read again and the same changes are applied on top of what is stored (conditions of other writers
+survive). Conditions are
 a list, which a merge patch replaces whole, so the full list is always sent. Writes for one VA are
 serialised; a write that changes nothing but ``lastRunTime`` is skipped until the heartbeat is due,
 which keeps API traffic proportional to change rather than to fleet size.
@@ -58,6 +61,7 @@ class StatusWriter:
         *,
         heartbeat: float = 300.0,
         max_attempts: int = 4,
+        max_conflicts: int = 5,
         backoff: float = 0.2,
         now: Callable[[], datetime.datetime] | None = None,
     ) -> None:
@@ -65,6 +69,7 @@ class StatusWriter:
         self.inventory = inventory
         self.heartbeat = heartbeat
         self.max_attempts = max_attempts
+        self.max_conflicts = max_conflicts
         self.backoff = backoff
         self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -72,6 +77,7 @@ class StatusWriter:
         self._last_written: dict[tuple[str, str], tuple[VariantAutoscalingStatus, dict[str, Any]]] = {}
         self._last_update: dict[tuple[str, str], StatusUpdate] = {}
         self.failed_writes = 0
+        self.conflicts = 0  # writes that lost a resourceVersion race and were rebuilt on a fresh read
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
@@ -120,14 +126,39 @@ class StatusWriter:
                 self._last_written[key] = (record.status, comparable)
                 self._last_update[key] = update
                 return True
-            for attempt in range(1, self.max_attempts + 1):
+            attempt = conflicts = 0
+            while True:
+                attempt += 1
                 try:
-                    await self.kube.patch_va_status(record.namespace, record.name, body)
+                    result = await self.kube.patch_va_status(
+                        record.namespace, record.name, body, record.resource_version
+                    )
                 except KubeError as exc:
                     if exc.status == 404:
                         log.info("VA vanished before its status write namespace=%s name=%s", *key)
                         return False
-                    if not exc.retryable or attempt == self.max_attempts:
+                    if exc.status == 409 and conflicts < self.max_conflicts:
+                        # someone wrote the object since the version we built on: re-read it and apply
+                        # this cycle's changes on top of what is stored now, so neither write is lost
+                        conflicts += 1
+                        attempt -= 1
+                        log.info(
+                            "Status write conflict namespace=%s name=%s resourceVersion=%s: re-reading",
+                            record.namespace, record.name, record.resource_version,
+                        )
+                        fresh = await self._reread(record)
+                        if fresh is None:
+                            return False
+                        record = fresh
+                        new_status = self.build(record, update)
+                        body = new_status.dump()
+                        comparable = _comparable(body)
+                        if not self._needs_write(key, record.status, comparable):
+                            self._last_written[key] = (record.status, comparable)
+                            self._last_update[key] = update
+                            return True
+                        continue
+                    if not exc.retryable or attempt >= self.max_attempts:
                         self.failed_writes += 1
                         log.warning(
                             "Status write failed namespace=%s name=%s attempt=%d error=%s",
@@ -141,12 +172,26 @@ class StatusWriter:
                     )
                     await asyncio.sleep(delay)
                     continue
-                self.inventory.update_variant_status(record.namespace, record.name, new_status)
+                version = (result.get("metadata") or {}).get("resourceVersion") if isinstance(result, dict) else None
+                self.inventory.update_variant_status(
+                    record.namespace, record.name, new_status, str(version) if version else None
+                )
                 self._last_full_write[key] = time.monotonic()
                 self._last_written[key] = (new_status, comparable)
                 self._last_update[key] = update
                 return True
-            return False
+
+    async def _reread(self, record: VariantRecord) -> VariantRecord | None:
+        """The VA as the server holds it now, put into the inventory; None when it is gone or unreadable."""
+        try:
+            body = await self.kube.get_va(record.namespace, record.name)
+        except KubeError as exc:
+            log.warning(
+                "Status re-read after conflict failed namespace=%s name=%s error=%s", record.namespace, record.name, exc
+            )
+            return None
+        self.conflicts += 1
+        return self.inventory.apply_variant(body)
 
     def _unchanged(self, key: tuple[str, str], current: VariantAutoscalingStatus, update: StatusUpdate) -> bool:
         written = self._last_written.get(key)
