@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from kubernetes import config as k8s_config
 
 from cluster import ControlPlane
 from cpbuild import BUILD_HINT, built
-from cpsupport import CRD_DIR, apply_manifests, cp_prometheus_config, delete_namespace, ensure_namespace
+from cpsupport import CHART, CRD_DIR, apply_manifests, cp_prometheus_config, delete_namespace, ensure_namespace, helm
 from node_agent import NodePool, NodeSpec
 from wva.sim.prometheus import LocalPrometheus
 
@@ -132,6 +133,42 @@ def cp_prometheus(control_plane: ControlPlane) -> Iterator[LocalPrometheus]:
         yield server
     finally:
         server.close()
+
+
+@dataclass(frozen=True)
+class Release:
+    """The chart installed with helm: its namespace, ServiceAccount, Deployment and the container's env."""
+
+    name: str
+    namespace: str
+    service_account: str
+    deployment: Any
+
+
+@pytest.fixture(scope="session")
+def wva_release(control_plane: ControlPlane, cp_prometheus: LocalPrometheus, tmp_path_factory: pytest.TempPathFactory,
+                ) -> Iterator[Release]:
+    """``helm install`` of charts/ with direct actuation and no operator pod (replicaCount 0): the
+    ServiceAccount, RBAC and ConfigMaps a local ``wva run`` then uses as its own."""
+    home = tmp_path_factory.mktemp("helm")
+    name, namespace = "wva", "wva-system"
+    proc = helm(
+        control_plane, home, "install", name, str(CHART), "--namespace", namespace, "--create-namespace",
+        "--skip-crds", "--wait=false", "--set", "replicaCount=0", "--set", "actuation.mode=direct",
+        "--set", f"prometheus.baseURL={cp_prometheus.url}", "--set", "globalOptInterval=2s",
+    )
+    assert proc.returncode == 0, f"helm install failed:\n{proc.stderr}"
+    api = k8s_config.new_client_from_config(str(control_plane.admin_kubeconfig))
+    try:
+        deployments = k8s.AppsV1Api(api).list_namespaced_deployment(
+            namespace, label_selector=f"app.kubernetes.io/instance={name}"
+        ).items
+        assert len(deployments) == 1, [d.metadata.name for d in deployments]
+        deployment = deployments[0]
+        yield Release(name, namespace, deployment.spec.template.spec.service_account_name, deployment)
+    finally:
+        api.close()
+        helm(control_plane, home, "uninstall", name, "--namespace", namespace)
 
 
 def _prometheus_rbac() -> list[dict[str, Any]]:

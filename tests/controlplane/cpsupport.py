@@ -347,3 +347,76 @@ class WvaProcess:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+# --- the chart, installed for real ----------------------------------------------------------------
+def helm(plane: Any, home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the real helm binary against the test cluster, with its caches under ``home``."""
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "KUBECONFIG": str(plane.admin_kubeconfig),
+    }
+    return subprocess.run(
+        [str(plane.binaries / "helm"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def container_environment(api: k8s.ApiClient, deployment: Any, pod_name: str) -> dict[str, str]:
+    """The environment the chart gives its container, resolved as kubelet would (values, ConfigMap keys,
+    downward-API fields), so a local ``wva run`` gets exactly the chart's configuration."""
+    namespace = deployment.metadata.namespace
+    env: dict[str, str] = {}
+    for var in deployment.spec.template.spec.containers[0].env or []:
+        source = var.value_from
+        if source is None:  # a plain value; the server drops an empty one
+            env[var.name] = var.value or ""
+        elif source.field_ref is not None:
+            env[var.name] = {"metadata.namespace": namespace, "metadata.name": pod_name}[source.field_ref.field_path]
+        elif source.config_map_key_ref is not None:
+            ref = source.config_map_key_ref
+            data = k8s.CoreV1Api(api).read_namespaced_config_map(ref.name, namespace).data or {}
+            env[var.name] = data[ref.key]
+    return env
+
+
+def chart_wva(plane: Any, api: k8s.ApiClient, release: Any, log_dir: Path, name: str, **overrides: str) -> WvaProcess:
+    """A ``wva run`` process configured like the chart's pod and authenticated as the chart's
+    ServiceAccount with a token from the TokenRequest API."""
+    token = service_account_token(api, release.namespace, release.service_account)
+    kubeconfig = plane.token_kubeconfig(f"wva-{name}", token, namespace=release.namespace)
+    env = container_environment(api, release.deployment, name)
+    env.update(overrides)
+    return WvaProcess(kubeconfig, log_dir / f"{name}.log", **env)
+
+
+class LoadDriver:
+    """Keeps every ready pod of an app at the given serving values (new pods get them as they become ready)."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str, app: str) -> None:
+        import threading
+
+        self.api, self.namespace, self.app = api, namespace, app
+        self.values: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"load-{app}")
+
+    def set(self, **values: float) -> None:
+        self.values = dict(values)
+        set_load_on_ready_pods(self.api, self.namespace, self.app, **self.values)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.values:
+                with contextlib.suppress(Exception):
+                    set_load_on_ready_pods(self.api, self.namespace, self.app, **self.values)
+
+    def __enter__(self) -> LoadDriver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)

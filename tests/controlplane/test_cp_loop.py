@@ -1,0 +1,113 @@
+"""The whole loop on the real control plane, for each metrics path (collector v1, collector v2, pod scraping).
+
+wva runs as a local process configured like the chart's pod and authenticated as the chart's
+ServiceAccount. Load rises on the emulated vLLM pods → wva decides → with direct actuation the
+Deployment's replicas change through the scale subresource → the deployment and replicaset
+controllers create pods → the scheduler places them on GPU nodes → the node agent runs them → wva
+maps them from its pod watch → status and ``wva_desired_replicas`` follow. Then the load falls and
+it scales back down to ``minReplicas``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+from prometheus_client.parser import text_string_to_metric_families
+
+from cluster import ControlPlane
+from conftest import Release
+from cpsupport import (
+    LoadDriver,
+    chart_wva,
+    create_va,
+    desired_replicas,
+    get_va,
+    ready_pods,
+    server_side_apply,
+    variant,
+    vllm_deployment,
+    wait_until,
+)
+from node_agent import NodePool
+from wva.sim.prometheus import LocalPrometheus
+
+SATURATED = {"kv_cache_usage": 0.95, "num_requests_waiting": 8.0, "num_requests_running": 8.0}
+IDLE = {"kv_cache_usage": 0.05, "num_requests_waiting": 0.0, "num_requests_running": 0.0}
+
+PATHS = {
+    "collector-v1": {"COLLECTOR_V2": "false", "PROMETHEUS_METRICS_CACHE_ENABLED": "false"},
+    "collector-v2": {"COLLECTOR_V2": "true"},
+    "pod-scraping": {"COLLECTOR_V2": "true", "METRICS_SOURCE": "pods"},
+}
+
+
+def gauge(metrics: str, name: str, namespace: str, variant_name: str) -> float | None:
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            key = (sample.labels.get("namespace"), sample.labels.get("variant_name"))
+            if sample.name == name and key == (namespace, variant_name):
+                return float(sample.value)
+    return None
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_load_scales_the_deployment_up_through_real_pods_and_back_down(
+    path: str,
+    control_plane: ControlPlane,
+    nodes: NodePool,
+    cp_prometheus: LocalPrometheus,
+    wva_release: Release,
+    kube: k8s.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    apps = k8s.AppsV1Api(kube)
+    model = f"meta/llama-{path}"
+    server_side_apply(kube, vllm_deployment("llama-l4", namespace, model, replicas=1))
+    create_va(kube, variant("llama-l4", namespace, model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3))
+    wait_until(lambda: len(ready_pods(kube, namespace, "llama-l4")) == 1, 60, "the first pod ready")
+
+    wva = chart_wva(
+        control_plane, kube, wva_release, tmp_path, f"loop-{path}",
+        LEADER_ELECTION_LEASE_NAME=f"wva-leader-{namespace}", **PATHS[path],
+    ).start("--namespace", namespace)
+    try:
+        wva.wait_ready()
+        with LoadDriver(kube, namespace, "llama-l4") as load:
+            # idle at first: the decision settles at the minimum, nothing is scaled
+            load.set(**IDLE)
+            wait_until(lambda: desired_replicas(get_va(kube, namespace, "llama-l4")) == 1, 60, "a first decision")
+
+            load.set(**SATURATED)
+            wait_until(lambda: apps.read_namespaced_deployment("llama-l4", namespace).spec.replicas == 3, 90,
+                       f"scale-up to maxReplicas; wva log:\n{wva.tail()}")
+            pods = wait_until(lambda: len(ready_pods(kube, namespace, "llama-l4")) == 3
+                              and ready_pods(kube, namespace, "llama-l4"), 60, "three ready pods")
+            assert {p.spec.node_name for p in pods} <= {"gpu-l4-a", "gpu-l4-b"}
+            va = get_va(kube, namespace, "llama-l4")
+            assert desired_replicas(va) == 3
+            assert va["status"]["actuation"]["applied"] is True
+            wait_until(lambda: gauge(wva.metrics(), "wva_desired_replicas", namespace, "llama-l4") == 3.0, 30,
+                       "wva_desired_replicas 3")
+            deployment = apps.read_namespaced_deployment("llama-l4", namespace)
+            scale_writes = [m for m in deployment.metadata.managed_fields or [] if m.subresource == "scale"]
+            assert scale_writes, "the replicas were written through the scale subresource"
+            # the new pods are mapped from the watch: every ready pod's series count towards the variant
+            wait_until(lambda: gauge(wva.metrics(), "wva_current_replicas", namespace, "llama-l4") == 3.0, 30,
+                       "wva_current_replicas 3")
+
+            load.set(**IDLE)
+            wait_until(lambda: apps.read_namespaced_deployment("llama-l4", namespace).spec.replicas == 1, 120,
+                       f"scale-down to minReplicas; wva log:\n{wva.tail()}")
+            wait_until(lambda: desired_replicas(get_va(kube, namespace, "llama-l4")) == 1, 30, "status says 1")
+            wait_until(lambda: len([p for p in nodes.running_pods() if p.namespace == namespace]) == 1, 60,
+                       "the removed pods' processes ended")
+        assert wva.alive, wva.tail()
+    finally:
+        code = wva.stop()
+    assert code == 0, wva.tail()
+    log = wva.log_text()
+    assert "Traceback" not in log, log[-4000:]
+    assert " 403" not in log and "Forbidden" not in log, "the chart's RBAC covers everything wva does"
