@@ -37,7 +37,7 @@ SATURATED = {"kv_cache_usage": 0.95, "num_requests_waiting": 8.0, "num_requests_
 IDLE = {"kv_cache_usage": 0.05, "num_requests_waiting": 0.0, "num_requests_running": 0.0}
 
 PATHS = {
-    "collector-v1": {"COLLECTOR_V2": "false", "PROMETHEUS_METRICS_CACHE_ENABLED": "false"},
+    "collector-v1": {"COLLECTOR_V2": "false"},
     "collector-v2": {"COLLECTOR_V2": "true"},
     "pod-scraping": {"COLLECTOR_V2": "true", "METRICS_SOURCE": "pods"},
 }
