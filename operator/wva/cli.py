@@ -88,6 +88,8 @@ def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, 
     runtime = Runtime.build(settings, metrics_port=metrics_port, probe_port=probe_port)
     tune_gc()  # after the imports and the build: what exists now lives as long as the process
     watched = list(namespaces) or list(settings.watch_namespaces)
+    if runtime.resync is not None:
+        runtime.resync.namespaces = watched
     memo = kopf.Memo(runtime=runtime)
     log.info("Starting wva %s namespaces=%s", __version__, ",".join(watched) or "<all>")
     asyncio.run(

@@ -311,6 +311,31 @@ class Inventory:
         pods = (self._pods.get((namespace, n)) for n in sorted(names))
         return [p for p in pods if p is not None and p.ready and not p.deleting and p.ip]
 
+    # --- resync ----------------------------------------------------------------------------------
+    def _table(self, kind: str) -> dict[Key, Any]:
+        tables: dict[str, dict[Key, Any]] = {
+            "variants": self._variants, "deployments": self._deployments, "pods": self._pods
+        }
+        return tables[kind]
+
+    def snapshot(self, kind: str) -> dict[Key, object]:
+        """The records of ``kind`` now, by key (compared by identity in :meth:`prune`)."""
+        return dict(self._table(kind))
+
+    def prune(self, kind: str, before: dict[Key, object], present: set[Key]) -> list[Key]:
+        """Forget what the server no longer has: entries of ``before`` missing from ``present`` and not
+        touched by a watch event since the snapshot (a newer event means the watch knows better)."""
+        table = self._table(kind)
+        gone = [key for key, record in before.items() if key not in present and table.get(key) is record]
+        for namespace, name in gone:
+            if kind == "variants":
+                self.delete_variant(namespace, name)
+            elif kind == "deployments":
+                self.delete_deployment(namespace, name)
+            else:
+                self.delete_pod(namespace, name)
+        return gone
+
     # --- sizes (leak checks and self-metrics) ----------------------------------------------------
     def sizes(self) -> dict[str, int]:
         return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import json
 import logging
 import uuid
 from collections import Counter
@@ -74,6 +75,8 @@ class KubeClient:
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="wva-kube")
         self.calls: Counter[tuple[str, str]] = Counter()
         self._on_request = on_request
+        self.unreachable = False  # the last request failed in transport (no answer from the server)
+        self.recovered = asyncio.Event()  # set when a request succeeds after transport failures
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -92,8 +95,12 @@ class KubeClient:
             outcome = str(exc.status)
             raise KubeError(int(exc.status or 0), f"{verb} {resource}: {exc.status} {exc.reason}") from None
         except Exception as exc:  # transport errors: connection refused, timeouts
+            self.unreachable = True
             raise KubeError(0, f"{verb} {resource}: {type(exc).__name__}: {exc}") from None
         finally:
+            if outcome != "error" and self.unreachable:
+                self.unreachable = False
+                self.recovered.set()
             if self._on_request is not None:
                 self._on_request(verb, resource, outcome)
 
@@ -124,6 +131,41 @@ class KubeClient:
             "get", PLURAL, self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
         )
         return result
+
+    # --- listing (inventory resync) ---------------------------------------------------------------
+    async def list_keys(self, kind: str, namespace: str | None = None, page: int = 500) -> set[tuple[str, str]]:
+        """(namespace, name) of every object of ``kind`` (``variantautoscalings``, ``deployments`` or
+        ``pods``), read page by page without building client models for them."""
+        keys: set[tuple[str, str]] = set()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": page, "_preload_content": False}
+            if token:
+                kwargs["_continue"] = token
+            fn, args = self._lister(kind, namespace)
+            response = await self._call("list", kind, fn, *args, **kwargs)
+            body = json.loads(response.data)
+            for item in body.get("items") or []:
+                meta = item.get("metadata") or {}
+                keys.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return keys
+
+    def _lister(self, kind: str, namespace: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        if kind == PLURAL:
+            if namespace:
+                return self.custom.list_namespaced_custom_object, (GROUP, VERSION, namespace, PLURAL)
+            return self.custom.list_cluster_custom_object, (GROUP, VERSION, PLURAL)
+        if kind == "deployments":
+            if namespace:
+                return self.apps.list_namespaced_deployment, (namespace,)
+            return self.apps.list_deployment_for_all_namespaces, ()
+        if kind == "pods":
+            if namespace:
+                return self.core.list_namespaced_pod, (namespace,)
+            return self.core.list_pod_for_all_namespaces, ()
+        raise ValueError(f"cannot list {kind!r}")
 
     # --- Deployments -----------------------------------------------------------------------------
     async def patch_deployment_scale(self, namespace: str, name: str, replicas: int) -> None:

@@ -20,6 +20,7 @@ from wva.inventory import Inventory
 from wva.kube import KubeClient, KubeError, build_api_client
 from wva.leader import LeaderElector
 from wva.promconnect import build_prometheus_connect
+from wva.resync import InventoryResync
 from wva.saturation.config import SaturationConfigStore
 from wva.saturation.engine import SaturationEngine
 from wva.server import OperatorServer
@@ -41,6 +42,7 @@ class Runtime:
     prom: Any = None
     server: OperatorServer | None = None
     elector: LeaderElector | None = None
+    resync: InventoryResync | None = None
     main_config: dict[str, str] = field(default_factory=dict)
     prometheus_ok: bool = False
     started: bool = False
@@ -106,6 +108,9 @@ class Runtime:
             runtime.server = OperatorServer(
                 emitter, runtime.readiness, metrics_port=metrics_port, probe_port=probe_port
             )
+        runtime.resync = InventoryResync(
+            kube, inventory, engine.forget, namespaces=settings.watch_namespaces, interval=settings.resync_interval
+        )
         if settings.leader_election:
             runtime.elector = LeaderElector(
                 kube,
@@ -125,6 +130,8 @@ class Runtime:
         await self._apply_main_config()
         await self.collector.start()
         self._probe_task = asyncio.create_task(self._probe_prometheus(), name="wva-prometheus-probe")
+        if self.resync is not None:
+            self.resync.start()
         if self.elector is not None:
             self.elector.start()
         else:
@@ -143,6 +150,8 @@ class Runtime:
             await self.elector.stop()
         await self.engine.stop()
         await cancel_and_wait(self._probe_task)
+        if self.resync is not None:
+            await self.resync.stop()
         await self.collector.stop()
         if self.server is not None:
             await self.server.stop()

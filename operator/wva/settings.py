@@ -82,6 +82,7 @@ class Settings(BaseModel):
     leader_election: bool = True
     lease_name: str = "wva-leader"
     lease_duration: float = 15.0
+    resync_interval: float = 300.0
     kube_api_url: str | None = None
     # direct pod scraping (METRICS_SOURCE=pods|auto)
     pod_metrics_port: int = 8000
@@ -149,6 +150,7 @@ class Settings(BaseModel):
         take("LEADER_ELECTION", "leader_election", parse_bool)
         take("LEADER_ELECTION_LEASE_NAME", "lease_name", _dns_label)
         take("LEADER_ELECTION_LEASE_DURATION", "lease_duration", _positive_duration)
+        take("WVA_RESYNC_INTERVAL", "resync_interval", _positive_duration)
         take("WVA_KUBE_API_URL", "kube_api_url", _parse_http_url)
         take("WVA_POD_METRICS_PORT", "pod_metrics_port", _port)
         take("WVA_POD_METRICS_SCHEME", "pod_metrics_scheme", _scheme)

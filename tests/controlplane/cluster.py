@@ -268,6 +268,24 @@ class ControlPlane:
         if component is not None:
             component.stop()
 
+    def start_side_apiserver(self) -> tuple[Component, Path]:
+        """A second kube-apiserver on its own port over the same etcd, and an admin kubeconfig for it:
+        changes made through it while the main one is down are what clients of the main one missed."""
+        port = free_port()
+        side = self._component("kube-apiserver-side", self.apiserver_argv(port))
+        server = f"https://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            request = urllib.request.Request(server + "/readyz")
+            with urllib.request.urlopen(request, timeout=2, context=self.ssl_context(self._admin)) as resp:
+                return bool(resp.read() == b"ok")
+
+        poll(ready, 90, "side kube-apiserver /readyz", interval=0.2, component=side)
+        kubeconfig = write_kubeconfig(
+            self.workdir / "admin-side.kubeconfig", server, self.ca_path, user="wva-test-admin", pair=self._admin
+        )
+        return side, kubeconfig
+
     def restart_apiserver(self) -> None:
         self.stop_apiserver()
         self.start_apiserver()
@@ -319,7 +337,7 @@ class ControlPlane:
              interval=0.2, component=scheduler)
 
     def stop(self) -> None:
-        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"):
+        for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver-side", "kube-apiserver", "etcd"):
             component = self.components.get(name)
             if component is not None:
                 component.stop()

@@ -1,0 +1,178 @@
+"""What a real apiserver does to a running wva: resourceVersion conflicts, a restart, and a forced 410 Gone.
+
+- A second writer keeps changing the VA's status (its own condition, read-modify-write with
+  resourceVersion preconditions) while wva writes decisions: wva's writes lose real 409 races,
+  re-read and retry, and in the end neither writer's part of the status is lost.
+- The apiserver goes away; while it is down, changes are made through a second apiserver over the
+  same etcd (a VA created, one deleted, a spec edited) and etcd is compacted past every
+  resourceVersion wva has seen. The main apiserver comes back: wva's watches can only resume through
+  410 Gone and a fresh list, and wva must end up with the cluster as it is, and keep deciding.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+
+from cluster import ControlPlane
+from conftest import Release
+from cpsupport import (
+    LoadDriver,
+    chart_wva,
+    condition,
+    create_va,
+    desired_replicas,
+    get_va,
+    ready_pods,
+    server_side_apply,
+    variant,
+    vllm_deployment,
+    wait_until,
+)
+from node_agent import NodePool
+from test_cp_loop import IDLE, SATURATED, gauge
+from wva.api.constants import GROUP, PLURAL, VERSION
+from wva.sim.prometheus import LocalPrometheus
+
+EXTERNAL = "ExternalCheck"
+
+
+class OtherStatusWriter(threading.Thread):
+    """Another controller that owns one condition of the VA's status and writes it every few milliseconds,
+    the careful way: read, change its own condition only, write with the read resourceVersion."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str, name: str) -> None:
+        super().__init__(daemon=True, name="other-status-writer")
+        self.custom = k8s.CustomObjectsApi(api)
+        self.namespace, self.name = namespace, name
+        self.stop_event = threading.Event()
+        self.writes = 0
+        self.conflicts = 0
+        self.lost: list[str] = []  # times our condition had vanished when we read the object back
+
+    def run(self) -> None:
+        last_message: str | None = None
+        while not self.stop_event.is_set():
+            va = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+            conditions: list[dict[str, Any]] = list((va.get("status") or {}).get("conditions") or [])
+            ours = next((c for c in conditions if c.get("type") == EXTERNAL), None)
+            if last_message is not None and (ours is None or ours.get("message") != last_message):
+                self.lost.append(f"expected {last_message!r}, found {ours!r}")
+            message = f"write {self.writes + 1}"
+            now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            mine = {"type": EXTERNAL, "status": "True", "reason": "Probe", "message": message,
+                    "lastTransitionTime": now}
+            conditions = [c for c in conditions if c.get("type") != EXTERNAL] + [mine]
+            body = {"metadata": {"resourceVersion": va["metadata"]["resourceVersion"]},
+                    "status": {"conditions": conditions}}
+            try:
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, self.namespace, PLURAL, self.name, body
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                self.conflicts += 1
+                continue
+            self.writes += 1
+            last_message = message
+            self.stop_event.wait(0.02)
+
+
+def test_status_writes_that_lose_a_conflict_are_retried_and_nothing_is_lost(
+    control_plane: ControlPlane, nodes: NodePool, cp_prometheus: LocalPrometheus, wva_release: Release,
+    kube: k8s.ApiClient, namespace: str, tmp_path: Path,
+) -> None:
+    server_side_apply(kube, vllm_deployment("contended", namespace, "m/contended", replicas=1))
+    create_va(kube, variant("contended", namespace, "m/contended", min_replicas=1, max_replicas=3))
+    wait_until(lambda: ready_pods(kube, namespace, "contended"), 60, "the pod ready")
+    wva = chart_wva(control_plane, kube, wva_release, tmp_path, "conflicts", COLLECTOR_V2="true",
+                    LEADER_ELECTION_LEASE_NAME=f"wva-leader-{namespace}").start("--namespace", namespace)
+    other = OtherStatusWriter(kube, namespace, "contended")
+    try:
+        wva.wait_ready()
+        with LoadDriver(kube, namespace, "contended") as load:
+            load.set(**IDLE)
+            wait_until(lambda: desired_replicas(get_va(kube, namespace, "contended")) == 1, 60, "a first decision")
+            other.start()
+            load.set(**SATURATED)  # two more decisions (1 → 2 → 3), each a status write racing the other writer
+            wait_until(lambda: desired_replicas(get_va(kube, namespace, "contended")) == 3, 90,
+                       f"the decisions land despite the other writer; wva log:\n{wva.tail()}")
+            wait_until(lambda: "Status write conflict" in wva.log_text(), 30, "wva lost at least one real 409 race")
+            other.stop_event.set()
+            other.join(10)
+        va = get_va(kube, namespace, "contended")
+    finally:
+        other.stop_event.set()
+        wva.stop()
+    assert other.writes > 10 and not other.lost, f"wva erased the other writer's condition: {other.lost[:3]}"
+    ours = condition(va, EXTERNAL)
+    assert ours is not None and ours["message"] == f"write {other.writes}", ours
+    for own in ("TargetResolved", "MetricsAvailable", "OptimizationReady"):
+        assert condition(va, own) is not None, f"wva's {own} condition was lost"
+    assert "Status write failed" not in wva.log_text()
+
+
+def test_apiserver_restart_and_410_gone_resume_the_watches_with_the_cluster_as_it_is(
+    control_plane: ControlPlane, nodes: NodePool, cp_prometheus: LocalPrometheus, wva_release: Release,
+    kube: k8s.ApiClient, namespace: str, tmp_path: Path,
+) -> None:
+    apps = k8s.AppsV1Api(kube)
+    for name in ("steady", "doomed"):
+        server_side_apply(kube, vllm_deployment(name, namespace, f"m/{name}", replicas=1))
+        create_va(kube, variant(name, namespace, f"m/{name}", min_replicas=1, max_replicas=2))
+    wait_until(lambda: ready_pods(kube, namespace, "steady") and ready_pods(kube, namespace, "doomed"), 60,
+               "both first pods ready")
+    wva = chart_wva(control_plane, kube, wva_release, tmp_path, "restart", COLLECTOR_V2="true",
+                    LEADER_ELECTION_LEASE_NAME=f"wva-leader-{namespace}").start("--namespace", namespace)
+    try:
+        wva.wait_ready()
+        with LoadDriver(kube, namespace, "steady") as load:
+            load.set(**IDLE)
+            for name in ("steady", "doomed"):
+                wait_until(lambda name=name: desired_replicas(get_va(kube, namespace, name)) == 1, 60,
+                           f"{name}: a first decision")
+            wait_until(lambda: gauge(wva.metrics(), "wva_desired_replicas", namespace, "doomed") == 1.0, 30,
+                       "doomed's gauge")
+            seen_version = int(get_va(kube, namespace, "steady")["metadata"]["resourceVersion"])
+
+            control_plane.stop_apiserver()
+            side, side_kubeconfig = control_plane.start_side_apiserver()
+            side_api = k8s_config.new_client_from_config(str(side_kubeconfig))
+            try:
+                # what wva cannot see happen: a new variant, a deleted one, a bound lowered
+                server_side_apply(side_api, vllm_deployment("newcomer", namespace, "m/newcomer", replicas=1))
+                create_va(side_api, variant("newcomer", namespace, "m/newcomer", min_replicas=1, max_replicas=2))
+                k8s.CustomObjectsApi(side_api).delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, "doomed"
+                )
+                k8s.CustomObjectsApi(side_api).patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, "steady", {"spec": {"maxReplicas": 3}}
+                )
+                compacted = control_plane.compact_etcd()
+            finally:
+                side_api.close()
+                side.stop()
+            assert compacted > seen_version, "etcd's history before wva's last resourceVersion is gone"
+            control_plane.start_apiserver()
+
+            # wva resumes through 410 Gone and a relist: it sees the newcomer, forgets the deleted VA ...
+            wait_until(lambda: desired_replicas(get_va(kube, namespace, "newcomer")) == 1, 90,
+                       f"the VA created during the outage gets a decision; wva log:\n{wva.tail()}")
+            wait_until(lambda: gauge(wva.metrics(), "wva_desired_replicas", namespace, "doomed") is None, 60,
+                       f"the VA deleted during the outage loses its gauge; wva log:\n{wva.tail()}")
+            # ... and keeps deciding, under the spec edited while it was away (maxReplicas 3)
+            load.set(**SATURATED)
+            wait_until(lambda: apps.read_namespaced_deployment("steady", namespace).spec.replicas == 3, 120,
+                       f"scale-up to the new maxReplicas after the restart; wva log:\n{wva.tail()}")
+        assert wva.alive, wva.tail()
+    finally:
+        code = wva.stop()
+    assert code == 0, wva.tail()
+    assert "Traceback" not in wva.log_text(), wva.log_text()[-4000:]
