@@ -56,9 +56,9 @@ test: lint typecheck controlplane
 
 # The integration tests mostly wait on real time (Prometheus scrapes, its one-minute windows), so
 # four workers finish in about half the time even on two cores; each worker starts its own
-# Prometheus and emulator. Tests are grouped per file, and every control-plane test into one
-# group, so one worker runs the one control plane. PYTEST_ARGS= (empty) runs serially.
-PYTEST_ARGS ?= -n 4 --dist loadgroup
+# Prometheus and emulator. Tests go to workers by file, except that every control-plane test goes to
+# one worker (tests/conftest.py), which starts the one control plane. PYTEST_ARGS= (empty) runs serially.
+PYTEST_ARGS ?= -n 4 --dist loadfile
 
 test-e2e: $(STAMP)
 	WVA_E2E=$${WVA_E2E:-1} $(BIN)/pytest -v tests/e2e

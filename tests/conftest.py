@@ -15,6 +15,7 @@ import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -27,9 +28,10 @@ _ns_counter = itertools.count(1)
 CONTROLPLANE_DIR = Path(__file__).resolve().parent / "controlplane"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _group_for_xdist(config, items)
+    for item in items:
+        if CONTROLPLANE_DIR in item.path.parents:
+            item.add_marker(pytest.mark.controlplane)
     if find_prometheus_binary() is not None:
         return
     if os.environ.get("CI"):
@@ -40,22 +42,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _group_for_xdist(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every control-plane test in one group (one worker, one control plane); elsewhere a group per file.
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, except that every control-plane test goes to one worker.
 
-    Under ``--dist loadgroup`` that keeps the per-file sharing of module fixtures that ``loadfile``
-    gave, while the session's control plane starts once instead of once per worker.
+    The control plane is a session fixture: started once per worker that runs such a test. Keeping
+    them together starts one control plane instead of one per worker, while the other workers run
+    the remaining files as loadfile would.
     """
-    root = config.rootpath
-    for item in items:
-        path = item.path
-        if CONTROLPLANE_DIR in path.parents:
-            item.add_marker(pytest.mark.controlplane)
-            group = "controlplane"
-        else:
-            group = str(path.relative_to(root)) if root in path.parents else str(path)
-        if not any(True for _ in item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(group))
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    prefix = CONTROLPLANE_DIR.relative_to(config.rootpath).as_posix() + "/"
+
+    class ControlPlaneTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(prefix):
+                return prefix
+            return nodeid.split("::", 1)[0]
+
+    return ControlPlaneTogether(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -207,12 +207,6 @@ def test_there_are_at_least_three_sample_vas() -> None:
     assert len(SAMPLE_VAS) >= 3
 
 
-@pytest.mark.parametrize(("name", "va"), SAMPLE_VAS, ids=[name for name, _ in SAMPLE_VAS])
-def test_sample_is_valid(name: str, va: dict[str, Any]) -> None:
-    assert crd_tools.validate_cr(va) == []
-    assert va["apiVersion"] == "llmd.ai/v1alpha1"
-
-
 def test_samples_cover_the_documented_cases() -> None:
     vas = [va for _, va in SAMPLE_VAS]
     label = "inference.optimization/acceleratorName"
@@ -236,53 +230,7 @@ def test_a_valid_full_object_passes() -> None:
     assert crd_tools.validate_cr(_valid_va()) == []
 
 
-# --- rejected objects name the field ----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("path", "value", "expected_prefix"),
-    [
-        ("spec.modelID", "", "spec.modelID:"),
-        ("spec.modelID", ..., "spec.modelID: Required value"),
-        ("spec.variantCost", 80, "spec.variantCost:"),
-        ("spec.variantCost", "80.", "spec.variantCost:"),
-        ("spec.variantCost", "-1", "spec.variantCost:"),
-        ("spec.variantCost", "10.0\n", "spec.variantCost:"),
-        ("spec.modelProfile.accelerators.0.accCount", 0, "spec.modelProfile.accelerators[0].accCount:"),
-        ("spec.modelProfile.accelerators.0.accCount", -1, "spec.modelProfile.accelerators[0].accCount:"),
-        ("spec.modelProfile.accelerators.0.maxBatchSize", -1, "spec.modelProfile.accelerators[0].maxBatchSize:"),
-        ("spec.modelProfile.accelerators.0.acc", "", "spec.modelProfile.accelerators[0].acc:"),
-        ("spec.modelProfile.accelerators", [], "spec.modelProfile.accelerators:"),
-        ("spec.scaleTargetRef.name", ..., "spec.scaleTargetRef.name: Required value"),
-        ("spec.minReplicas", -1, "spec.minReplicas:"),
-        ("spec.maxReplicas", 0, "spec.maxReplicas:"),
-        ("spec.maxReplicas", "3", "spec.maxReplicas:"),
-        ("spec", ..., "spec: Required value"),
-        ("spec.modelName", "m", "spec.modelName: unknown field"),
-        ("status.currentAlloc.accelerator", "", "status.currentAlloc.accelerator:"),
-        ("status.currentAlloc.itlAverage", "fast", "status.currentAlloc.itlAverage:"),
-        ("status.currentAlloc.load", ..., "status.currentAlloc.load: Required value"),
-        ("status.desiredOptimizedAlloc.accelerator", "A", "status.desiredOptimizedAlloc.accelerator:"),
-        ("status.desiredOptimizedAlloc.lastRunTime", "yesterday", "status.desiredOptimizedAlloc.lastRunTime:"),
-        ("status.actuation.applied", "yes", "status.actuation.applied:"),
-        ("status.conditions.0.status", "Maybe", "status.conditions[0].status:"),
-        ("status.conditions.0.reason", "Not found", "status.conditions[0].reason:"),
-        ("status.conditions.0.message", ..., "status.conditions[0].message: Required value"),
-        ("status.conditions.0.observedGeneration", -1, "status.conditions[0].observedGeneration:"),
-    ],
-)
-def test_invalid_field_is_rejected_with_its_path(path: str, value: Any, expected_prefix: str) -> None:
-    errors = crd_tools.validate_cr(_set(_valid_va(), path, value))
-    assert len(errors) == 1, errors
-    assert errors[0].startswith(expected_prefix), errors
-
-
-def test_duplicate_condition_types_are_rejected() -> None:
-    va = _valid_va()
-    va["status"]["conditions"].append(dict(va["status"]["conditions"][0], status="False"))
-    errors = crd_tools.validate_cr(va)
-    assert len(errors) == 1
-    assert errors[0].startswith("status.conditions[1]: Duplicate value")
+# --- the local validator (used by fast tests; the real apiserver's verdicts are in tests/controlplane) ---
 
 
 def test_yaml_timestamps_are_checked_as_strings() -> None:
