@@ -291,48 +291,41 @@ class ControlPlane:
         self.start_apiserver()
 
     def _start_controller_manager(self) -> None:
-        kubeconfig = self.kubeconfig("controller-manager", "system:kube-controller-manager")
-        kcm = self._component(
-            "kube-controller-manager",
-            [
-                str(self.binaries / "kube-controller-manager"),
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={self.controller_manager_port}",
-                f"--cert-dir={self.workdir / 'kcm-certs'}",
-                "--leader-elect=false",
-                "--controllers=*",
-                f"--service-account-private-key-file={self._sa_key}",
-                f"--root-ca-file={self.ca_path}",
-                "--use-service-account-credentials=true",  # each controller under its own bootstrap role
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
-                "--concurrent-deployment-syncs=10",
-                "--concurrent-replicaset-syncs=10",
-                "--v=1",
-            ],
-        )
+        kcm = self._controller("kube-controller-manager", "system:kube-controller-manager",
+                               self.controller_manager_port, [
+            "--controllers=*",
+            f"--service-account-private-key-file={self._sa_key}",
+            f"--root-ca-file={self.ca_path}",
+            "--use-service-account-credentials=true",  # each controller under its own bootstrap role
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10",
+        ])
         poll(lambda: self._get_insecure(self.controller_manager_port, "/healthz") == "ok", 60,
              "kube-controller-manager /healthz", interval=0.2, component=kcm)
 
-    def _start_scheduler(self) -> None:
-        kubeconfig = self.kubeconfig("scheduler", "system:kube-scheduler")
-        scheduler = self._component(
-            "kube-scheduler",
+    def _controller(self, name: str, user: str, port: int, extra: list[str]) -> Component:
+        """Start a component that talks to the apiserver with its own kubeconfig and serves health on ``port``."""
+        kubeconfig = self.kubeconfig(name, user)
+        return self._component(
+            name,
             [
-                str(self.binaries / "kube-scheduler"),
+                str(self.binaries / name),
                 f"--kubeconfig={kubeconfig}",
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--bind-address=127.0.0.1",
-                f"--secure-port={self.scheduler_port}",
-                f"--cert-dir={self.workdir / 'scheduler-certs'}",
+                f"--secure-port={port}",
+                f"--cert-dir={self.workdir / (name + '-certs')}",
                 "--leader-elect=false",
+                *extra,
                 "--v=1",
             ],
         )
+
+    def _start_scheduler(self) -> None:
+        scheduler = self._controller("kube-scheduler", "system:kube-scheduler", self.scheduler_port, [])
         poll(lambda: self._get_insecure(self.scheduler_port, "/healthz") == "ok", 60, "kube-scheduler /healthz",
              interval=0.2, component=scheduler)
 

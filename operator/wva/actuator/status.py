@@ -123,8 +123,7 @@ class StatusWriter:
             comparable = _comparable(body)
             if not self._needs_write(key, record.status, comparable):
                 # the stored status already says this: remember it so the next identical update is free
-                self._last_written[key] = (record.status, comparable)
-                self._last_update[key] = update
+                self._remember(key, record.status, comparable, update)
                 return True
             attempt = conflicts = 0
             while True:
@@ -154,8 +153,7 @@ class StatusWriter:
                         body = new_status.dump()
                         comparable = _comparable(body)
                         if not self._needs_write(key, record.status, comparable):
-                            self._last_written[key] = (record.status, comparable)
-                            self._last_update[key] = update
+                            self._remember(key, record.status, comparable, update)
                             return True
                         continue
                     if not exc.retryable or attempt >= self.max_attempts:
@@ -177,9 +175,14 @@ class StatusWriter:
                     record.namespace, record.name, new_status, str(version) if version else None
                 )
                 self._last_full_write[key] = time.monotonic()
-                self._last_written[key] = (new_status, comparable)
-                self._last_update[key] = update
+                self._remember(key, new_status, comparable, update)
                 return True
+
+    def _remember(
+        self, key: tuple[str, str], status: VariantAutoscalingStatus, comparable: dict[str, Any], update: StatusUpdate
+    ) -> None:
+        self._last_written[key] = (status, comparable)
+        self._last_update[key] = update
 
     async def _reread(self, record: VariantRecord) -> VariantRecord | None:
         """The VA as the server holds it now, put into the inventory; None when it is gone or unreadable."""
