@@ -73,6 +73,9 @@ class KubeClient:
         self.coordination = k8s.CoordinationV1Api(api_client)
         self.request_timeout = request_timeout
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="wva-kube")
+        # the leader Lease has threads of its own: a renewal queued behind a burst of status writes
+        # would miss its deadline, and the leader would step down (or, late, renew an expired lease)
+        self._lease_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wva-lease")
         self.calls: Counter[tuple[str, str]] = Counter()
         self._on_request = on_request
         self.unreachable = False  # the last request failed in transport (no answer from the server)
@@ -80,6 +83,7 @@ class KubeClient:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._lease_executor.shutdown(wait=False, cancel_futures=True)
         self.api_client.close()
 
     async def _call(self, verb: str, resource: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -88,7 +92,8 @@ class KubeClient:
         loop = asyncio.get_running_loop()
         outcome = "error"
         try:
-            result = await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+            executor = self._lease_executor if resource == "leases" else self._executor
+            result = await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
             outcome = "ok"
             return result
         except ApiException as exc:

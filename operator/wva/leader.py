@@ -61,6 +61,10 @@ class LeaderElector:
         self.on_stopped = on_stopped
         self.lease_duration = lease_duration
         self.renew_interval = max(lease_duration / 3.0, 0.1)
+        # A leader that has not renewed for this long steps down, without waiting for a hung request:
+        # a standby may take the Lease only once lease_duration has passed since the last renewal, so
+        # the two never lead at the same time (client-go's RenewDeadline, here one renew interval short).
+        self.renew_deadline = max(lease_duration - self.renew_interval, 0.1)
         self.is_leader = False
         self._now = now or (lambda: datetime.datetime.now(datetime.UTC))
         self._task: asyncio.Task[None] | None = None
@@ -76,24 +80,41 @@ class LeaderElector:
         await cancel_and_wait(task)
         if self.is_leader:
             await self._set_leader(False)
-            with contextlib.suppress(KubeError):  # release so a standby takes over at once
-                await self.kube.patch_lease(self.namespace, self.name, {"spec": {"holderIdentity": None}})
+            # release so a standby takes over at once (still ours: we were within the renew deadline),
+            # without holding up the shutdown for a server that does not answer
+            body = {"spec": {"holderIdentity": None}}
+            with contextlib.suppress(KubeError, TimeoutError):
+                await asyncio.wait_for(
+                    self.kube.patch_lease(self.namespace, self.name, body), timeout=self.renew_interval
+                )
 
     async def _run(self) -> None:
         while True:
             try:
-                leader = await self.try_acquire_or_renew()
-            except KubeError as exc:
-                log.warning("Leader election error lease=%s/%s error=%s", self.namespace, self.name, exc)
+                # a leader's attempt ends by its renew deadline, answered or not
+                timeout = max(self._remaining(), 0.0) if self.is_leader else self.renew_deadline
+                leader = await asyncio.wait_for(self.try_acquire_or_renew(), timeout=timeout)
+            except (KubeError, TimeoutError) as exc:
+                log.warning(
+                    "Leader election error lease=%s/%s error=%s",
+                    self.namespace, self.name, exc if isinstance(exc, KubeError) else "no answer in time",
+                )
                 leader = self.is_leader and not self._expired_locally()
             self.attempts += 1
             if leader != self.is_leader:
                 await self._set_leader(leader)
-            await asyncio.sleep(self.renew_interval)
+            pause = min(self.renew_interval, max(self._remaining(), 0.0)) if self.is_leader else self.renew_interval
+            await asyncio.sleep(pause)
+
+    def _remaining(self) -> float:
+        """Seconds until the renew deadline (counted from the last successful acquire/renew)."""
+        last = self._last_renew
+        if last is None:
+            return 0.0
+        return self.renew_deadline - (self._now() - last).total_seconds()
 
     def _expired_locally(self) -> bool:
-        last = self._last_renew
-        return last is None or (self._now() - last).total_seconds() > self.lease_duration
+        return self._remaining() <= 0
 
     async def _set_leader(self, leader: bool) -> None:
         self.is_leader = leader

@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import itertools
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -45,11 +46,16 @@ _ip_lock = threading.Lock()
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)|\$\$")
 
 
+# Each test session (process) takes its own /16 of the loopback range, so two sessions on one machine
+# never hand out the same pod address.
+_IP_BLOCK = 100 + os.getpid() % 150
+
+
 def next_pod_ip() -> str:
-    """A loopback address no other pod of this process has had (127.77.0.1, 127.77.0.2, ...)."""
+    """A loopback address no other pod of this process has had (127.<block>.0.1, 127.<block>.0.2, ...)."""
     with _ip_lock:
         n = next(_ip_counter)
-    return f"127.77.{n // 250}.{n % 250 + 1}"
+    return f"127.{_IP_BLOCK}.{n // 250}.{n % 250 + 1}"
 
 
 def _now() -> str:

@@ -14,7 +14,13 @@ watching the same namespace, which holds one VariantAutoscaling and its one-pod 
   + slack; the Lease names the new holder with ``leaseTransitions`` one higher; the new leader writes a
   fresh decision and, when load rises, scales the Deployment through its pods;
 - a graceful SIGTERM of the leader releases the Lease, so a standby takes over well before the lease
-  duration has passed.
+  duration has passed;
+- a partition, not a crash (the leader's connection to the apiserver hangs through a proxy, while
+  Prometheus still answers it): the cut-off leader steps down by its renew deadline, before the standby
+  can take the expired Lease, so at no moment do two processes lead and publish decisions; when the link
+  returns it finds the Lease taken and stays a standby.
+
+The pods serve on a port picked per test rather than the harness' fixed 8000 (see ``pod_port``).
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ import datetime
 import json
 import random
 import socket
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from prometheus_client.parser import text_string_to_metric_families
@@ -123,6 +132,72 @@ class PortLoadDriver(LoadDriver):
             if self.values:
                 with contextlib.suppress(Exception):
                     self._push()
+
+
+# --- a connection to the apiserver that can be cut ---------------------------------------------------
+class HoldingProxy:
+    """A TCP forwarder to the apiserver (TLS passes through untouched). ``hold()`` cuts the link the way a
+    network partition does: connections stay open and new ones are accepted, but no byte gets through,
+    so every request hangs until the client's own timeout; ``release()`` lets traffic flow again."""
+
+    def __init__(self, server_url: str) -> None:
+        target = urllib.parse.urlsplit(server_url)
+        self.target = (target.hostname or "127.0.0.1", target.port or 443)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.closed = threading.Event()
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True, name="holding-proxy").start()
+
+    def hold(self) -> None:
+        self.flowing.clear()
+
+    def release(self) -> None:
+        self.flowing.set()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                continue
+            upstream.settimeout(None)
+            self._sockets += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                while not self.flowing.wait(0.5):  # held: the bytes wait here, nothing is sent or closed
+                    if self.closed.is_set():
+                        return
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.closed.set()
+        self.flowing.set()
+        for sock in [self.listener, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def through(proxy: HoldingProxy, wva: WvaProcess, tmp_path: Path) -> WvaProcess:
+    """Point a not yet started process' kubeconfig at the proxy instead of the apiserver."""
+    source = Path(wva.env["KUBECONFIG"])
+    config = yaml.safe_load(source.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = proxy.url
+    target = tmp_path / f"proxied-{source.name}"
+    target.write_text(yaml.safe_dump(config))
+    wva.env["KUBECONFIG"] = str(target)
+    return wva
 
 
 # --- reading a process' metrics ---------------------------------------------------------------------
@@ -237,8 +312,12 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
             assert lease.spec.holder_identity == leader_name and lease.spec.renew_time > first_renew
 
             # --- only the leader writes -----------------------------------------------------------------
-            va = wait_until(lambda: (v := get_va(kube, namespace, APP)) and desired_replicas(v) == 1 and v, 90,
-                            f"the leader's first decision; leader log:\n{leader.tail()}")
+            # the first cycles may run before Prometheus has scraped the pod: wait for the decision on metrics
+            va = wait_until(
+                lambda: (v := get_va(kube, namespace, APP)) and desired_replicas(v) == 1
+                and (condition(v, "MetricsAvailable") or {}).get("status") == "True" and v,
+                90, f"the leader's first decision on metrics; leader log:\n{leader.tail()}",
+            )
             assert (condition(va, "TargetResolved") or {}).get("status") == "True", va.get("status")
             assert (condition(va, "MetricsAvailable") or {}).get("status") == "True", va.get("status")
             wait_until(lambda: gauge(leader.metrics(), "wva_desired_replicas", namespace, APP) == 1.0, 30,
@@ -311,3 +390,92 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
         log = proc.log_text()
         assert "Traceback" not in log, f"{name}:\n{log[-4000:]}"
         assert " 403" not in log and "Forbidden" not in log, f"{name}: the chart's RBAC covers leader election"
+
+
+def test_a_leader_cut_off_from_the_apiserver_steps_down_before_the_standby_takes_over(
+    control_plane: ControlPlane,
+    nodes: NodePool,
+    cp_prometheus: LocalPrometheus,
+    wva_release: Release,
+    kube: k8s.ApiClient,
+    namespace: str,
+    lease_name: str,
+    tmp_path: Path,
+) -> None:
+    """A partition, not a crash: the leader's link to the apiserver hangs (Prometheus still answers it).
+
+    The standby takes the Lease once it expires. The leader must have stopped leading by then, without
+    waiting for its hung requests to time out: at no moment may both processes report ``wva_leader`` 1
+    and both expose a ``wva_desired_replicas`` series (an HPA reading either would see two answers)."""
+    model = "meta/llama-partition"
+    port = pod_port()
+    server_side_apply(kube, on_port(vllm_deployment(APP, namespace, model, replicas=1), port))
+    create_va(kube, variant(APP, namespace, model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3))
+    wait_until(lambda: len(ready_pods(kube, namespace, APP)) == 1, 90, "the pod ready")
+    env = {
+        "LEADER_ELECTION": "true",
+        "LEADER_ELECTION_LEASE_NAME": lease_name,
+        "LEADER_ELECTION_LEASE_DURATION": f"{LEASE_SECONDS:g}s",
+        "COLLECTOR_V2": "true",
+    }
+    proxy = HoldingProxy(control_plane.server)
+    leader = through(proxy, chart_wva(control_plane, kube, wva_release, tmp_path, "cut-a", **env), tmp_path)
+    standby = chart_wva(control_plane, kube, wva_release, tmp_path, "cut-b", **env)
+    try:
+        leader.start("--namespace", namespace)
+        leader.wait_ready(90)
+        wait_until(lambda: leader_gauge(leader) == 1.0, 30, "the proxied process leads")
+        standby.start("--namespace", namespace)
+        standby.wait_ready(90)
+        with PortLoadDriver(kube, namespace, APP, port) as load:
+            load.set(**IDLE)
+            wait_until(lambda: gauge(leader.metrics(), "wva_desired_replicas", namespace, APP) == 1.0, 60,
+                       f"the leader's decision; its log:\n{leader.tail()}")
+            assert leader_among([leader, standby]) is leader
+
+            held_at = time.monotonic()
+            proxy.hold()
+            # sample both gauges (the standby's first: a 1 read after its 1 is a true overlap) until the
+            # standby has led, and the cut-off process not, for two renew intervals
+            samples: list[tuple[float, float | None, float | None]] = []
+            settled: float | None = None
+            while (now := time.monotonic() - held_at) < LEASE_SECONDS + RENEW_SECONDS + 30:
+                new, old = leader_gauge(standby), leader_gauge(leader)
+                samples.append((now, new, old))
+                if new == 1.0 and old == 0.0:
+                    settled = now if settled is None else settled
+                    if now - settled > 2 * RENEW_SECONDS:
+                        break
+                time.sleep(0.1)  # the moments matter, not only the end state: this samples, it does not wait
+            took_over = min((t for t, new, _old in samples if new == 1.0), default=None)
+            assert took_over is not None, f"the standby never led; its log:\n{standby.tail()}"
+            last_led = max(t for t, _new, old in samples if old == 1.0)
+            both = [round(t, 1) for t, new, old in samples if new == 1.0 and old == 1.0]
+            print(f"partition: the standby led after {took_over:.2f}s; the cut-off leader last reported "
+                  f"leading at {last_led:.2f}s")
+            assert took_over <= LEASE_SECONDS + RENEW_SECONDS + SLACK_SECONDS, f"took {took_over:.2f}s"
+            assert not both, (
+                f"two leaders at {both} s after the cut (the standby led from {took_over:.2f}s, the cut-off "
+                f"process until {last_led:.2f}s); its log:\n{leader.tail(15)}"
+            )
+            assert settled is not None, samples[-5:]
+            assert desired_series(leader.metrics()) == [], "a process that stepped down publishes no decision"
+            wait_until(lambda: gauge(standby.metrics(), "wva_desired_replicas", namespace, APP) == 1.0, 60,
+                       "the new leader publishes the decision")
+
+            # the link comes back: the old leader finds the Lease taken and stays a standby
+            proxy.release()
+            lease = read_lease(kube, wva_release.namespace, lease_name)
+            assert lease.spec.holder_identity == "cut-b"
+            wait_until(lambda: "Leader election error" in leader.log_text(), 30, "the cut-off leader saw errors")
+            end = time.monotonic() + 2 * RENEW_SECONDS + 1
+            while time.monotonic() < end:
+                assert leader_among([leader, standby]) is standby, (leader_gauge(leader), leader_gauge(standby))
+                time.sleep(0.3)
+    finally:
+        proxy.release()
+        codes = {"cut-a": leader.stop(), "cut-b": standby.stop()}
+        proxy.close()
+    assert codes == {"cut-a": 0, "cut-b": 0}, codes
+    log = standby.log_text()
+    assert "Traceback" not in log and " 403" not in log and "Forbidden" not in log, log[-4000:]

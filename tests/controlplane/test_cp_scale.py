@@ -9,10 +9,12 @@ odd-numbered variant's pod is then saturated, every even-numbered one stays idle
 It proves that wva takes the burst through its watches and, once the metrics are there, gets every VA
 to a correct status within a few engine cycles: TargetResolved True, MetricsAvailable True and
 ``desiredOptimizedAlloc.numReplicas`` of minReplicas (1) for the idle variants and maxReplicas (2) for
-the saturated ones, with a matching ``wva_desired_replicas`` series for each, and with nothing in its
-log about a Traceback or a 403/Forbidden. Actuation is ``hpa`` here (decisions published, not applied),
-so the expected numbers follow from the load alone and the pod count stays at 200; the test checks
-that no Deployment was scaled. Afterwards the namespace is deleted and every pod process must end.
+the saturated ones, with a matching ``wva_desired_replicas`` series for each; with nothing in its log
+about a Traceback or a 403/Forbidden, and without losing its leader Lease in the burst. Actuation is
+``hpa`` here (decisions published, not applied), so the expected numbers follow from the load alone and
+the pod count stays at 200; the test checks that no Deployment was scaled. The pods serve on a port of
+the test's own (``test_cp_leader.pod_port``). Afterwards the namespace is deleted and every pod process
+must end.
 """
 
 from __future__ import annotations
@@ -215,3 +217,5 @@ def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_fe
     log = wva.log_text()
     assert "Traceback" not in log, log[-4000:]
     assert " 403" not in log and "Forbidden" not in log, "the chart's RBAC covers everything wva does"
+    # the only replica keeps its Lease through the burst: renewals do not queue behind 400 status writes
+    assert log.count("Leadership acquired") == 1 and "Leader election error" not in log, log[-4000:]
