@@ -261,6 +261,24 @@ def lease_name(kube: k8s.ApiClient, wva_release: Release, namespace: str) -> Ite
         k8s.CoordinationV1Api(kube).delete_namespaced_lease(name, wva_release.namespace)
 
 
+def one_variant_for_election(
+    kube: k8s.ApiClient, namespace: str, model: str, lease_name: str
+) -> tuple[int, dict[str, str]]:
+    """One VA with a one-pod Deployment (its pod on a port of its own), and the env of processes that
+    compete for ``lease_name``."""
+    port = pod_port()
+    server_side_apply(kube, on_port(vllm_deployment(APP, namespace, model, replicas=1), port))
+    create_va(kube, variant(APP, namespace, model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3))
+    wait_until(lambda: len(ready_pods(kube, namespace, APP)) == 1, 90, "the first pod ready")
+    env = {
+        "LEADER_ELECTION": "true",
+        "LEADER_ELECTION_LEASE_NAME": lease_name,
+        "LEADER_ELECTION_LEASE_DURATION": f"{LEASE_SECONDS:g}s",
+        "COLLECTOR_V2": "true",
+    }
+    return port, env
+
+
 def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
     control_plane: ControlPlane,
     nodes: NodePool,
@@ -273,17 +291,8 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
 ) -> None:
     apps = k8s.AppsV1Api(kube)
     model = "meta/llama-leader"
-    port = pod_port()
-    server_side_apply(kube, on_port(vllm_deployment(APP, namespace, model, replicas=1), port))
-    create_va(kube, variant(APP, namespace, model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3))
-    wait_until(lambda: len(ready_pods(kube, namespace, APP)) == 1, 90, "the first pod ready")
+    port, env = one_variant_for_election(kube, namespace, model, lease_name)
 
-    env = {
-        "LEADER_ELECTION": "true",
-        "LEADER_ELECTION_LEASE_NAME": lease_name,
-        "LEADER_ELECTION_LEASE_DURATION": f"{LEASE_SECONDS:g}s",
-        "COLLECTOR_V2": "true",
-    }
     names = ["elect-a", "elect-b", "elect-c"]
     procs = {n: chart_wva(control_plane, kube, wva_release, tmp_path, n, **env) for n in names}
     pair = [procs["elect-a"], procs["elect-b"]]
@@ -408,16 +417,7 @@ def test_a_leader_cut_off_from_the_apiserver_steps_down_before_the_standby_takes
     waiting for its hung requests to time out: at no moment may both processes report ``wva_leader`` 1
     and both expose a ``wva_desired_replicas`` series (an HPA reading either would see two answers)."""
     model = "meta/llama-partition"
-    port = pod_port()
-    server_side_apply(kube, on_port(vllm_deployment(APP, namespace, model, replicas=1), port))
-    create_va(kube, variant(APP, namespace, model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3))
-    wait_until(lambda: len(ready_pods(kube, namespace, APP)) == 1, 90, "the pod ready")
-    env = {
-        "LEADER_ELECTION": "true",
-        "LEADER_ELECTION_LEASE_NAME": lease_name,
-        "LEADER_ELECTION_LEASE_DURATION": f"{LEASE_SECONDS:g}s",
-        "COLLECTOR_V2": "true",
-    }
+    port, env = one_variant_for_election(kube, namespace, model, lease_name)
     proxy = HoldingProxy(control_plane.server)
     leader = through(proxy, chart_wva(control_plane, kube, wva_release, tmp_path, "cut-a", **env), tmp_path)
     standby = chart_wva(control_plane, kube, wva_release, tmp_path, "cut-b", **env)

@@ -118,9 +118,7 @@ class StatusWriter:
             record = self.inventory.variant(record.namespace, record.name) or record
             if self._unchanged(key, record.status, update):
                 return True  # same inputs on top of the status we wrote: nothing to build or send
-            new_status = self.build(record, update)
-            body = new_status.dump()
-            comparable = _comparable(body)
+            new_status, body, comparable = self._prepare(record, update)
             if not self._needs_write(key, record.status, comparable):
                 # the stored status already says this: remember it so the next identical update is free
                 self._remember(key, record.status, comparable, update)
@@ -149,9 +147,7 @@ class StatusWriter:
                         if fresh is None:
                             return False
                         record = fresh
-                        new_status = self.build(record, update)
-                        body = new_status.dump()
-                        comparable = _comparable(body)
+                        new_status, body, comparable = self._prepare(record, update)
                         if not self._needs_write(key, record.status, comparable):
                             self._remember(key, record.status, comparable, update)
                             return True
@@ -177,6 +173,14 @@ class StatusWriter:
                 self._last_full_write[key] = time.monotonic()
                 self._remember(key, new_status, comparable, update)
                 return True
+
+    def _prepare(
+        self, record: VariantRecord, update: StatusUpdate
+    ) -> tuple[VariantAutoscalingStatus, dict[str, Any], dict[str, Any]]:
+        """The new status, its JSON body, and the body without the per-cycle ``lastRunTime``."""
+        new_status = self.build(record, update)
+        body = new_status.dump()
+        return new_status, body, _comparable(body)
 
     def _remember(
         self, key: tuple[str, str], status: VariantAutoscalingStatus, comparable: dict[str, Any], update: StatusUpdate
