@@ -94,6 +94,16 @@ def nodes(control_plane: ControlPlane) -> Iterator[NodePool]:
         assert not left, f"pod processes left behind: {left}"
 
 
+@pytest.fixture(scope="module")
+def api(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
+    """An admin ``ApiClient`` shared by one module's tests."""
+    client = k8s_config.new_client_from_config(str(control_plane.admin_kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 @pytest.fixture()
 def kube(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
     api = k8s_config.new_client_from_config(str(control_plane.admin_kubeconfig))

@@ -36,7 +36,6 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes import dynamic
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError
@@ -159,13 +158,6 @@ def dry_run_names(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 # --- the cluster ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def api(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
-    client = k8s_config.new_client_from_config(str(control_plane.admin_kubeconfig))
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def resource(api: k8s.ApiClient, obj: dict[str, Any]) -> Any:

@@ -29,7 +29,6 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes import dynamic
 from kubernetes.client.rest import ApiException
 
@@ -226,13 +225,6 @@ WALK = SchemaWalk(SCHEMA, BASE)
 
 
 # --- fixtures ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def api(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
-    client = k8s_config.new_client_from_config(str(control_plane.admin_kubeconfig))
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")
