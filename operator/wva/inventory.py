@@ -350,6 +350,4 @@ class Inventory:
 def _replace_status(
     record: VariantRecord, status: VariantAutoscalingStatus, resource_version: str | None = None
 ) -> VariantRecord:
-    if resource_version is None:
-        return replace(record, status=status)
-    return replace(record, status=status, resource_version=resource_version)
+    return replace(record, status=status, resource_version=resource_version or record.resource_version)

@@ -141,13 +141,13 @@ class KubeClient:
     async def list_keys(self, kind: str, namespace: str | None = None, page: int = 500) -> set[tuple[str, str]]:
         """(namespace, name) of every object of ``kind`` (``variantautoscalings``, ``deployments`` or
         ``pods``), read page by page without building client models for them."""
+        fn, args = self._lister(kind, namespace)
         keys: set[tuple[str, str]] = set()
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": page, "_preload_content": False}
             if token:
                 kwargs["_continue"] = token
-            fn, args = self._lister(kind, namespace)
             response = await self._call("list", kind, fn, *args, **kwargs)
             body = json.loads(response.data)
             for item in body.get("items") or []:

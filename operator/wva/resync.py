@@ -32,11 +32,7 @@ KINDS = (("variants", PLURAL), ("deployments", "deployments"), ("pods", "pods"))
 
 @dataclass
 class ResyncResult:
-    removed: dict[str, list[Key]] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(len(keys) for keys in self.removed.values())
+    removed: dict[str, list[Key]] = field(default_factory=dict)  # by inventory kind, what was forgotten
 
 
 class InventoryResync:
@@ -81,14 +77,14 @@ class InventoryResync:
 
     async def resync_once(self) -> ResyncResult:
         result = ResyncResult()
+        scopes: list[str | None] = list(self.namespaces) or [None]
+        watched = set(self.namespaces)
         for kind, resource in KINDS:
             before = self.inventory.snapshot(kind)
             present: set[Key] = set()
-            scopes: list[str | None] = list(self.namespaces) or [None]
             for namespace in scopes:
                 present |= await self.kube.list_keys(resource, namespace)
-            if self.namespaces:
-                watched = set(self.namespaces)
+            if watched:
                 before = {key: record for key, record in before.items() if key[0] in watched}
             gone = self.inventory.prune(kind, before, present)
             if gone:

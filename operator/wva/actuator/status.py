@@ -123,9 +123,8 @@ class StatusWriter:
                 # the stored status already says this: remember it so the next identical update is free
                 self._remember(key, record.status, comparable, update)
                 return True
-            attempt = conflicts = 0
+            attempt = conflicts = 0  # failed attempts (backed off) and lost races (re-read at once)
             while True:
-                attempt += 1
                 try:
                     result = await self.kube.patch_va_status(
                         record.namespace, record.name, body, record.resource_version
@@ -138,7 +137,7 @@ class StatusWriter:
                         # someone wrote the object since the version we built on: re-read it and apply
                         # this cycle's changes on top of what is stored now, so neither write is lost
                         conflicts += 1
-                        attempt -= 1
+                        self.conflicts += 1
                         log.info(
                             "Status write conflict namespace=%s name=%s resourceVersion=%s: re-reading",
                             record.namespace, record.name, record.resource_version,
@@ -152,6 +151,7 @@ class StatusWriter:
                             self._remember(key, record.status, comparable, update)
                             return True
                         continue
+                    attempt += 1
                     if not exc.retryable or attempt >= self.max_attempts:
                         self.failed_writes += 1
                         log.warning(
@@ -166,7 +166,7 @@ class StatusWriter:
                     )
                     await asyncio.sleep(delay)
                     continue
-                version = (result.get("metadata") or {}).get("resourceVersion") if isinstance(result, dict) else None
+                version = (result.get("metadata") or {}).get("resourceVersion")
                 self.inventory.update_variant_status(
                     record.namespace, record.name, new_status, str(version) if version else None
                 )
@@ -197,7 +197,6 @@ class StatusWriter:
                 "Status re-read after conflict failed namespace=%s name=%s error=%s", record.namespace, record.name, exc
             )
             return None
-        self.conflicts += 1
         return self.inventory.apply_variant(body)
 
     def _unchanged(self, key: tuple[str, str], current: VariantAutoscalingStatus, update: StatusUpdate) -> bool:
