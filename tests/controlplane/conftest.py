@@ -105,12 +105,9 @@ def api(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
 
 
 @pytest.fixture()
-def kube(control_plane: ControlPlane) -> Iterator[k8s.ApiClient]:
-    api = k8s_config.new_client_from_config(str(control_plane.admin_kubeconfig))
-    try:
-        yield api
-    finally:
-        api.close()
+def kube(api: k8s.ApiClient) -> k8s.ApiClient:
+    """The admin ``ApiClient`` for one test (the module's shared one)."""
+    return api
 
 
 @pytest.fixture()

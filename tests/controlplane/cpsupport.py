@@ -19,6 +19,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import dynamic
 from kubernetes.client.rest import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from pki import KeyPair
 from wva.api.constants import GROUP, PLURAL, VERSION
@@ -209,6 +210,16 @@ def ready_pods(api: k8s.ApiClient, namespace: str, app: str) -> list[Any]:
         p for p in pods
         if p.metadata.deletion_timestamp is None
         and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+    ]
+
+
+def samples(metrics: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample called ``name`` in a Prometheus text exposition, as (labels, value)."""
+    return [
+        (dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == name
     ]
 
 

@@ -19,16 +19,12 @@ watching the same namespace, which holds one VariantAutoscaling and its one-pod 
   Prometheus still answers it): the cut-off leader steps down by its renew deadline, before the standby
   can take the expired Lease, so at no moment do two processes lead and publish decisions; when the link
   returns it finds the Lease taken and stays a standby.
-
-The pods serve on a port picked per test rather than the harness' fixed 8000 (see ``pod_port``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import json
-import random
 import socket
 import threading
 import time
@@ -42,7 +38,6 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import ControlPlane
 from conftest import Release
@@ -55,6 +50,7 @@ from cpsupport import (
     desired_replicas,
     get_va,
     ready_pods,
+    samples,
     server_side_apply,
     variant,
     vllm_deployment,
@@ -68,70 +64,6 @@ LEASE_SECONDS = 6.0
 RENEW_SECONDS = LEASE_SECONDS / 3  # the elector renews (and a standby retries) every third of the duration
 SLACK_SECONDS = 3.0  # request latency and polling on a busy two-core machine
 APP = "llama-elect"
-
-
-# --- pods on a port of this test's own --------------------------------------------------------------
-# The node agent numbers pod addresses 127.77.0.1, .2, ... in every test session, and every emulated
-# pod listens on port 8000: two sessions on one machine hand out the same address:port, so one's probes,
-# loads and scrapes reach the other's pods. Pods on a port picked per test cannot be mistaken.
-def pod_port() -> int:
-    """A port below the ephemeral range (where wva and Prometheus get theirs), free on every address now."""
-    for _ in range(500):
-        port = random.randrange(20000, 30000)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no free port in 20000-29999")
-
-
-def on_port(deployment: dict[str, Any], port: int) -> dict[str, Any]:
-    """``vllm_deployment(...)`` with its emulator serving (and probed and scraped) on ``port``."""
-    template = deployment["spec"]["template"]
-    container = template["spec"]["containers"][0]
-    args = container["args"]
-    args[args.index("--port") + 1] = str(port)
-    container["ports"][0]["containerPort"] = port
-    container["readinessProbe"]["httpGet"]["port"] = port
-    template["metadata"]["annotations"]["prometheus.io/port"] = str(port)
-    return deployment
-
-
-def set_pod_load(pod_ip: str, port: int, **values: float) -> None:
-    request = urllib.request.Request(
-        f"http://{pod_ip}:{port}/control", data=json.dumps(values).encode(), method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as resp:
-        assert resp.status == 200
-
-
-class PortLoadDriver(LoadDriver):
-    """``LoadDriver`` for pods serving on ``port``: keeps every ready pod of the app at the set values."""
-
-    def __init__(self, api: k8s.ApiClient, namespace: str, app: str, port: int) -> None:
-        super().__init__(api, namespace, app)
-        self.port = port
-
-    def set(self, **values: float) -> None:
-        self.values = dict(values)
-        self._push()
-
-    def _push(self) -> int:
-        count = 0
-        for pod in ready_pods(self.api, self.namespace, self.app):
-            with contextlib.suppress(OSError):
-                set_pod_load(pod.status.pod_ip, self.port, **self.values)
-                count += 1
-        return count
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            if self.values:
-                with contextlib.suppress(Exception):
-                    self._push()
 
 
 # --- a connection to the apiserver that can be cut ---------------------------------------------------
@@ -201,15 +133,6 @@ def through(proxy: HoldingProxy, wva: WvaProcess, tmp_path: Path) -> WvaProcess:
 
 
 # --- reading a process' metrics ---------------------------------------------------------------------
-def samples(metrics: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [
-        (dict(sample.labels), float(sample.value))
-        for family in text_string_to_metric_families(metrics)
-        for sample in family.samples
-        if sample.name == name
-    ]
-
-
 def leader_gauge(wva: WvaProcess) -> float | None:
     """``wva_leader`` as the process exposes it now; None when it does not answer."""
     found = samples(wva.metrics(), "wva_leader")
@@ -263,11 +186,9 @@ def lease_name(kube: k8s.ApiClient, wva_release: Release, namespace: str) -> Ite
 
 def one_variant_for_election(
     kube: k8s.ApiClient, namespace: str, model: str, lease_name: str
-) -> tuple[int, dict[str, str]]:
-    """One VA with a one-pod Deployment (its pod on a port of its own), and the env of processes that
-    compete for ``lease_name``."""
-    port = pod_port()
-    server_side_apply(kube, on_port(vllm_deployment(APP, namespace, model, replicas=1), port))
+) -> dict[str, str]:
+    """One VA with a one-pod Deployment, and the env of processes that compete for ``lease_name``."""
+    server_side_apply(kube, vllm_deployment(APP, namespace, model, replicas=1))
     create_va(kube, variant(APP, namespace, model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3))
     wait_until(lambda: len(ready_pods(kube, namespace, APP)) == 1, 90, "the first pod ready")
     env = {
@@ -276,7 +197,7 @@ def one_variant_for_election(
         "LEADER_ELECTION_LEASE_DURATION": f"{LEASE_SECONDS:g}s",
         "COLLECTOR_V2": "true",
     }
-    return port, env
+    return env
 
 
 def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
@@ -291,7 +212,7 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
 ) -> None:
     apps = k8s.AppsV1Api(kube)
     model = "meta/llama-leader"
-    port, env = one_variant_for_election(kube, namespace, model, lease_name)
+    env = one_variant_for_election(kube, namespace, model, lease_name)
 
     names = ["elect-a", "elect-b", "elect-c"]
     procs = {n: chart_wva(control_plane, kube, wva_release, tmp_path, n, **env) for n in names}
@@ -302,7 +223,7 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
         for proc in pair:
             proc.wait_ready(90)
 
-        with PortLoadDriver(kube, namespace, APP, port) as load:
+        with LoadDriver(kube, namespace, APP) as load:
             load.set(**IDLE)
             # --- exactly one leader, named by the Lease ---------------------------------------------
             leader = wait_until(lambda: leader_among(pair), 60, "exactly one process with wva_leader 1")
@@ -417,7 +338,7 @@ def test_a_leader_cut_off_from_the_apiserver_steps_down_before_the_standby_takes
     waiting for its hung requests to time out: at no moment may both processes report ``wva_leader`` 1
     and both expose a ``wva_desired_replicas`` series (an HPA reading either would see two answers)."""
     model = "meta/llama-partition"
-    port, env = one_variant_for_election(kube, namespace, model, lease_name)
+    env = one_variant_for_election(kube, namespace, model, lease_name)
     proxy = HoldingProxy(control_plane.server)
     leader = through(proxy, chart_wva(control_plane, kube, wva_release, tmp_path, "cut-a", **env), tmp_path)
     standby = chart_wva(control_plane, kube, wva_release, tmp_path, "cut-b", **env)
@@ -427,7 +348,7 @@ def test_a_leader_cut_off_from_the_apiserver_steps_down_before_the_standby_takes
         wait_until(lambda: leader_gauge(leader) == 1.0, 30, "the proxied process leads")
         standby.start("--namespace", namespace)
         standby.wait_ready(90)
-        with PortLoadDriver(kube, namespace, APP, port) as load:
+        with LoadDriver(kube, namespace, APP) as load:
             load.set(**IDLE)
             wait_until(lambda: gauge(leader.metrics(), "wva_desired_replicas", namespace, APP) == 1.0, 60,
                        f"the leader's decision; its log:\n{leader.tail()}")

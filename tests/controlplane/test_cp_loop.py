@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
-from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import ControlPlane
 from conftest import Release
@@ -25,6 +24,7 @@ from cpsupport import (
     desired_replicas,
     get_va,
     ready_pods,
+    samples,
     server_side_apply,
     variant,
     vllm_deployment,
@@ -44,11 +44,9 @@ PATHS = {
 
 
 def gauge(metrics: str, name: str, namespace: str, variant_name: str) -> float | None:
-    for family in text_string_to_metric_families(metrics):
-        for sample in family.samples:
-            key = (sample.labels.get("namespace"), sample.labels.get("variant_name"))
-            if sample.name == name and key == (namespace, variant_name):
-                return float(sample.value)
+    for labels, value in samples(metrics, name):
+        if (labels.get("namespace"), labels.get("variant_name")) == (namespace, variant_name):
+            return value
     return None
 
 

@@ -12,9 +12,8 @@ to a correct status within a few engine cycles: TargetResolved True, MetricsAvai
 the saturated ones, with a matching ``wva_desired_replicas`` series for each; with nothing in its log
 about a Traceback or a 403/Forbidden, and without losing its leader Lease in the burst. Actuation is
 ``hpa`` here (decisions published, not applied), so the expected numbers follow from the load alone and
-the pod count stays at 200; the test checks that no Deployment was scaled. The pods serve on a port of
-the test's own (``test_cp_leader.pod_port``). Afterwards the namespace is deleted and every pod process
-must end.
+the pod count stays at 200; the test checks that no Deployment was scaled. Afterwards the namespace is
+deleted and every pod process must end.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
-from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import ControlPlane
 from conftest import Release
@@ -38,12 +36,13 @@ from cpsupport import (
     create_va,
     delete_namespace,
     desired_replicas,
+    samples,
+    set_load,
     variant,
     vllm_deployment,
     wait_until,
 )
 from node_agent import NodePool
-from test_cp_leader import on_port, pod_port, set_pod_load
 from test_cp_loop import IDLE, SATURATED
 from wva.api.constants import GROUP, PLURAL, VERSION
 from wva.sim.prometheus import LocalPrometheus
@@ -65,9 +64,9 @@ def expected_replicas(i: int) -> int:
     return MAX_REPLICAS if saturated(i) else MIN_REPLICAS
 
 
-def gpu_free_deployment(i: int, namespace: str, port: int) -> dict[str, Any]:
+def gpu_free_deployment(i: int, namespace: str) -> dict[str, Any]:
     """The emulator Deployment of ``vllm_deployment`` without the GPU request and the GPU node selector."""
-    body = on_port(vllm_deployment(name_of(i), namespace, f"scale/model-{i:03d}", replicas=1), port)
+    body = vllm_deployment(name_of(i), namespace, f"scale/model-{i:03d}", replicas=1)
     pod_spec = body["spec"]["template"]["spec"]
     pod_spec.pop("nodeSelector")
     pod_spec["containers"][0].pop("resources")
@@ -76,20 +75,14 @@ def gpu_free_deployment(i: int, namespace: str, port: int) -> dict[str, Any]:
 
 def engine_cycles(metrics: str) -> float:
     """``wva_engine_cycles_total`` summed over outcomes."""
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(metrics)
-        for sample in family.samples
-        if sample.name == "wva_engine_cycles_total"
-    )
+    return sum(value for _, value in samples(metrics, "wva_engine_cycles_total"))
 
 
 def desired_gauges(metrics: str, namespace: str) -> dict[str, float]:
     return {
-        sample.labels["variant_name"]: float(sample.value)
-        for family in text_string_to_metric_families(metrics)
-        for sample in family.samples
-        if sample.name == "wva_desired_replicas" and sample.labels.get("namespace") == namespace
+        labels["variant_name"]: value
+        for labels, value in samples(metrics, "wva_desired_replicas")
+        if labels.get("namespace") == namespace
     }
 
 
@@ -135,7 +128,6 @@ def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_fe
     tmp_path: Path,
 ) -> None:
     core, apps = k8s.CoreV1Api(kube), k8s.AppsV1Api(kube)
-    port = pod_port()
     timings: dict[str, float] = {}
     lease = f"wva-leader-{namespace}"[:63].rstrip("-")
     wva = chart_wva(
@@ -154,7 +146,7 @@ def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_fe
         for i in range(COUNT):
             body = variant(name_of(i), namespace, f"scale/model-{i:03d}", accelerator="L4", cost="5",
                            min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS)
-            deployment = gpu_free_deployment(i, namespace, port)
+            deployment = gpu_free_deployment(i, namespace)
             jobs.append(lambda body=body: create_va(kube, body))
             jobs.append(lambda deployment=deployment: apps.create_namespaced_deployment(namespace, deployment))
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -168,7 +160,7 @@ def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_fe
         timings[f"{COUNT} pods ready"] = time.monotonic() - started
         with ThreadPoolExecutor(max_workers=16) as pool:
             for future in [
-                pool.submit(set_pod_load, ips[name_of(i)], port, **(SATURATED if saturated(i) else IDLE))
+                pool.submit(set_load, ips[name_of(i)], **(SATURATED if saturated(i) else IDLE))
                 for i in range(COUNT)
             ]:
                 future.result()
