@@ -88,8 +88,11 @@ def test_printer_columns_in_order() -> None:
         ("CurrentReplicas", "integer", ".status.currentAlloc.numReplicas"),
         ("Optimized", "string", ".status.desiredOptimizedAlloc.numReplicas"),
         ("MetricsReady", "string", ".status.conditions[?(@.type=='MetricsAvailable')].status"),
+        ("Reason", "string", ".status.lastDecision.reason"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
+    # the decision's reason code is shown by ``kubectl get va -o wide`` only (upstream's columns stay as they are)
+    assert [c["name"] for c in columns if c.get("priority", 0) > 0] == ["Reason"]
 
 
 def test_list_and_map_markers() -> None:

@@ -141,8 +141,8 @@ async def test_saturated_group_scales_cheapest_variant_up_by_one(env: Any) -> No
     assert engine.emitter.value("wva_desired_replicas", variant_name="cheap", namespace=NS,
                                 accelerator_type="A100") == 3
     # every replica saturated: no spare anywhere, both triggers fire
-    assert ("cheap", "ScaledUp", "desired replicas 2 -> 3: saturation-only mode: scale-up; "
-            "both KV spare (0.000 < 0.100) and queue spare (0.0 < 3.0)") in kube.events
+    assert ("cheap", "ScaledUp", "ScaleUpKVAndQueueSpareLow: 2→3: all 4 reporting replicas are saturated "
+            "(no spare capacity); cheapest variant below its maximum") in kube.events
     cond = conditions(kube, "cheap")
     assert cond["OptimizationReady"]["reason"] == "SaturationOnlyMode"
     assert cond["MetricsAvailable"]["status"] == "True"

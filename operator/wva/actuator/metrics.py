@@ -88,9 +88,16 @@ class MetricsEmitter:
             labels,
             registry=self.registry,
         )
+        self.shadow_desired = Gauge(
+            "wva_shadow_desired_replicas",
+            "Replicas the model's shadow (candidate) configuration would decide; never acted on.",
+            labels,
+            registry=self.registry,
+        )
         self.operator = OperatorMetrics(self.registry)
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._shadow_series: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def _labels(self, variant_name: str, namespace: str, accelerator: str) -> tuple[str, ...]:
         base = (variant_name, namespace, accelerator)
@@ -108,9 +115,27 @@ class MetricsEmitter:
             self.current.labels(*labels).set(current)
             self.ratio.labels(*labels).set(desired / current if current > 0 else desired)
 
+    def emit_shadow(self, variant_name: str, namespace: str, accelerator: str, desired: int | None) -> None:
+        """Publish (or, with None, drop) what the shadow configuration would decide for one variant."""
+        key = (namespace, variant_name)
+        labels = self._labels(variant_name, namespace, accelerator)
+        with self._lock:
+            previous = self._shadow_series.get(key)
+            if previous is not None and (desired is None or previous != labels):
+                with contextlib.suppress(KeyError):
+                    self.shadow_desired.remove(*previous)
+                self._shadow_series.pop(key, None)
+            if desired is not None:
+                self._shadow_series[key] = labels
+                self.shadow_desired.labels(*labels).set(desired)
+
     def remove(self, variant_name: str, namespace: str) -> bool:
         """Drop a deleted variant's series. Returns whether it had any."""
         with self._lock:
+            shadow = self._shadow_series.pop((namespace, variant_name), None)
+            if shadow is not None:
+                with contextlib.suppress(KeyError):
+                    self.shadow_desired.remove(*shadow)
             labels = self._series.pop((namespace, variant_name), None)
             if labels is None:
                 return False
@@ -123,6 +148,10 @@ class MetricsEmitter:
             for labels in self._series.values():
                 self._remove_labels(labels)
             self._series.clear()
+            for labels in self._shadow_series.values():
+                with contextlib.suppress(KeyError):
+                    self.shadow_desired.remove(*labels)
+            self._shadow_series.clear()
 
     def series(self) -> dict[tuple[str, str], tuple[str, ...]]:
         with self._lock:

@@ -18,13 +18,14 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wva.api.v1alpha1 import (
     ActuationStatus,
     Allocation,
     Condition,
+    LastDecision,
     OptimizedAlloc,
     VariantAutoscalingStatus,
     set_condition,
@@ -44,6 +45,17 @@ class ConditionUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class DecisionSummary:
+    """``status.lastDecision``. Only the code and the config hash make a write due; the message's
+    numbers, the record id and the time ride along with writes made for other reasons (and the heartbeat)."""
+
+    code: str
+    config_hash: str
+    message: str = field(default="", compare=False)
+    record_id: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True)
 class StatusUpdate:
     """What one cycle (or handler) wants to change; None fields are left as they are."""
 
@@ -51,6 +63,7 @@ class StatusUpdate:
     desired: tuple[int, str] | None = None  # (replicas, accelerator)
     current_alloc: Allocation | None = None
     actuation_applied: bool | None = None
+    decision: DecisionSummary | None = None
 
 
 class StatusWriter:
@@ -102,9 +115,19 @@ class StatusWriter:
         actuation = status.actuation
         if update.actuation_applied is not None:
             actuation = ActuationStatus(applied=update.actuation_applied)
+        last_decision = status.last_decision
+        if update.decision is not None:
+            last_decision = LastDecision(
+                reason=update.decision.code,
+                message=update.decision.message[:1024],
+                record_id=update.decision.record_id[:64] or None,
+                config_hash=update.decision.config_hash[:64] or None,
+                time=now,
+            )
         return VariantAutoscalingStatus(
             current_alloc=update.current_alloc or status.current_alloc,
             desired_optimized_alloc=desired,
+            last_decision=last_decision,
             actuation=actuation,
             conditions=conditions,
         )
@@ -220,9 +243,18 @@ class StatusWriter:
         return last is None or time.monotonic() - last >= self.heartbeat
 
 
+_VOLATILE_DECISION_FIELDS = frozenset({"message", "recordID", "time"})
+
+
 def _comparable(body: dict[str, Any]) -> dict[str, Any]:
-    """The status without the parts that change every cycle (``lastRunTime``)."""
+    """The status without the parts that change every cycle (``lastRunTime``, the decision's numbers and id)."""
     desired = body.get("desiredOptimizedAlloc")
-    if desired is None or "lastRunTime" not in desired:
+    decision = body.get("lastDecision")
+    if (desired is None or "lastRunTime" not in desired) and decision is None:
         return body
-    return {**body, "desiredOptimizedAlloc": {k: v for k, v in desired.items() if k != "lastRunTime"}}
+    out = dict(body)
+    if desired is not None:
+        out["desiredOptimizedAlloc"] = {k: v for k, v in desired.items() if k != "lastRunTime"}
+    if decision is not None:
+        out["lastDecision"] = {k: v for k, v in decision.items() if k not in _VOLATILE_DECISION_FIELDS}
+    return out

@@ -50,6 +50,7 @@ DEFAULT_MIN_REPLICAS = 1
 DECIMAL_PATTERN = r"^\d+(\.\d+)?$"
 #: metav1.Condition's reason and type patterns.
 CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+DECISION_REASON_PATTERN = r"^[A-Z][A-Za-z0-9]*$"
 CONDITION_TYPE_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
@@ -270,6 +271,16 @@ class ActuationStatus(_Model):
     applied: Bool
 
 
+class LastDecision(_Model):
+    """``status.lastDecision``: what decided this variant's replicas (see wva.decisions.codes)."""
+
+    reason: str = Field(max_length=64, pattern=DECISION_REASON_PATTERN)
+    message: str = Field(max_length=1024)
+    record_id: str | None = Field(default=None, alias="recordID", max_length=64)
+    config_hash: str | None = Field(default=None, alias="configHash", max_length=64)
+    time: Time | None = None
+
+
 class Condition(_Model):
     """A ``metav1.Condition``."""
 
@@ -284,6 +295,7 @@ class Condition(_Model):
 class VariantAutoscalingStatus(_Model):
     current_alloc: Allocation | None = Field(default=None, alias="currentAlloc")
     desired_optimized_alloc: OptimizedAlloc | None = Field(default=None, alias="desiredOptimizedAlloc")
+    last_decision: LastDecision | None = Field(default=None, alias="lastDecision")
     actuation: ActuationStatus | None = None
     conditions: list[Condition] = Field(default_factory=list)
 

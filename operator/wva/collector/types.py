@@ -42,6 +42,11 @@ class ReplicaMetrics:
     accelerator_name: str = ""
     cost: float = DEFAULT_VARIANT_COST
     metadata: ReplicaMetricsMetadata | None = field(default=None, compare=False)
+    # the older of the two samples' own timestamps (0: not known), and which signals had a series
+    # at all: a missing one reads as 0 in the rules (upstream) but is recorded as unknown
+    sample_time: float = field(default=0.0, compare=False)
+    kv_known: bool = field(default=True, compare=False)
+    queue_known: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,18 +26,24 @@ from wva.collector.types import DEFAULT_VARIANT_COST, ReplicaMetrics
 from wva.saturation.config import SaturationScalingConfig
 
 __all__ = [
+    "ANALYZER_VERSION",
     "MIN_NON_SATURATED_REPLICAS_FOR_SCALE_DOWN",
     "ModelSaturationAnalysis",
+    "ScaleDownCheck",
+    "TargetPlan",
     "VariantReplicaState",
     "VariantSaturationAnalysis",
     "analyze_model_saturation",
     "calculate_saturation_targets",
     "clamp_target",
+    "plan_saturation_targets",
 ]
 
 logger = logging.getLogger(__name__)
 
 MIN_NON_SATURATED_REPLICAS_FOR_SCALE_DOWN = 2
+ANALYZER_VERSION = "saturation/1"
+"""Names the rules below; decision records carry it, so a record says which rules made it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,18 @@ class VariantSaturationAnalysis:
 
 
 @dataclass(frozen=True, slots=True)
+class ScaleDownCheck:
+    """The N-1 redistribution check: the non-saturated replicas' load spread over one replica fewer."""
+
+    non_saturated: int = 0
+    kv_after: float = 0.0  # average KV usage per replica after removing one
+    queue_after: float = 0.0
+    kv_spare_after: float = 0.0
+    queue_spare_after: float = 0.0
+    safe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ModelSaturationAnalysis:
     """Saturation of one model group and the two scaling signals derived from it."""
 
@@ -80,6 +98,7 @@ class ModelSaturationAnalysis:
     scale_down_safe: bool = False
     scale_up_reason: str = ""
     variant_analyses: list[VariantSaturationAnalysis] = field(default_factory=list)
+    scale_down_check: ScaleDownCheck | None = None
 
 
 def _is_saturated(replica: ReplicaMetrics, config: SaturationScalingConfig) -> bool:
@@ -132,7 +151,7 @@ def _scale_up_reason(kv_spare: float, queue_spare: float, config: SaturationScal
     return ""
 
 
-def _scale_down_safe(replicas: Sequence[ReplicaMetrics], config: SaturationScalingConfig) -> bool:
+def _scale_down_check(replicas: Sequence[ReplicaMetrics], config: SaturationScalingConfig) -> ScaleDownCheck:
     """Would the non-saturated replicas' load, spread over one replica fewer, keep both spares?"""
     kv_total = 0.0
     queue_total = 0
@@ -144,13 +163,19 @@ def _scale_down_safe(replicas: Sequence[ReplicaMetrics], config: SaturationScali
         queue_total += replica.queue_length
         count += 1
     if count < MIN_NON_SATURATED_REPLICAS_FOR_SCALE_DOWN:
-        return False
+        return ScaleDownCheck(non_saturated=count)
     remaining = float(count - 1)
     kv_after = kv_total / remaining
     queue_after = float(queue_total) / remaining
-    return (
-        config.kv_cache_threshold - kv_after >= config.kv_spare_trigger
-        and config.queue_length_threshold - queue_after >= config.queue_spare_trigger
+    kv_spare = config.kv_cache_threshold - kv_after
+    queue_spare = config.queue_length_threshold - queue_after
+    return ScaleDownCheck(
+        non_saturated=count,
+        kv_after=kv_after,
+        queue_after=queue_after,
+        kv_spare_after=kv_spare,
+        queue_spare_after=queue_spare,
+        safe=kv_spare >= config.kv_spare_trigger and queue_spare >= config.queue_spare_trigger,
     )
 
 
@@ -186,6 +211,7 @@ def analyze_model_saturation(
     avg_queue = weighted_queue / non_saturated if non_saturated else 0.0
 
     reason = _scale_up_reason(avg_kv, avg_queue, config)
+    check = _scale_down_check(replicas, config)
     analysis = ModelSaturationAnalysis(
         model_id=model_id,
         namespace=namespace,
@@ -195,9 +221,10 @@ def analyze_model_saturation(
         avg_spare_kv_capacity=avg_kv,
         avg_spare_queue_length=avg_queue,
         should_scale_up=bool(reason),
-        scale_down_safe=_scale_down_safe(replicas, config),
+        scale_down_safe=check.safe,
         scale_up_reason=reason,
         variant_analyses=variants,
+        scale_down_check=check,
     )
     logger.debug(
         "saturation analysed model=%s namespace=%s replicas=%d non_saturated=%d spare_kv=%.3f "
@@ -206,6 +233,26 @@ def analyze_model_saturation(
         analysis.should_scale_up, analysis.scale_down_safe,
     )
     return analysis
+
+
+@dataclass(frozen=True, slots=True)
+class TargetPlan:
+    """Replica targets and how they came about, for decision records.
+
+    ``preserved``: variants whose previous decision is still rolling out (held at it);
+    ``not_reporting``: variants held at their current count because not all replicas reported;
+    ``direction``: the step the model asked for ("up", "down" or "none");
+    ``candidates``: the variants eligible for that step; ``at_bound``: those a bound kept out of it;
+    ``chosen``: the variant that took the step, if any.
+    """
+
+    targets: dict[str, int]
+    preserved: frozenset[str] = frozenset()
+    not_reporting: frozenset[str] = frozenset()
+    direction: str = "none"
+    candidates: tuple[str, ...] = ()
+    at_bound: tuple[str, ...] = ()
+    chosen: str | None = None
 
 
 def calculate_saturation_targets(
@@ -223,13 +270,23 @@ def calculate_saturation_targets(
     at its maximum is not chosen for the scale-up step, nor one at max(1, minimum) for scale-down,
     so the step goes to the next variant by cost. Without bounds the rule is upstream's exactly.
     """
+    return plan_saturation_targets(analysis, states, bounds).targets
+
+
+def plan_saturation_targets(
+    analysis: ModelSaturationAnalysis | None,
+    states: Sequence[VariantReplicaState],
+    bounds: Mapping[str, tuple[int, int | None]] | None = None,
+) -> TargetPlan:
+    """:func:`calculate_saturation_targets` with the reasons kept."""
     if analysis is None or not analysis.variant_analyses:
-        return {state.variant_name: state.current_replicas for state in states}
+        return TargetPlan({state.variant_name: state.current_replicas for state in states})
 
     state_by_name = {state.variant_name: state for state in states}
     targets: dict[str, int] = {}
     costs: dict[str, float] = {}
     preserved: set[str] = set()
+    not_reporting: set[str] = set()
     for variant in analysis.variant_analyses:
         name = variant.variant_name
         state = state_by_name.get(name) or VariantReplicaState(name, 0, 0)
@@ -237,6 +294,8 @@ def calculate_saturation_targets(
         stable = desired == 0 or desired == current
         all_reporting = variant.replica_count == current
         targets[name] = variant.replica_count if stable and all_reporting else current
+        if not all_reporting:
+            not_reporting.add(name)
         if desired not in (0, current):
             # wva's previous decision is still rolling out: hold it, and act elsewhere.
             targets[name] = desired
@@ -247,17 +306,31 @@ def calculate_saturation_targets(
     # wva's own bounds (spec.minReplicas/maxReplicas): a variant at its bound cannot take this
     # cycle's step, so the step goes to the next candidate instead of being clamped away
     limits = bounds or {}
-    movable_up = [n for n in movable if _below_max(targets[n], limits.get(n))]
-    if analysis.should_scale_up:
-        if movable_up:
-            chosen = min(movable_up, key=lambda n: (costs[n], n))
+    direction = "up" if analysis.should_scale_up else "down" if analysis.scale_down_safe else "none"
+    candidates: list[str] = []
+    at_bound: list[str] = []
+    chosen: str | None = None
+    if direction == "up":
+        candidates = [n for n in movable if _below_max(targets[n], limits.get(n))]
+        at_bound = [n for n in movable if n not in candidates]
+        if candidates:
+            chosen = min(candidates, key=lambda n: (costs[n], n))
             targets[chosen] += 1
-    elif analysis.scale_down_safe:
-        shrinkable = [n for n in movable if targets[n] > max(1, limits.get(n, (1, None))[0])]
-        if shrinkable:
-            chosen = max(shrinkable, key=lambda n: (costs[n], n))
+    elif direction == "down":
+        candidates = [n for n in movable if targets[n] > max(1, limits.get(n, (1, None))[0])]
+        at_bound = [n for n in movable if n not in candidates]
+        if candidates:
+            chosen = max(candidates, key=lambda n: (costs[n], n))
             targets[chosen] -= 1
-    return targets
+    return TargetPlan(
+        targets=targets,
+        preserved=frozenset(preserved),
+        not_reporting=frozenset(not_reporting - preserved),
+        direction=direction,
+        candidates=tuple(sorted(candidates, key=lambda n: (costs[n], n))),
+        at_bound=tuple(sorted(at_bound)),
+        chosen=chosen,
+    )
 
 
 def _below_max(target: int, bound: tuple[int, int | None] | None) -> bool:

@@ -99,6 +99,8 @@ class SaturationScalingConfig(BaseModel):
     queue_spare_trigger: float = Field(default=3.0, alias="queueSpareTrigger")
     model_id: str | None = None
     namespace: str | None = None
+    # a candidate configuration evaluated next to this one and never acted on (shadow mode)
+    shadow: SaturationScalingConfig | None = None
 
     @field_validator(*THRESHOLD_FIELDS, mode="before")
     @classmethod
@@ -109,6 +111,18 @@ class SaturationScalingConfig(BaseModel):
     @classmethod
     def _check_text(cls, value: Any) -> Any:
         return _optional_text(value)
+
+    @field_validator("shadow", mode="before")
+    @classmethod
+    def _check_shadow(cls, value: Any) -> Any:
+        if value is None or isinstance(value, SaturationScalingConfig):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"expected a mapping of thresholds, got {value!r}")
+        extra = sorted(str(k) for k in value if str(k) not in THRESHOLD_FIELDS.values() and k not in THRESHOLD_FIELDS)
+        if extra:
+            raise ValueError(f"a shadow holds thresholds only, not {', '.join(extra)}")
+        return value
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> SaturationScalingConfig:
@@ -165,8 +179,11 @@ BUILTIN_DEFAULT: Final = SaturationScalingConfig()
 def merge_override(
     base: SaturationScalingConfig, override: SaturationScalingConfig
 ) -> SaturationScalingConfig:
-    """``base`` with the thresholds ``override`` sets replaced; model_id/namespace come from ``override``."""
-    values = base.model_dump()
+    """``base`` with the thresholds ``override`` sets replaced; model_id/namespace come from ``override``.
+
+    The result carries no shadow: a shadow is resolved per entry (:func:`_resolve`).
+    """
+    values = base.model_dump(exclude={"shadow"})
     values.update({name: getattr(override, name) for name in override.thresholds_set()})
     values["model_id"] = override.model_id
     values["namespace"] = override.namespace
@@ -228,6 +245,15 @@ def _resolve(
         merged.validate_thresholds()
     except ValueError as exc:
         raise ValueError(f"entry {key!r}: {exc}") from None
+    if raw.shadow is not None:
+        # the candidate is this entry's effective configuration with the shadow's thresholds replaced
+        candidate = merge_override(merged, raw.shadow.model_copy(update={"model_id": merged.model_id,
+                                                                        "namespace": merged.namespace}))
+        try:
+            candidate.validate_thresholds()
+        except ValueError as exc:
+            raise ValueError(f"entry {key!r}: shadow: {exc}") from None
+        merged = merged.model_copy(update={"shadow": candidate})
     return merged
 
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from wva.actuator.metrics import MetricsEmitter
-from wva.actuator.status import ConditionUpdate, StatusUpdate, StatusWriter
+from wva.actuator.status import ConditionUpdate, DecisionSummary, StatusUpdate, StatusWriter
 from wva.api.v1alpha1 import (
     CONDITION_METRICS_AVAILABLE,
     CONDITION_OPTIMIZATION_READY,
@@ -34,15 +34,9 @@ from wva.api.v1alpha1 import (
 )
 from wva.collector import MetricsCollector
 from wva.collector.types import AvailabilityReason, MetricsValidationResult, OptimizerMetrics, ReplicaMetrics
+from wva.decisions import DecisionStore, GroupDecision, VariantInput, decide_group
 from wva.inventory import DeploymentRecord, Inventory, VariantRecord
 from wva.kube import KubeClient, KubeError
-from wva.saturation.analyzer import (
-    ModelSaturationAnalysis,
-    VariantReplicaState,
-    analyze_model_saturation,
-    calculate_saturation_targets,
-    clamp_target,
-)
 from wva.saturation.config import SaturationConfigStore
 from wva.tasks import cancel_and_wait
 
@@ -115,6 +109,7 @@ class SaturationEngine:
         direct_actuation: bool = False,
         max_concurrent_groups: int = 16,
         group_by_accelerator: bool = True,
+        decisions: DecisionStore | None = None,
     ) -> None:
         self.inventory = inventory
         self.collector = collector
@@ -125,6 +120,7 @@ class SaturationEngine:
         self.interval = interval
         self.direct_actuation = direct_actuation
         self.group_by_accelerator = group_by_accelerator
+        self.decisions = decisions if decisions is not None else DecisionStore()
         self._max_groups = max_concurrent_groups
         self._task: asyncio.Task[None] | None = None
         self._cycle_lock = asyncio.Lock()
@@ -284,10 +280,9 @@ class SaturationEngine:
             if collected.error is not None:
                 report.group_errors[key] = collected.error
                 self.emitter.operator.errors.labels("collector", "group").inc()
-            targets, reasons = self._decide(model_id, namespace, members, collected)
-            await asyncio.gather(
-                *(self._apply(rec, dep, collected, targets, reasons, report) for rec, dep in members)
-            )
+            decision = self._decide(model_id, namespace, members, collected)
+            self.decisions.add(decision.record, (record.key for record in records))
+            await asyncio.gather(*(self._apply(rec, dep, collected, decision, report) for rec, dep in members))
         except Exception as exc:
             report.group_errors[key] = f"{type(exc).__name__}: {exc}"
             self.emitter.operator.errors.labels("engine", "group").inc()
@@ -336,45 +331,45 @@ class SaturationEngine:
         namespace: str,
         members: list[tuple[VariantRecord, DeploymentRecord]],
         collected: _GroupMetrics,
-    ) -> tuple[dict[str, int], dict[str, str]]:
-        if not collected.replicas:
-            return {}, {}
-        config = self.config_store.get(model_id, namespace)
-        analysis = analyze_model_saturation(model_id, namespace, collected.replicas, config)
-        states = [
-            VariantReplicaState(record.name, deployment.current_replicas, record.previous_desired)
+    ) -> GroupDecision:
+        variants = [
+            VariantInput(
+                name=record.name,
+                accelerator=record.accelerator,
+                cost=record.cost,
+                current_replicas=deployment.current_replicas,
+                previous_desired=record.previous_desired,
+                min_replicas=record.min_replicas,
+                max_replicas=record.max_replicas,
+                pods=tuple(p.name for p in self.inventory.ready_pods(namespace, deployment.name)),
+            )
             for record, deployment in members
         ]
-        analysis = _no_scale_down_on_missing_data(analysis, members)
-        by_name = {record.name: record for record, _ in members}
-        bounds = {name: (r.min_replicas, r.max_replicas) for name, r in by_name.items()}
-        raw = calculate_saturation_targets(analysis, states, bounds)
-        targets = {
-            name: clamp_target(t, by_name[name].min_replicas, by_name[name].max_replicas)
-            for name, t in raw.items()
-            if name in by_name
-        }
-        reason = analysis.scale_up_reason or ("scale-down safe" if analysis.scale_down_safe else "steady")
-        return targets, dict.fromkeys(targets, reason)
+        unavailable = collected.error
+        if unavailable is None and not collected.availability.available:
+            unavailable = collected.availability.message
+        return decide_group(
+            model_id, namespace, variants, collected.replicas, self.config_store.get(model_id, namespace),
+            now=time.time(), unavailable=unavailable, source=collected.source,
+        )
 
     async def _apply(
         self,
         record: VariantRecord,
         deployment: DeploymentRecord,
         collected: _GroupMetrics,
-        targets: dict[str, int],
-        reasons: dict[str, str],
+        group: GroupDecision,
         report: CycleReport,
     ) -> None:
         previous = record.previous_desired
         current = deployment.current_replicas
-        decided = record.name in targets
+        outcome = group.outcome(record.name)
+        decided = outcome.decided
+        target = outcome.target
         if decided:
-            target = targets[record.name]
             action = "scale-up" if target > current else "scale-down" if target < current else "no-change"
-            reason = f"saturation-only mode: {action}; {reasons[record.name]}"
+            reason = f"saturation-only mode: {action}; {group.analysis_reason}"
         else:
-            target = clamp_target(previous if previous > 0 else current, record.min_replicas, record.max_replicas)
             reason = "No scaling decision (optimization loop)"
         decision = Decision(
             record.name, record.namespace, record.accelerator, current, previous, target, reason, decided
@@ -406,6 +401,10 @@ class SaturationEngine:
             )
 
         self.emitter.emit(record.name, record.namespace, record.accelerator, target, deployment.status_replicas)
+        shadow = group.record.shadow
+        shadow_outcome = next((o for o in shadow.outcomes if o.variant == record.name), None) if shadow else None
+        self.emitter.emit_shadow(record.name, record.namespace, record.accelerator,
+                                 shadow_outcome.target if shadow_outcome is not None else None)
         applied = True
         if self.direct_actuation and target != deployment.spec_replicas:
             applied = await self._scale(record, target)
@@ -416,6 +415,9 @@ class SaturationEngine:
                 desired=(target, record.accelerator),
                 current_alloc=_allocation(record, deployment, collected.optimizer),
                 actuation_applied=applied,
+                decision=DecisionSummary(
+                    outcome.code, group.record.config_hash, outcome.message, group.record.record_id
+                ),
             ),
         )
         if target != decision.previous_or_current and decided:
@@ -425,12 +427,13 @@ class SaturationEngine:
             direction = "up" if target > decision.previous_or_current else "down"
             self.emitter.operator.decisions.labels(record.namespace, record.name, direction).inc()
             log.info(
-                "Scaling decision namespace=%s va=%s model=%s from=%d to=%d reason=%s",
-                record.namespace, record.name, record.model_id, decision.previous_or_current, target, reason,
+                "Scaling decision namespace=%s va=%s model=%s from=%d to=%d code=%s record=%s reason=%s",
+                record.namespace, record.name, record.model_id, decision.previous_or_current, target,
+                outcome.code, group.record.record_id, reason,
             )
             await self._event(
                 record, "Normal", "ScaledUp" if direction == "up" else "ScaledDown",
-                f"desired replicas {decision.previous_or_current} -> {target}: {reason}",
+                f"{outcome.code}: {outcome.message}",
             )
 
     async def _scale(self, record: VariantRecord, target: int) -> bool:
@@ -455,26 +458,10 @@ class SaturationEngine:
 
     def forget(self, namespace: str, name: str) -> None:
         """A VA was deleted: drop its series and per-VA state."""
+        self.decisions.forget(namespace, name)
         self.emitter.remove(name, namespace)
         self.status_writer.forget(namespace, name)
         self._reported_problems.pop((namespace, name), None)
-
-
-def _no_scale_down_on_missing_data(
-    analysis: ModelSaturationAnalysis, members: list[tuple[VariantRecord, DeploymentRecord]]
-) -> ModelSaturationAnalysis:
-    """Block scale-down when some replicas did not report: their load is unknown, not zero."""
-    if not analysis.scale_down_safe:
-        return analysis
-    reporting = {v.variant_name: v.replica_count for v in analysis.variant_analyses}
-    for record, deployment in members:
-        if reporting.get(record.name, 0) < deployment.current_replicas:
-            log.info(
-                "Scale-down blocked: replicas without metrics namespace=%s va=%s reporting=%d current=%d",
-                record.namespace, record.name, reporting.get(record.name, 0), deployment.current_replicas,
-            )
-            return dataclasses.replace(analysis, scale_down_safe=False)
-    return analysis
 
 
 def _target_condition(record: VariantRecord, deployment: DeploymentRecord | None) -> ConditionUpdate:

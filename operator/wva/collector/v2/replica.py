@@ -40,6 +40,7 @@ def pod_label(labels: object) -> str:
 class _PodSample:
     kv: float | None = None
     queue: int | None = None
+    stamp: float = 0.0
 
 
 class ReplicaMetricsCollector:
@@ -83,11 +84,15 @@ class ReplicaMetricsCollector:
         pods: dict[str, _PodSample] = {}
         kv = self._checked(results, promql.Q_KV_CACHE_USAGE, "KV cache query failed")
         invalid: set[str] = set()
-        for pod, value in self._pod_values(kv, now, invalid):
-            pods.setdefault(pod, _PodSample()).kv = value
+        for pod, value, stamp in self._pod_values(kv, now, invalid):
+            sample = pods.setdefault(pod, _PodSample())
+            sample.kv = value
+            sample.stamp = min(sample.stamp, stamp) if sample.stamp else stamp
         queue = self._checked(results, promql.Q_QUEUE_LENGTH, "queue length query failed")
-        for pod, value in self._pod_values(queue, now, invalid):
-            pods.setdefault(pod, _PodSample()).queue = int(value)  # truncation, as upstream
+        for pod, value, stamp in self._pod_values(queue, now, invalid):
+            sample = pods.setdefault(pod, _PodSample())
+            sample.queue = int(value)  # truncation, as upstream
+            sample.stamp = min(sample.stamp, stamp) if sample.stamp else stamp
         for pod in sorted(invalid):
             # a broken reading is unknown load, not zero load: the pod counts as not reporting
             pods.pop(pod, None)
@@ -123,6 +128,9 @@ class ReplicaMetricsCollector:
                     accelerator_name=variant.accelerator_name,
                     cost=variant.cost,
                     metadata=metadata,
+                    sample_time=sample.stamp,
+                    kv_known=sample.kv is not None,
+                    queue_known=sample.queue is not None,
                 )
             )
         out.sort(key=lambda r: (r.variant_name, r.pod_name))
@@ -137,8 +145,12 @@ class ReplicaMetricsCollector:
             raise MetricsCollectionError(f"{what}: {result.error}")
         return result
 
-    def _pod_values(self, result: MetricResult, now: float, invalid: set[str]) -> list[tuple[str, float]]:
-        """(pod, value) of every fresh sample; pods with a NaN, infinite or negative reading go to ``invalid``."""
+    def _pod_values(
+        self, result: MetricResult, now: float, invalid: set[str]
+    ) -> list[tuple[str, float, float]]:
+        """(pod, value, sample timestamp) of every fresh sample.
+
+        Pods with a NaN, infinite or negative reading go to ``invalid``."""
         out = []
         for value in result.values:
             pod = pod_label(value.labels)
@@ -163,5 +175,5 @@ class ReplicaMetricsCollector:
                     now - value.timestamp,
                 )
                 continue
-            out.append((pod, value.value))
+            out.append((pod, value.value, value.timestamp))
         return out

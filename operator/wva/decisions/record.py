@@ -1,0 +1,249 @@
+"""Decision records: what one cycle saw, computed and chose for one model group.
+
+A record is immutable and holds references to the cycle's own objects (the collector's
+``ReplicaMetrics``, the analyzer's results), so keeping one costs a few small tuples, not a copy
+of the inputs. Its JSON form (:meth:`DecisionRecord.to_dict`) is built only when someone asks:
+``/debug/decisions``, ``wva explain``, ``wva backtest --output json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wva.collector.types import ReplicaMetrics
+from wva.saturation.analyzer import ModelSaturationAnalysis, TargetPlan
+from wva.saturation.config import SaturationScalingConfig
+
+RECORD_SCHEMA = "wva.decision/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class VariantInput:
+    """One variant as the engine sees it when deciding: Kubernetes state, bounds and cost."""
+
+    name: str
+    accelerator: str = ""
+    cost: float = 10.0
+    current_replicas: int = 0
+    previous_desired: int = 0  # wva's last decision (0: none yet)
+    min_replicas: int = 1
+    max_replicas: int | None = None
+    pods: tuple[str, ...] = ()  # the pods Kubernetes says serve it (ready), when known
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A rule outside the two saturation rules that changed (or fixed) a variant's outcome."""
+
+    name: str  # unknown-signal-hold, pending-decision, replicas-not-reporting, max-bound, min-bound, clamp
+    variant: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class VariantOutcome:
+    variant: str
+    current: int
+    previous_desired: int
+    target: int
+    decided: bool  # False: no fresh decision (metrics missing); the last one holds
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowDecision:
+    """What the candidate configuration would have decided in the same cycle (never acted on)."""
+
+    config: SaturationScalingConfig
+    config_hash: str
+    rule: str
+    outcomes: tuple[VariantOutcome, ...]
+    analysis: ModelSaturationAnalysis | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    record_id: str
+    time: float
+    model_id: str
+    namespace: str
+    engine_version: str
+    analyzer_version: str
+    config: SaturationScalingConfig
+    config_hash: str
+    variants: tuple[VariantInput, ...]
+    replicas: tuple[ReplicaMetrics, ...]
+    unavailable: str | None  # why there was no usable data, when there was none
+    source: str | None
+    analysis: ModelSaturationAnalysis | None
+    plan: TargetPlan | None
+    rule: str  # scale-up, scale-down, steady, no-metrics
+    guards: tuple[Guard, ...]
+    outcomes: tuple[VariantOutcome, ...]
+    shadow: ShadowDecision | None = field(default=None)
+
+    def outcome(self, variant: str) -> VariantOutcome | None:
+        return next((o for o in self.outcomes if o.variant == variant), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "schema": RECORD_SCHEMA,
+            "id": self.record_id,
+            "time": self.time,
+            "model": self.model_id,
+            "namespace": self.namespace,
+            "engineVersion": self.engine_version,
+            "analyzerVersion": self.analyzer_version,
+            "config": {
+                "hash": self.config_hash,
+                "thresholds": self.config.thresholds(),
+                "variants": [_variant_config(v) for v in self.variants],
+            },
+            "inputs": {
+                "source": self.source,
+                "unavailable": self.unavailable,
+                "pods": _pod_inputs(self.time, self.variants, self.replicas),
+            },
+            "analysis": _analysis_dict(self.analysis),
+            "rule": self.rule,
+            "guards": [{"guard": g.name, "variant": g.variant, "detail": g.detail} for g in self.guards],
+            "choice": _choice_dict(self.plan, self.variants),
+            "results": [_outcome_dict(o) for o in self.outcomes],
+        }
+        if self.shadow is not None:
+            data["shadow"] = {
+                "config": {"hash": self.shadow.config_hash, "thresholds": self.shadow.config.thresholds()},
+                "rule": self.shadow.rule,
+                "analysis": _analysis_dict(self.shadow.analysis),
+                "results": [_outcome_dict(o) for o in self.shadow.outcomes],
+            }
+        return data
+
+
+def config_hash(config: SaturationScalingConfig, variants: Sequence[VariantInput]) -> str:
+    """A short, stable digest of everything configured that the decision depends on."""
+    canonical = {
+        "thresholds": config.thresholds(),
+        "variants": [_variant_config(v) for v in sorted(variants, key=lambda v: v.name)],
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _variant_config(variant: VariantInput) -> dict[str, Any]:
+    return {
+        "name": variant.name,
+        "accelerator": variant.accelerator,
+        "cost": variant.cost,
+        "minReplicas": variant.min_replicas,
+        "maxReplicas": variant.max_replicas,
+    }
+
+
+def signal_state(value: float | None) -> str:
+    """A signal is a value, a confirmed zero (the series exists and says 0) or unknown (no series)."""
+    if value is None:
+        return "unknown"
+    return "zero" if value == 0 else "value"
+
+
+def _pod_inputs(
+    now: float, variants: Sequence[VariantInput], replicas: Sequence[ReplicaMetrics]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    reported: dict[str, set[str]] = {}
+    for r in replicas:
+        reported.setdefault(r.variant_name, set()).add(r.pod_name)
+        meta = r.metadata
+        sample_time = r.sample_time or (meta.collected_at if meta is not None else 0.0)
+        rows.append({
+            "pod": r.pod_name,
+            "variant": r.variant_name,
+            "kvCacheUsage": r.kv_cache_usage if r.kv_known else None,
+            "kvState": signal_state(r.kv_cache_usage if r.kv_known else None),
+            "queueLength": r.queue_length if r.queue_known else None,
+            "queueState": signal_state(r.queue_length if r.queue_known else None),
+            "sampleTime": sample_time or None,
+            "age": round(max(0.0, now - sample_time), 3) if sample_time else None,
+            "source": meta.source if meta is not None else None,
+        })
+    for variant in variants:
+        for pod in variant.pods:
+            if pod not in reported.get(variant.name, set()):
+                rows.append({
+                    "pod": pod, "variant": variant.name, "kvCacheUsage": None, "kvState": "unknown",
+                    "queueLength": None, "queueState": "unknown", "sampleTime": None, "age": None, "source": None,
+                })
+    rows.sort(key=lambda row: (row["variant"], row["pod"]))
+    return rows
+
+
+def _analysis_dict(analysis: ModelSaturationAnalysis | None) -> dict[str, Any] | None:
+    if analysis is None:
+        return None
+    check = analysis.scale_down_check
+    return {
+        "totalReplicas": analysis.total_replicas,
+        "nonSaturated": analysis.non_saturated_count,
+        "spareKV": analysis.avg_spare_kv_capacity,
+        "spareQueue": analysis.avg_spare_queue_length,
+        "scaleUp": analysis.should_scale_up,
+        "scaleUpReason": analysis.scale_up_reason,
+        "scaleDownSafe": analysis.scale_down_safe,
+        "scaleDownCheck": None if check is None else {
+            "nonSaturated": check.non_saturated,
+            "kvAfter": check.kv_after,
+            "queueAfter": check.queue_after,
+            "spareKVAfter": check.kv_spare_after,
+            "spareQueueAfter": check.queue_spare_after,
+            "safe": check.safe,
+        },
+        "variants": [
+            {
+                "variant": v.variant_name,
+                "cost": v.cost,
+                "replicas": v.replica_count,
+                "nonSaturated": v.non_saturated_count,
+                "saturatedPods": list(v.saturated_replicas),
+                "spareKV": v.avg_spare_kv_capacity,
+                "spareQueue": v.avg_spare_queue_length,
+                "maxKV": v.max_kv_cache_usage,
+                "maxQueue": v.max_queue_length,
+            }
+            for v in analysis.variant_analyses
+        ],
+    }
+
+
+def _choice_dict(plan: TargetPlan | None, variants: Sequence[VariantInput]) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    costs: Mapping[str, float] = {v.name: v.cost for v in variants}
+    order = "cheapest first" if plan.direction == "up" else "most expensive first" if plan.direction == "down" else ""
+    candidates = list(plan.candidates) if plan.direction != "down" else list(reversed(plan.candidates))
+    return {
+        "direction": plan.direction,
+        "order": order,
+        "candidates": [{"variant": n, "cost": costs.get(n)} for n in candidates],
+        "excludedAtBound": list(plan.at_bound),
+        "heldPending": sorted(plan.preserved),
+        "heldNotReporting": sorted(plan.not_reporting),
+        "chosen": plan.chosen,
+    }
+
+
+def _outcome_dict(outcome: VariantOutcome) -> dict[str, Any]:
+    return {
+        "variant": outcome.variant,
+        "current": outcome.current,
+        "previousDesired": outcome.previous_desired,
+        "target": outcome.target,
+        "decided": outcome.decided,
+        "code": outcome.code,
+        "message": outcome.message,
+    }
