@@ -1,0 +1,201 @@
+"""The model file ``wva explain --prometheus`` and ``wva backtest`` read: one model, its variants, its thresholds.
+
+Strict: an unknown key is an error naming the file, the line and the nearest valid key; a YAML
+syntax error names the file and line; nothing is half-read. Thresholds use the ConfigMap's
+names and rules (:class:`wva.saturation.config.SaturationScalingConfig`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wva.collector.types import DEFAULT_VARIANT_COST
+from wva.decisions.record import VariantInput
+from wva.saturation.config import THRESHOLD_FIELDS, SaturationScalingConfig
+
+__all__ = ["ModelFile", "ModelFileError", "VariantSpec", "load_model_file", "parse_model_file"]
+
+_TOP_KEYS = ("model", "namespace", "thresholds", "shadow", "variants")
+_VARIANT_KEYS = ("name", "deployment", "accelerator", "cost", "minReplicas", "maxReplicas", "initialReplicas")
+
+
+class ModelFileError(ValueError):
+    """A problem with a model file; the message names the file and, where known, the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSpec:
+    name: str
+    deployment: str
+    accelerator: str
+    cost: float
+    min_replicas: int
+    max_replicas: int | None
+    initial_replicas: int
+
+    def input(self, current: int, previous_desired: int = 0, pods: tuple[str, ...] = ()) -> VariantInput:
+        return VariantInput(
+            name=self.name, accelerator=self.accelerator, cost=self.cost, current_replicas=current,
+            previous_desired=previous_desired, min_replicas=self.min_replicas, max_replicas=self.max_replicas,
+            pods=pods,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    path: str
+    model: str
+    namespace: str
+    config: SaturationScalingConfig
+    variants: tuple[VariantSpec, ...]
+
+    def variant_for_pod(self, pod: str) -> VariantSpec | None:
+        """The variant whose Deployment owns ``pod``, by name (``<deployment>-<hash>-<suffix>``); longest wins."""
+        best: VariantSpec | None = None
+        for v in self.variants:
+            if pod.startswith(v.deployment + "-") and (best is None or len(v.deployment) > len(best.deployment)):
+                best = v
+        return best
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Keeps each mapping key's line, so errors can point at it."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    lines: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        lines[key] = key_node.start_mark.line + 1
+    mapping["__lines__"] = lines
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_model_file(path: str | Path) -> ModelFile:
+    where = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ModelFileError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    return parse_model_file(text, where)
+
+
+def parse_model_file(text: str, where: str = "<model file>") -> ModelFile:
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f": line {mark.line + 1}" if mark is not None else ""
+        raise ModelFileError(f"{where}{line}: invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ModelFileError(f"{where}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{where}: expected a mapping with model, namespace and variants")
+    _check_keys(data, _TOP_KEYS, where, "")
+    model = _text(data, "model", where, required=True)
+    namespace = _text(data, "namespace", where, required=True)
+    config = _thresholds(data.get("thresholds"), where, data, "thresholds")
+    shadow_raw = data.get("shadow")
+    if shadow_raw is not None:
+        shadow = _thresholds(shadow_raw, where, data, "shadow", base=config)
+        config = config.model_copy(update={"shadow": shadow})
+    raw_variants = data.get("variants")
+    if not isinstance(raw_variants, list) or not raw_variants:
+        raise ModelFileError(f"{where}{_line(data, 'variants')}: 'variants' must be a non-empty list")
+    variants = tuple(_variant(v, where, i) for i, v in enumerate(raw_variants))
+    names = [v.name for v in variants]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise ModelFileError(f"{where}: variant name {duplicate!r} appears twice")
+    return ModelFile(path=where, model=model, namespace=namespace, config=config, variants=variants)
+
+
+def _line(data: Mapping[str, Any], key: str) -> str:
+    lines = data.get("__lines__") or {}
+    return f": line {lines[key]}" if key in lines else ""
+
+
+def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str, context: str) -> None:
+    for key in data:
+        if key == "__lines__":
+            continue
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(allowed)})"
+            raise ModelFileError(f"{where}{_line(data, key)}: unknown key {context + str(key)!r}{hint}")
+
+
+def _text(data: Mapping[str, Any], key: str, where: str, *, required: bool) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        raise ModelFileError(f"{where}{_line(data, key)}: {key!r} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _thresholds(
+    raw: Any, where: str, parent: Mapping[str, Any], key: str, base: SaturationScalingConfig | None = None
+) -> SaturationScalingConfig:
+    if raw is None:
+        return base or SaturationScalingConfig()
+    if not isinstance(raw, dict):
+        raise ModelFileError(f"{where}{_line(parent, key)}: {key!r} must be a mapping of thresholds")
+    _check_keys(raw, tuple(THRESHOLD_FIELDS.values()), where, f"{key}.")
+    values = {k: v for k, v in raw.items() if k != "__lines__"}
+    try:
+        config = SaturationScalingConfig.from_mapping(values)
+        if base is not None:
+            merged = base.model_dump(exclude={"shadow"})
+            merged.update({n: getattr(config, n) for n in config.thresholds_set()})
+            config = SaturationScalingConfig.model_validate(merged)
+        config.validate_thresholds()
+    except ValueError as exc:
+        raise ModelFileError(f"{where}{_line(parent, key)}: {key}: {exc}") from None
+    return config
+
+
+def _int(raw: Mapping[str, Any], key: str, where: str, default: int | None, minimum: int) -> int | None:
+    value = raw.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ModelFileError(f"{where}{_line(raw, key)}: {key!r} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _variant(raw: Any, where: str, index: int) -> VariantSpec:
+    if not isinstance(raw, dict):
+        raise ModelFileError(f"{where}: variants[{index}] must be a mapping, got {raw!r}")
+    _check_keys(raw, _VARIANT_KEYS, where, f"variants[{index}].")
+    name = _text(raw, "name", where, required=True)
+    deployment = _text(raw, "deployment", where, required=False) or name
+    accelerator = _text(raw, "accelerator", where, required=False)
+    cost = raw.get("cost", DEFAULT_VARIANT_COST)
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0 or cost != cost:
+        raise ModelFileError(f"{where}{_line(raw, 'cost')}: 'cost' must be a number >= 0, got {cost!r}")
+    minimum = _int(raw, "minReplicas", where, 1, 0)
+    maximum = _int(raw, "maxReplicas", where, None, 1)
+    assert minimum is not None
+    if maximum is not None and maximum < minimum:
+        raise ModelFileError(
+            f"{where}{_line(raw, 'maxReplicas')}: variants[{index}]: maxReplicas {maximum} < minReplicas {minimum}"
+        )
+    initial = _int(raw, "initialReplicas", where, max(1, minimum), 0)
+    assert initial is not None
+    return VariantSpec(name, deployment, accelerator, float(cost), minimum, maximum, initial)
