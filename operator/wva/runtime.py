@@ -16,6 +16,7 @@ from wva.actuator.metrics import MetricsEmitter
 from wva.actuator.status import StatusWriter
 from wva.collector import MetricsCollector, new_metrics_collector
 from wva.collector.v2 import PodVAMapper
+from wva.decisions import DecisionStore
 from wva.inventory import Inventory
 from wva.kube import KubeClient, KubeError, build_api_client
 from wva.leader import LeaderElector
@@ -99,6 +100,7 @@ class Runtime:
             interval=settings.global_opt_interval,
             direct_actuation=settings.actuation_mode is ActuationMode.DIRECT,
             group_by_accelerator=settings.group_by_accelerator,
+            decisions=DecisionStore(settings.decision_ring_size),
         )
         runtime = cls(settings, inventory, config_store, emitter, kube, collector, engine, prom=prom)
         runtime.run_engine_loop = run_engine_loop
@@ -106,7 +108,8 @@ class Runtime:
         runtime_ref["rt"] = runtime
         if serve_http:
             runtime.server = OperatorServer(
-                emitter, runtime.readiness, metrics_port=metrics_port, probe_port=probe_port
+                emitter, runtime.readiness, metrics_port=metrics_port, probe_port=probe_port,
+                decisions=engine.decisions,
             )
         runtime.resync = InventoryResync(
             kube, inventory, engine.forget, namespaces=settings.watch_namespaces, interval=settings.resync_interval

@@ -1,4 +1,10 @@
-"""The operator's HTTP endpoints: ``/metrics`` on the metrics port, ``/healthz`` and ``/readyz`` on the probe port."""
+"""The operator's HTTP endpoints.
+
+The metrics port serves ``/metrics`` and the decision records (``/debug/decisions`` lists the
+VariantAutoscalings that have records, ``/debug/decisions/<namespace>/<name>`` returns a VA's
+records as JSON, oldest first; ``?limit=N`` keeps the newest N). The probe port serves
+``/healthz`` and ``/readyz``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from wva.actuator.metrics import MetricsEmitter
+from wva.decisions import DecisionStore
 
 log = logging.getLogger(__name__)
 
@@ -20,18 +27,22 @@ class OperatorServer:
         host: str = "0.0.0.0",  # a pod must listen on its pod IP
         metrics_port: int = 8080,
         probe_port: int = 8081,
+        decisions: DecisionStore | None = None,
     ) -> None:
         self.emitter = emitter
         self.ready = ready
         self.host = host
         self.metrics_port = metrics_port
         self.probe_port = probe_port
+        self.decisions = decisions
         self._runners: list[web.AppRunner] = []
         self.bound_ports: dict[str, int] = {}
 
     async def start(self) -> None:
         metrics = web.Application()
         metrics.router.add_get("/metrics", self._metrics)
+        metrics.router.add_get("/debug/decisions", self._decision_index)
+        metrics.router.add_get("/debug/decisions/{namespace}/{name}", self._decision_records)
         probes = web.Application()
         probes.router.add_get("/healthz", self._healthz)
         probes.router.add_get("/readyz", self._readyz)
@@ -62,6 +73,33 @@ class OperatorServer:
     async def _metrics(self, _request: web.Request) -> web.Response:
         body, content_type = self.emitter.exposition()
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _decision_index(self, _request: web.Request) -> web.Response:
+        keys = self.decisions.keys() if self.decisions is not None else []
+        return web.json_response({"variantAutoscalings": [f"{ns}/{name}" for ns, name in keys]})
+
+    async def _decision_records(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        raw_limit = request.query.get("limit", "")
+        limit = None
+        if raw_limit:
+            if not raw_limit.isdigit() or int(raw_limit) < 1:
+                return web.json_response(
+                    {"error": f"limit must be a whole number >= 1, got {raw_limit!r}"}, status=400
+                )
+            limit = int(raw_limit)
+        records = self.decisions.records(namespace, name) if self.decisions is not None else []
+        if not records:
+            return web.json_response(
+                {"error": f"no decision records for {namespace}/{name}: no such VariantAutoscaling, "
+                          "or no cycle has decided it yet on this replica (only the leader decides)"},
+                status=404,
+            )
+        if limit is not None:
+            records = records[-limit:]
+        return web.json_response(
+            {"namespace": namespace, "name": name, "records": [r.to_dict() for r in records]}
+        )
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -83,6 +83,7 @@ class Settings(BaseModel):
     lease_name: str = "wva-leader"
     lease_duration: float = 15.0
     resync_interval: float = 300.0
+    decision_ring_size: int = 8  # decision records kept per VariantAutoscaling (/debug/decisions)
     kube_api_url: str | None = None
     # direct pod scraping (METRICS_SOURCE=pods|auto)
     pod_metrics_port: int = 8000
@@ -151,6 +152,7 @@ class Settings(BaseModel):
         take("LEADER_ELECTION_LEASE_NAME", "lease_name", _dns_label)
         take("LEADER_ELECTION_LEASE_DURATION", "lease_duration", _positive_duration)
         take("WVA_RESYNC_INTERVAL", "resync_interval", _positive_duration)
+        take("WVA_DECISION_RING_SIZE", "decision_ring_size", _ring_size)
         take("WVA_KUBE_API_URL", "kube_api_url", _parse_http_url)
         take("WVA_POD_METRICS_PORT", "pod_metrics_port", _port)
         take("WVA_POD_METRICS_SCHEME", "pod_metrics_scheme", _scheme)
@@ -273,6 +275,13 @@ def _batch_queries(value: str) -> bool:
     from wva.collector.v2.batching import batch_queries_enabled
 
     return _strict_flag(batch_queries_enabled, value)
+
+
+def _ring_size(value: str) -> int:
+    size = _positive_int(value)
+    if size > 1000:
+        raise ValueError(f"must be at most 1000 (records per VariantAutoscaling), got {size}")
+    return size
 
 
 def _positive_int(value: str) -> int:

@@ -76,9 +76,9 @@ def fetch_history(
         raise HistoryError(f"bad range: the end ({_iso(end)}) is before the start ({_iso(start)})")
     if step <= 0:
         raise HistoryError(f"bad step {step!r}: it must be > 0")
+    start = math.floor(start * 1000) / 1000  # Prometheus evaluates at millisecond resolution
     count = int((end - start) // step) + 1
     steps = [start + i * step for i in range(count)]
-    index = {round(t, 3): i for i, t in enumerate(steps)}
     kv_query, queue_query = _queries(model)
     history = SignalHistory(model.model, model.namespace, steps, [{} for _ in steps])
     kv: list[dict[str, float]] = [{} for _ in steps]
@@ -86,7 +86,7 @@ def fetch_history(
     chunks = [(steps[i], steps[min(i + MAX_POINTS, count) - 1]) for i in range(0, count, MAX_POINTS)]
     for done, (chunk_start, chunk_end) in enumerate(chunks, start=1):
         for query, into in ((kv_query, kv), (queue_query, queue)):
-            _fill(client, query, chunk_start, chunk_end, step, index, into)
+            _fill(client, query, chunk_start, chunk_end, step, start, into)
             history.queries += 1
         if progress is not None:
             progress(done, len(chunks))
@@ -98,12 +98,14 @@ def fetch_history(
 
 def _fill(
     client: RangeClient, query: str, start: float, end: float, step: float,
-    index: dict[float, int], into: list[dict[str, float]],
+    origin: float, into: list[dict[str, float]],
 ) -> None:
     try:
         result = client.custom_query_range(
             query, start_time=datetime.fromtimestamp(start, UTC), end_time=datetime.fromtimestamp(end, UTC),
             step=f"{step:g}s",
+            # the client rounds start and end to whole seconds; keep their milliseconds
+            params={"start": f"{start:.3f}", "end": f"{end:.3f}"},
         )
     except Exception as exc:  # requests, urllib3 and the client's own errors: all end here
         raise HistoryError(f"Prometheus query failed: {_one_line(exc)}") from None
@@ -121,8 +123,11 @@ def _fill(
                 stamp, raw = float(point[0]), float(point[1])
             except (TypeError, ValueError, IndexError):
                 continue
-            i = index.get(round(stamp, 3))
-            if i is not None and math.isfinite(raw) and raw >= 0:
+            position = (stamp - origin) / step
+            i = round(position)
+            if abs(position - i) * step > 0.002 or not 0 <= i < len(into):
+                continue  # not one of our steps
+            if math.isfinite(raw) and raw >= 0:
                 into[i][pod] = raw
 
 

@@ -1,0 +1,264 @@
+"""Decision records: each rule and guard, run through an engine cycle, leaves its numbers and code.
+
+The engine's fakes come from test_engine; every test runs a real ``run_cycle`` and reads the record
+the engine stored, the status it wrote and the Event it posted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_engine import MODEL, NS, FakeCollector, FakeKube, _fresh_env, deployment, va
+
+from wva.collector.types import ReplicaMetrics, ReplicaMetricsMetadata
+from wva.decisions import DecisionStore, ReasonCode, VariantInput, decide_group
+from wva.decisions.explain import counterfactuals, render_explanation
+from wva.inventory import Inventory
+from wva.saturation.config import SaturationScalingConfig, parse_saturation_config_data
+from wva.saturation.engine import SaturationEngine
+
+GOLDEN = Path(__file__).parent / "golden"
+Env = tuple[SaturationEngine, Inventory, FakeCollector, FakeKube]
+
+
+@pytest.fixture()
+def env() -> Env:
+    return _fresh_env()
+
+
+def setup(env: Env, variants: dict[str, tuple[str, int, list[float]]], **spec: dict[str, Any]) -> None:
+    """variants: name -> (cost, replicas, per-pod kv)."""
+    _engine, inventory, collector, _kube = env
+    for name, (cost, replicas, kvs) in variants.items():
+        inventory.apply_variant(va(name, cost, **spec.get(name, {})))
+        inventory.apply_deployment(deployment(name, replicas))
+        collector.kv[name] = kvs
+
+
+def last(env: Env, name: str) -> dict[str, Any]:
+    record = env[0].decisions.latest(NS, name)
+    assert record is not None
+    return record.to_dict()
+
+
+def result(record: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(r for r in record["results"] if r["variant"] == name)
+
+
+def status_decision(env: Env, name: str) -> dict[str, Any]:
+    decision: dict[str, Any] = env[3].status[(NS, name)]["lastDecision"]
+    return decision
+
+
+async def test_scale_up_on_low_kv_spare_records_numbers_and_code(env: Env) -> None:
+    setup(env, {"cheap": ("5", 2, [0.75, 0.75]), "pricey": ("20", 1, [0.7])})
+    await env[0].run_cycle()
+    record = last(env, "cheap")
+    assert record["rule"] == "scale-up"
+    assert record["analysis"]["spareKV"] == pytest.approx((0.05 + 0.05 + 0.1) / 3)
+    assert record["analysis"]["nonSaturated"] == 3
+    assert record["choice"]["chosen"] == "cheap" and record["choice"]["order"] == "cheapest first"
+    assert [c["variant"] for c in record["choice"]["candidates"]] == ["cheap", "pricey"]
+    assert result(record, "cheap")["code"] == ReasonCode.SCALE_UP_KV_SPARE_LOW
+    assert result(record, "cheap")["target"] == 3
+    assert result(record, "pricey")["code"] == ReasonCode.HOLD_CHEAPER_VARIANT_SCALED
+    # the status tells each variant's own story, with the record's id and the config digest
+    cheap, pricey = status_decision(env, "cheap"), status_decision(env, "pricey")
+    assert cheap["reason"] == "ScaleUpKVSpareLow" and cheap["message"].startswith("2→3: spare KV 0.067 < 0.100")
+    assert pricey["reason"] == "HoldCheaperVariantScaled" and "cheaper variant cheap" in pricey["message"]
+    assert cheap["recordID"] == pricey["recordID"] == record["id"]
+    assert cheap["configHash"] == record["config"]["hash"]
+    assert ("cheap", "ScaledUp", f"ScaleUpKVSpareLow: {cheap['message']}") in env[3].events
+    # the variants of one group share one record object
+    assert env[0].decisions.latest(NS, "cheap") is env[0].decisions.latest(NS, "pricey")
+
+
+async def test_queue_trigger_and_both_triggers_have_their_own_codes() -> None:
+    config = SaturationScalingConfig()
+    variants = [VariantInput("a", cost=5, current_replicas=2, previous_desired=2)]
+    queue_only = [_replica("a", 0.2, 4), _replica("a", 0.2, 4, pod="a-2")]
+    both = [_replica("a", 0.78, 4), _replica("a", 0.78, 4, pod="a-2")]
+    assert decide_group(MODEL, NS, variants, queue_only, config, now=1.0).outcome("a").code == (
+        ReasonCode.SCALE_UP_QUEUE_SPARE_LOW)
+    assert decide_group(MODEL, NS, variants, both, config, now=1.0).outcome("a").code == (
+        ReasonCode.SCALE_UP_KV_AND_QUEUE_SPARE_LOW)
+
+
+async def test_scale_down_records_the_n_minus_1_check(env: Env) -> None:
+    setup(env, {"cheap": ("5", 2, [0.1, 0.1]), "pricey": ("20", 2, [0.1, 0.1])})
+    await env[0].run_cycle()
+    record = last(env, "pricey")
+    check = record["analysis"]["scaleDownCheck"]
+    assert record["rule"] == "scale-down"
+    assert check["nonSaturated"] == 4 and check["kvAfter"] == pytest.approx(0.4 / 3)
+    assert check["spareKVAfter"] == pytest.approx(0.8 - 0.4 / 3) and check["safe"] is True
+    assert record["choice"]["chosen"] == "pricey" and record["choice"]["order"] == "most expensive first"
+    assert result(record, "pricey")["code"] == ReasonCode.SCALE_DOWN_REDISTRIBUTABLE
+    assert result(record, "pricey")["target"] == 1
+    assert result(record, "cheap")["code"] == ReasonCode.HOLD_COSTLIER_VARIANT_SCALED
+
+
+async def test_steady_hold_says_why_neither_rule_fired(env: Env) -> None:
+    setup(env, {"only": ("10", 2, [0.6, 0.6])})
+    await env[0].run_cycle()
+    record = last(env, "only")
+    assert record["rule"] == "steady" and record["guards"] == []
+    outcome = result(record, "only")
+    assert outcome["code"] == ReasonCode.HOLD_STEADY and outcome["target"] == 2
+    assert "spare KV 0.200 ≥ 0.100" in outcome["message"] and "(no scale-down)" in outcome["message"]
+    assert counterfactuals(record)[0] == "would scale up if spare KV < 0.100; now 0.200 (0.100 away)"
+
+
+async def test_max_bound_moves_the_step_and_is_recorded_as_a_guard(env: Env) -> None:
+    setup(env, {"cheap": ("5", 2, [0.78, 0.78]), "pricey": ("20", 1, [0.78])}, cheap={"maxReplicas": 2})
+    await env[0].run_cycle()
+    record = last(env, "cheap")
+    assert {"guard": "max-bound", "variant": "cheap", "detail": "at its maximum: not eligible for this cycle's "
+            "step"} in record["guards"]
+    assert record["choice"]["excludedAtBound"] == ["cheap"] and record["choice"]["chosen"] == "pricey"
+    assert result(record, "cheap")["code"] == ReasonCode.AT_MAX_REPLICAS
+    assert "the step went to pricey" in result(record, "cheap")["message"]
+    assert result(record, "pricey")["code"] == ReasonCode.SCALE_UP_KV_SPARE_LOW
+
+
+async def test_min_bound_keeps_a_variant_out_of_the_scale_down(env: Env) -> None:
+    setup(env, {"cheap": ("5", 2, [0.1, 0.1]), "pricey": ("20", 2, [0.1, 0.1])}, pricey={"minReplicas": 2})
+    await env[0].run_cycle()
+    record = last(env, "pricey")
+    assert result(record, "pricey")["code"] == ReasonCode.AT_MIN_REPLICAS
+    assert result(record, "cheap")["code"] == ReasonCode.SCALE_DOWN_REDISTRIBUTABLE
+    assert any(g["guard"] == "min-bound" and g["variant"] == "pricey" for g in record["guards"])
+
+
+async def test_unknown_signal_hold_blocks_scale_down(env: Env) -> None:
+    # three replicas exist, two report: the third one's load is unknown, so no scale-down
+    setup(env, {"only": ("10", 3, [0.1, 0.1])})
+    await env[0].run_cycle()
+    record = last(env, "only")
+    assert record["analysis"]["scaleDownCheck"]["safe"] is True and record["analysis"]["scaleDownSafe"] is False
+    assert [g["guard"] for g in record["guards"]] == ["unknown-signal-hold", "replicas-not-reporting"]
+    assert result(record, "only")["code"] == ReasonCode.HOLD_UNKNOWN_SIGNAL
+    assert result(record, "only")["target"] == 3
+
+
+async def test_pending_previous_decision_is_held_by_the_cascade_guard(env: Env) -> None:
+    engine, inventory, _collector, _kube = env
+    setup(env, {"cheap": ("5", 2, [0.78, 0.78])})
+    await engine.run_cycle()  # decides 3; the Deployment still has 2
+    record = inventory.variant(NS, "cheap")
+    assert record is not None and record.previous_desired == 3
+    await engine.run_cycle()
+    rec = last(env, "cheap")
+    assert result(rec, "cheap")["code"] == ReasonCode.HOLD_PENDING_DECISION
+    assert rec["choice"]["heldPending"] == ["cheap"] and result(rec, "cheap")["target"] == 3
+    assert any(g["guard"] == "pending-decision" for g in rec["guards"])
+
+
+async def test_replicas_not_reporting_hold(env: Env) -> None:
+    setup(env, {"only": ("10", 3, [0.6, 0.6])})
+    await env[0].run_cycle()
+    record = last(env, "only")
+    assert result(record, "only")["code"] == ReasonCode.HOLD_REPLICAS_NOT_REPORTING
+    assert record["choice"]["heldNotReporting"] == ["only"]
+
+
+async def test_clamp_to_min_replicas(env: Env) -> None:
+    setup(env, {"only": ("10", 1, [0.6])}, only={"minReplicas": 3})
+    await env[0].run_cycle()
+    record = last(env, "only")
+    assert result(record, "only")["code"] == ReasonCode.CLAMPED_TO_MIN_REPLICAS
+    assert result(record, "only")["target"] == 3
+    assert any(g["guard"] == "clamp" for g in record["guards"])
+
+
+async def test_metrics_unavailable_holds_and_is_recorded(env: Env) -> None:
+    engine, _inventory, collector, _kube = env
+    setup(env, {"only": ("10", 2, [0.6, 0.6])})
+    collector.error = "prometheus down"
+    await engine.run_cycle()
+    record = last(env, "only")
+    assert record["rule"] == "no-metrics" and record["analysis"] is None
+    assert "prometheus down" in record["inputs"]["unavailable"]
+    assert result(record, "only")["code"] == ReasonCode.HOLD_METRICS_UNAVAILABLE
+    assert result(record, "only")["decided"] is False
+    assert status_decision(env, "only")["reason"] == "HoldMetricsUnavailable"
+
+
+async def test_steady_cycles_do_not_rewrite_the_status_for_new_numbers(env: Env) -> None:
+    engine, _inventory, collector, kube = env
+    setup(env, {"only": ("10", 2, [0.6, 0.6])})
+    await engine.run_cycle()
+    writes = kube.calls[("patch", "variantautoscalings/status")]
+    collector.kv["only"] = [0.61, 0.59]  # new numbers, same code
+    await engine.run_cycle()
+    assert kube.calls[("patch", "variantautoscalings/status")] == writes
+    assert len(engine.decisions.records(NS, "only")) == 2  # but the ring has both cycles
+
+
+async def test_shadow_config_is_evaluated_but_not_acted_on(env: Env) -> None:
+    engine, _inventory, _collector, _kube = env
+    parsed = parse_saturation_config_data({"default": "kvSpareTrigger: 0.1\nshadow:\n  kvSpareTrigger: 0.25\n"})
+    assert not parsed.errors
+    engine.config_store.update({"default": "kvSpareTrigger: 0.1\nshadow:\n  kvSpareTrigger: 0.25\n"})
+    setup(env, {"only": ("10", 2, [0.6, 0.6])})
+    await engine.run_cycle()
+    record = last(env, "only")
+    assert result(record, "only")["target"] == 2  # live: spare 0.2 >= 0.1
+    assert record["shadow"]["results"][0]["target"] == 3  # shadow: 0.2 < 0.25 would scale up
+    assert record["shadow"]["config"]["hash"] != record["config"]["hash"]
+    labels = {"variant_name": "only", "namespace": NS, "accelerator_type": "A100"}
+    assert engine.emitter.value("wva_shadow_desired_replicas", **labels) == 3
+    assert engine.emitter.value("wva_desired_replicas", **labels) == 2
+    engine.forget(NS, "only")
+    assert engine.emitter.value("wva_shadow_desired_replicas", **labels) is None
+    assert engine.decisions.latest(NS, "only") is None
+
+
+def test_ring_is_bounded_and_shared() -> None:
+    store = DecisionStore(ring_size=3)
+    records = [decide_group(MODEL, NS, [VariantInput("a")], None, SaturationScalingConfig(), now=float(i)).record
+               for i in range(5)]
+    for record in records:
+        store.add(record, [(NS, "a"), (NS, "b")])
+    assert [r.time for r in store.records(NS, "a")] == [2.0, 3.0, 4.0]
+    assert store.records(NS, "a")[0] is store.records(NS, "b")[0]
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        DecisionStore(ring_size=0)
+
+
+def test_pod_inputs_are_tri_state_with_their_own_sample_age() -> None:
+    rows = [
+        _replica("a", 0.0, 0, pod="a-1", stamp=95.0),
+        ReplicaMetrics("a-2", 0.0, 2, "a", NS, MODEL, metadata=ReplicaMetricsMetadata(collected_at=100.0),
+                       sample_time=90.0, kv_known=False),
+    ]
+    variants = [VariantInput("a", current_replicas=3, previous_desired=3, pods=("a-1", "a-2", "a-3"))]
+    pods = decide_group(MODEL, NS, variants, rows, SaturationScalingConfig(), now=100.0).record.to_dict()[
+        "inputs"]["pods"]
+    by_pod = {p["pod"]: p for p in pods}
+    assert by_pod["a-1"]["kvState"] == "zero" and by_pod["a-1"]["age"] == 5.0
+    assert by_pod["a-2"]["kvState"] == "unknown" and by_pod["a-2"]["kvCacheUsage"] is None
+    assert by_pod["a-2"]["queueState"] == "value" and by_pod["a-2"]["age"] == 10.0
+    assert by_pod["a-3"]["kvState"] == by_pod["a-3"]["queueState"] == "unknown"
+
+
+def test_explain_text_of_a_known_record_is_pinned() -> None:
+    """The flap of the default demo (L4 at its maximum, spare KV 0.075): the text a person reads."""
+    config = SaturationScalingConfig(shadow=SaturationScalingConfig(kv_spare_trigger=0.05))
+    rows = [_replica("l4", 0.7467, 0, pod=f"llama-l4-7d9f-{i}", stamp=1_765_000_000.0, cost=5.0) for i in range(6)]
+    rows += [_replica("h100", 0.6588, 0, pod=f"llama-h100-5c4b-{i}", stamp=1_765_000_000.0, cost=20.0)
+             for i in range(2)]
+    variants = [VariantInput("l4", "L4", 5.0, 6, 6, 1, 6), VariantInput("h100", "H100", 20.0, 2, 2, 1, None)]
+    record = decide_group(MODEL, NS, variants, rows, config, now=1_765_000_002.5, source="prometheus").record
+    text = render_explanation(json.loads(json.dumps(record.to_dict())), "l4")
+    golden = GOLDEN / "explain_l4_at_max.txt"
+    assert text == golden.read_text(encoding="utf-8")
+
+
+def _replica(variant: str, kv: float, queue: int, *, pod: str | None = None, stamp: float = 0.0,
+             cost: float = 10.0) -> ReplicaMetrics:
+    return ReplicaMetrics(pod or f"{variant}-1", kv, queue, variant, NS, MODEL, variant.upper(), cost,
+                          ReplicaMetricsMetadata(collected_at=stamp or 1.0, source="prometheus"), sample_time=stamp)
