@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_demo_arguments(demo)
 
+    backtest = sub.add_parser("backtest", help="replay the engine over a model's recorded Prometheus history")
+    from wva.replay.backtest_cli import add_backtest_arguments
+
+    add_backtest_arguments(backtest)
+
     emulate = sub.add_parser("emulate", help="serve one emulated vLLM pod's /metrics (for e2e deployments)")
     emulate.add_argument(
         "--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0: a pod listens on its pod IP)"
@@ -121,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from wva.sim.demo_cli import run_demo
 
         return run_demo(args)
+    if args.command == "backtest":
+        from wva.replay.backtest_cli import run_backtest
+
+        return run_backtest(args)
     return 2
 
 

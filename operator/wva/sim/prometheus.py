@@ -64,6 +64,7 @@ class LocalPrometheus:
         port: int | None = None,
         metrics_path: str = "/metrics",
         scrape_configs: str | None = None,
+        retention: str = "1h",
     ) -> None:
         self.binary = binary or find_prometheus_binary()
         if self.binary is None:
@@ -73,12 +74,18 @@ class LocalPrometheus:
         self.metrics_path = metrics_path
         self.scrape_configs = scrape_configs  # YAML list items replacing the static job (service discovery)
         self.port = port or free_port()
+        self.retention = retention  # --storage.tsdb.retention.time: longer to query backfilled history
         self._dir = Path(tempfile.mkdtemp(prefix="wva-prometheus-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        """The TSDB folder (``--storage.tsdb.path``): backfilled blocks put here before ``start()`` are served."""
+        return self._dir / "data"
 
     @property
     def running(self) -> bool:
@@ -111,15 +118,15 @@ class LocalPrometheus:
         if self.running:
             return
         config = self._write_config()
-        (self._dir / "data").mkdir(exist_ok=True)
+        self.data_dir.mkdir(exist_ok=True)
         assert self.binary is not None
         self._proc = subprocess.Popen(
             [
                 self.binary,
                 f"--config.file={config}",
-                f"--storage.tsdb.path={self._dir / 'data'}",
+                f"--storage.tsdb.path={self.data_dir}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
-                "--storage.tsdb.retention.time=1h",
+                f"--storage.tsdb.retention.time={self.retention}",
                 "--log.level=warn",
             ],
             stdout=subprocess.DEVNULL,
