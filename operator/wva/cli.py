@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     emulate.add_argument("--pod", default=os.environ.get("POD_NAME", "vllm"))
     emulate.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"))
 
+    explain = sub.add_parser(
+        "explain", help="explain a VariantAutoscaling's last decision (from the operator, a file or Prometheus)"
+    )
+    from wva.replay.explain_cli import add_explain_arguments
+
+    add_explain_arguments(explain)
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -122,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve_single_pod(args.model, args.port, args.namespace, args.pod, host=args.host))
         return 0
+    if args.command == "explain":
+        from wva.replay.explain_cli import run_explain
+
+        return run_explain(args)
     if args.command == "demo":
         from wva.sim.demo_cli import run_demo
 

@@ -83,7 +83,7 @@ class Settings(BaseModel):
     lease_name: str = "wva-leader"
     lease_duration: float = 15.0
     resync_interval: float = 300.0
-    decision_ring_size: int = 8  # decision records kept per VariantAutoscaling (/debug/decisions)
+    decision_ring_size: int = 4  # decision records kept per VariantAutoscaling (/debug/decisions)
     kube_api_url: str | None = None
     # direct pod scraping (METRICS_SOURCE=pods|auto)
     pod_metrics_port: int = 8000

@@ -96,7 +96,7 @@ def decide_group(
         variants=ordered,
         replicas=rows,
         unavailable=None if rows else (unavailable or "no replica reported metrics"),
-        source=source,
+        source=source or _rows_source(rows),
         analysis=analysis,
         plan=plan,
         rule=rule,
@@ -105,6 +105,11 @@ def decide_group(
         shadow=shadow,
     )
     return GroupDecision(record=record, analysis_reason=reason)
+
+
+def _rows_source(rows: Sequence[ReplicaMetrics]) -> str | None:
+    sources = sorted({r.metadata.source for r in rows if r.metadata is not None})
+    return ",".join(sources) or None
 
 
 def _evaluate(
@@ -169,7 +174,7 @@ def _evaluate(
         if target != raw:
             guards.append(Guard("clamp", v.name, f"the rules gave {raw}, the bounds allow {target}"))
         code, message = _explain_variant(v, raw, target, plan, analysis, config, unknown_hold, reporting, variants)
-        outcomes.append(VariantOutcome(v.name, v.current_replicas, v.previous_desired, target, True, str(code),
+        outcomes.append(VariantOutcome(v.name, v.current_replicas, v.previous_desired, target, True, code.value,
                                        message))
     return analysis, plan, tuple(guards), tuple(outcomes), rule, reason
 
@@ -177,7 +182,7 @@ def _evaluate(
 def _held(v: VariantInput, code: ReasonCode, why: str) -> VariantOutcome:
     held = clamp_target(v.previous_desired if v.previous_desired > 0 else v.current_replicas,
                         v.min_replicas, v.max_replicas)
-    return VariantOutcome(v.name, v.current_replicas, v.previous_desired, held, False, str(code),
+    return VariantOutcome(v.name, v.current_replicas, v.previous_desired, held, False, code.value,
                           f"holding {held}: {why}")
 
 

@@ -39,7 +39,10 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
         "with simulated replicas, and report replica-hours, cost, scale events and time saturated. "
         "Give two --config files to compare two configurations over the same history (docs/backtest.md)."
     )
-    parser.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", metavar="URL", help="Prometheus base URL")
+    source.add_argument("--prometheus-data", metavar="DIR",
+                        help="a saved Prometheus data folder (wva demo keeps one), served locally while this runs")
     parser.add_argument("--from", dest="start", required=True, metavar="T1",
                         help="start: RFC 3339 (2026-01-05T10:00:00Z), Unix seconds, now or now-6h")
     parser.add_argument("--to", dest="end", required=True, metavar="T2", help="end, in the same forms as --from")
@@ -96,8 +99,17 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
     models = _models(args.config)
     start, end, step, startup = _times(args)
     show = args.progress if args.progress is not None else err.isatty()
-    history = _history(args.prometheus, args.insecure_skip_tls_verify, models[0], start, end, step,
-                       ProgressBar(err) if show else None)
+    progress = ProgressBar(err) if show else None
+    if args.prometheus_data:
+        from wva.replay.saved_data import SavedDataError, serve_saved_data
+
+        try:
+            with serve_saved_data(args.prometheus_data) as url:
+                history = _history(url, False, models[0], start, end, step, progress)
+        except SavedDataError as exc:
+            raise BacktestError(str(exc)) from None
+    else:
+        history = _history(args.prometheus, args.insecure_skip_tls_verify, models[0], start, end, step, progress)
     results = [replay(history, m, startup_delay=startup) for m in models]
     out.write(_text(results) + "\n")
     for line in _write(Path(args.output), results):

@@ -38,6 +38,8 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a running operator's metrics endpoint (default http://localhost:8080)")
     source.add_argument("--records", metavar="FILE", help="records saved from /debug/decisions or by the demo")
     source.add_argument("--prometheus", metavar="URL", help="recompute the decision from Prometheus (needs --config)")
+    source.add_argument("--prometheus-data", metavar="DIR",
+                        help="like --prometheus, on a saved Prometheus data folder (wva demo keeps one)")
     parser.add_argument("--config", metavar="FILE", help="model file for --prometheus (see docs/backtest.md)")
     parser.add_argument("--at", metavar="TIME", default="now",
                         help="instant for --prometheus: RFC 3339, Unix seconds, now or now-5m (default now)")
@@ -69,10 +71,18 @@ def _target(text: str) -> tuple[str, str]:
 
 
 def _find(args: argparse.Namespace, namespace: str, name: str) -> dict[str, Any]:
-    if args.prometheus:
+    if args.prometheus or args.prometheus_data:
         if not args.config:
             raise ExplainError("--prometheus needs --config FILE (the model file naming the variants)")
-        return _recompute(args, namespace, name)
+        if args.prometheus:
+            return _recompute(args, args.prometheus, namespace, name)
+        from wva.replay.saved_data import SavedDataError, serve_saved_data
+
+        try:
+            with serve_saved_data(args.prometheus_data) as url:
+                return _recompute(args, url, namespace, name)
+        except SavedDataError as exc:
+            raise ExplainError(str(exc)) from None
     if args.config:
         raise ExplainError("--config is only used with --prometheus")
     if args.records:
@@ -136,7 +146,7 @@ def _records_from_operator(base: str, namespace: str, name: str, insecure: bool)
     return records
 
 
-def _recompute(args: argparse.Namespace, namespace: str, name: str) -> dict[str, Any]:
+def _recompute(args: argparse.Namespace, url: str, namespace: str, name: str) -> dict[str, Any]:
     from prometheus_api_client import PrometheusConnect
 
     from wva.decisions import decide_group
@@ -153,11 +163,11 @@ def _recompute(args: argparse.Namespace, namespace: str, name: str) -> dict[str,
     if name not in {v.name for v in model.variants}:
         known = ", ".join(v.name for v in model.variants)
         raise ExplainError(f"{args.config}: no variant {name!r} (it has: {known})")
-    client = PrometheusConnect(url=args.prometheus, disable_ssl=bool(args.insecure_skip_tls_verify))
+    client = PrometheusConnect(url=url, disable_ssl=bool(args.insecure_skip_tls_verify))
     try:
         history = fetch_history(client, model, at, at, 1.0)
     except HistoryError as exc:
-        raise ExplainError(f"{args.prometheus}: {exc}") from None
+        raise ExplainError(f"{url}: {exc}") from None
     rows = replicas_at(model, history.samples[0], at)
     # without a cluster, the replicas that exist are the pods reporting at that instant
     current = {v.name: sum(1 for r in rows if r.variant_name == v.name) for v in model.variants}

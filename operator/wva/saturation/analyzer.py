@@ -324,13 +324,16 @@ def plan_saturation_targets(
             targets[chosen] -= 1
     return TargetPlan(
         targets=targets,
-        preserved=frozenset(preserved),
-        not_reporting=frozenset(not_reporting - preserved),
+        preserved=frozenset(preserved) if preserved else _NONE,
+        not_reporting=frozenset(not_reporting - preserved) if not_reporting - preserved else _NONE,
         direction=direction,
         candidates=tuple(sorted(candidates, key=lambda n: (costs[n], n))),
         at_bound=tuple(sorted(at_bound)),
         chosen=chosen,
     )
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def _below_max(target: int, bound: tuple[int, int | None] | None) -> bool:

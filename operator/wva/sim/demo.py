@@ -133,6 +133,7 @@ async def run_demo(options: DemoOptions) -> DemoResult:
     records: list[dict[str, Any]] = []
     source = ""
     finished = False
+    replay_files: dict[str, Any] = {}
     try:
         async with _environment(options, say) as env:
             source = env.metrics_source
@@ -140,6 +141,10 @@ async def run_demo(options: DemoOptions) -> DemoResult:
             records = driver.records
             await driver.run()
             finished = not driver.stopped_early
+            try:
+                replay_files = _save_replay_inputs(options, env, driver)
+            except OSError as exc:
+                say(f"could not save the inputs for explain and backtest: {exc}")
     finally:
         if not finished and records:  # Ctrl-C or the operator ended: keep what was recorded
             report.write_outputs(options.output, records, _meta(options, source))
@@ -154,11 +159,58 @@ async def run_demo(options: DemoOptions) -> DemoResult:
         for kind, path in files.items():
             options.out.write(f"  {kind:8} {path if path is not None else 'skipped (pip install .[plot])'}\n")
         options.out.write(f"Everything is in {options.output.resolve()}\n")
+        for line in replay_files.get("commands", []):
+            options.out.write(line + "\n")
         options.out.flush()
     else:
         say.json({"event": "end", "output": str(options.output.resolve()), "summary": summary,
-                  "files": {k: (str(v) if v else None) for k, v in files.items()}})
+                  "files": {k: (str(v) if v else None) for k, v in files.items()},
+                  "commands": replay_files.get("commands", [])})
     return DemoResult(records, source, files)
+
+
+CANDIDATE_THRESHOLDS = {"kvCacheThreshold": 0.85, "kvSpareTrigger": 0.05}
+"""The what-if the demo prepares for ``wva backtest``: run hotter before adding a replica."""
+
+
+def _save_replay_inputs(options: DemoOptions, env: _Env, driver: _Driver) -> dict[str, Any]:
+    """Decision records, model files and Prometheus' data, so a run can be explained and backtested later."""
+    import shutil
+
+    import yaml
+
+    s = options.scenario
+    out = options.output
+    (out / "decisions.json").write_text(json.dumps({"variantAutoscalings": driver.decision_log}, indent=1) + "\n")
+    model = {
+        "model": s.model,
+        "namespace": s.namespace,
+        "variants": [
+            {"name": v.name, "deployment": v.name, "accelerator": v.accelerator, "cost": v.cost,
+             "minReplicas": v.min_replicas, "maxReplicas": v.max_replicas, "initialReplicas": v.initial_replicas}
+            for v in s.variants
+        ],
+    }
+    (out / "model.yaml").write_text("# the demo's model as it ran (wva backtest --config)\n"
+                                    + yaml.safe_dump(model, sort_keys=False))
+    candidate = {**model, "thresholds": dict(CANDIDATE_THRESHOLDS)}
+    (out / "model-candidate.yaml").write_text("# a candidate: run hotter before adding a replica\n"
+                                              + yaml.safe_dump(candidate, sort_keys=False))
+    commands = []
+    explained = driver.most_scaled_variant()
+    if explained is not None:
+        commands.append(f"Why did it scale?  wva explain {s.namespace}/{explained} --records {out / 'decisions.json'}")
+    if env.prometheus is not None and driver.wall_start and driver.wall_end:
+        target = out / "prometheus-data"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(env.prometheus.data_dir, target, ignore=shutil.ignore_patterns("lock"))
+        step = max(1.0, s.interval / s.speed)
+        commands.append(
+            f"What if?           wva backtest --prometheus-data {target} --config {out / 'model.yaml'} "
+            f"--config {out / 'model-candidate.yaml'} --from {math.floor(driver.wall_start)} "
+            f"--to {math.ceil(driver.wall_end)} --step {step:g}s --output {out / 'backtest'}"
+        )
+    return {"commands": commands}
 
 
 def _meta(options: DemoOptions, source: str) -> dict[str, Any]:
@@ -421,6 +473,9 @@ class _Driver:
         # counters advance in the metrics pipeline's time: simulated with pod scraping, real with Prometheus
         self.counter_time_scale = 1.0 if env.prometheus is not None else self.scenario.speed
         self.records: list[dict[str, Any]] = []
+        self.decision_log: dict[str, list[dict[str, Any]]] = {}  # "ns/name" -> every cycle's record
+        self.wall_start = 0.0
+        self.wall_end = 0.0
         self.stopped_early = False  # kopf ended (it stops on SIGINT/SIGTERM) before the scenario did
 
     def sim_time(self) -> float:
@@ -489,6 +544,7 @@ class _Driver:
                      f"= {s.duration / s.speed:.0f}s; one engine cycle every {s.interval:g}s simulated")
         view = LiveView(_meta(self.options, self.env.metrics_source), self.options.out) if self.options.ui else None
         self.t0 = time.monotonic()
+        self.wall_start = time.time()
         self.sim0 = self.env.clock.monotonic()
         self.apply_load(0.0, 0.0)
         stop = asyncio.Event()
@@ -513,10 +569,19 @@ class _Driver:
                 else:
                     self.say.json(record)
         finally:
+            self.wall_end = time.time()
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await loader
         return self.records
+
+    def most_scaled_variant(self) -> str | None:
+        """The variant whose decision changed most often (the best one to explain), else the first."""
+        changes: dict[str, int] = {}
+        for record in self.records:
+            for name, v in record["variants"].items():
+                changes[name] = changes.get(name, 0) + (v["decision"] in ("up", "down"))
+        return max(changes, key=lambda n: (changes[n], n)) if changes else None
 
     async def one_cycle(self, cycle: int, t: float) -> dict[str, Any]:
         s = self.scenario
@@ -539,7 +604,15 @@ class _Driver:
                 action = "none"
             else:
                 action = "up" if desired > current else "down" if desired < current else "hold"
+            latest = self.env.runtime.engine.decisions.latest(s.namespace, v.name)
+            outcome = latest.outcome(v.name) if latest is not None else None
+            if latest is not None:
+                log_ = self.decision_log.setdefault(f"{s.namespace}/{v.name}", [])
+                if not log_ or log_[-1]["id"] != latest.record_id:
+                    log_.append(latest.to_dict())
             variants[v.name] = {
+                "code": outcome.code if outcome is not None else None,
+                "record": latest.record_id if latest is not None else None,
                 "current": current,
                 "desired": desired,
                 "pods": after[v.name],
