@@ -100,7 +100,44 @@ def _check_spike_run(returncode: int, stdout: str, stderr: str, source: str) -> 
     assert "<svg" in chart and "http://" not in chart.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert end["summary"]["variants"][CHEAP]["peak"] == max(cheap_pods)
     assert (out / "summary.txt").read_text().startswith("Summary: scenario 'spike'")
+    _check_explain_and_backtest(out, end, cycles, source)
     return {"cycles": cycles, "first_down": min(downs)}
+
+
+def _check_explain_and_backtest(out: Path, end: dict[str, Any], cycles: list[dict[str, Any]], source: str) -> None:
+    """The commands the demo prints at its end work on what it saved, and tell the story of its run."""
+    import contextlib
+    import io
+    import shlex
+
+    from wva.cli import main
+
+    saved = json.loads((out / "decisions.json").read_text())["variantAutoscalings"]
+    namespace = end["commands"][0].split("explain ", 1)[1].split("/", 1)[0]
+    for c in cycles:
+        for name, v in c["variants"].items():
+            assert v["code"], (c["t"], name)
+            assert v["record"] in {r["id"] for r in saved[f"{namespace}/{name}"]}, (c["t"], name)
+    first_up = next(c for c in cycles if c["variants"][CHEAP]["decision"] == "up")
+    assert first_up["variants"][CHEAP]["code"].startswith("ScaleUp")
+    commands = {line.split("  ", 1)[0]: shlex.split(line.split("  ", 1)[1]) for line in end["commands"]}
+    assert commands["Why did it scale?"][:2] == ["wva", "explain"]
+    explain = [*commands["Why did it scale?"][1:], "--record", first_up["variants"][CHEAP]["record"]]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(explain) == 0
+    assert f"Decision: {first_up['variants'][CHEAP]['code']}" in stdout.getvalue()
+    if source != "prometheus":
+        assert "What if?" not in commands  # nothing recorded to replay
+        return
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(commands["What if?"][1:]) == 0
+    text = stdout.getvalue()
+    assert "Config A:" in text and "Config B:" in text and "Comparison: A = " in text
+    assert (out / "backtest" / "backtest.png").read_bytes().startswith(b"\x89PNG")
+    replayed = json.loads((out / "backtest" / "backtest.json").read_text())
+    assert replayed["meta"]["prometheusQueries"] == 2  # the whole range in one range query per signal
 
 
 _SAYS = {"prometheus": "real Prometheus", "pods": "pod scraping"}
