@@ -103,7 +103,7 @@ def _fill(
     try:
         result = client.custom_query_range(
             query, start_time=datetime.fromtimestamp(start, UTC), end_time=datetime.fromtimestamp(end, UTC),
-            step=f"{step:g}s",
+            step=_seconds(step),  # a plain number: Prometheus' duration syntax has no fractions ("1.5s")
             # the client rounds start and end to whole seconds; keep their milliseconds
             params={"start": f"{start:.3f}", "end": f"{end:.3f}"},
         )
@@ -157,6 +157,10 @@ def replicas_at(
         ))
     rows.sort(key=lambda r: (r.variant_name, r.pod_name))
     return rows
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def _iso(t: float) -> str:
