@@ -15,8 +15,10 @@ from wva import __version__
 from wva.collector.types import ReplicaMetrics
 from wva.decisions.codes import ReasonCode, scale_up_code
 from wva.decisions.record import (
+    NO_INPUTS,
     DecisionRecord,
     Guard,
+    PodInputs,
     ShadowDecision,
     VariantInput,
     VariantOutcome,
@@ -94,7 +96,7 @@ def decide_group(
         config=config,
         config_hash=config_hash(config, ordered),
         variants=ordered,
-        replicas=rows,
+        inputs=PodInputs.pack(rows, ordered) if rows else NO_INPUTS,
         unavailable=None if rows else (unavailable or "no replica reported metrics"),
         source=source or _rows_source(rows),
         analysis=analysis,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,44 @@ class VariantInput:
     min_replicas: int = 1
     max_replicas: int | None = None
     pods: tuple[str, ...] = ()  # the pods Kubernetes says serve it (ready), when known
+
+
+@dataclass(frozen=True, slots=True)
+class PodInputs:
+    """The per-pod signals of one record, packed: the collector's per-pod objects are not kept alive.
+
+    Pod and variant names are shared with the inventory's strings where it knows the pod; values
+    live in typed arrays (NaN marks an unknown signal), so a record costs about a hundred bytes per
+    pod instead of a ``ReplicaMetrics`` each.
+    """
+
+    pods: tuple[str, ...]
+    variants: tuple[str, ...]
+    kv: array[float]
+    queue: array[float]
+    sample_time: array[float]
+    sources: tuple[str, ...]  # one per pod; the same interned string for all pods of one source
+
+    @classmethod
+    def pack(cls, rows: Sequence[ReplicaMetrics], variants: Sequence[VariantInput]) -> PodInputs:
+        known = {pod: pod for v in variants for pod in v.pods}
+        names = {v.name: v.name for v in variants}
+        nan = float("nan")
+        return cls(
+            pods=tuple(known.get(r.pod_name, r.pod_name) for r in rows),
+            variants=tuple(names.get(r.variant_name, r.variant_name) for r in rows),
+            kv=array("d", (r.kv_cache_usage if r.kv_known else nan for r in rows)),
+            queue=array("d", (float(r.queue_length) if r.queue_known else nan for r in rows)),
+            sample_time=array("d", (r.sample_time or (r.metadata.collected_at if r.metadata else 0.0)
+                                    for r in rows)),
+            sources=tuple(r.metadata.source if r.metadata is not None else "" for r in rows),
+        )
+
+    def __len__(self) -> int:
+        return len(self.pods)
+
+
+NO_INPUTS = PodInputs((), (), array("d"), array("d"), array("d"), ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +116,7 @@ class DecisionRecord:
     config: SaturationScalingConfig
     config_hash: str
     variants: tuple[VariantInput, ...]
-    replicas: tuple[ReplicaMetrics, ...]
+    inputs: PodInputs
     unavailable: str | None  # why there was no usable data, when there was none
     source: str | None
     analysis: ModelSaturationAnalysis | None
@@ -107,7 +146,7 @@ class DecisionRecord:
             "inputs": {
                 "source": self.source,
                 "unavailable": self.unavailable,
-                "pods": _pod_inputs(self.time, self.variants, self.replicas),
+                "pods": _pod_inputs(self.time, self.variants, self.inputs),
             },
             "analysis": _analysis_dict(self.analysis),
             "rule": self.rule,
@@ -152,25 +191,25 @@ def signal_state(value: float | None) -> str:
     return "zero" if value == 0 else "value"
 
 
-def _pod_inputs(
-    now: float, variants: Sequence[VariantInput], replicas: Sequence[ReplicaMetrics]
-) -> list[dict[str, Any]]:
+def _pod_inputs(now: float, variants: Sequence[VariantInput], inputs: PodInputs) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     reported: dict[str, set[str]] = {}
-    for r in replicas:
-        reported.setdefault(r.variant_name, set()).add(r.pod_name)
-        meta = r.metadata
-        sample_time = r.sample_time or (meta.collected_at if meta is not None else 0.0)
+    for i, pod in enumerate(inputs.pods):
+        variant_name = inputs.variants[i]
+        reported.setdefault(variant_name, set()).add(pod)
+        kv, queue, stamp = inputs.kv[i], inputs.queue[i], inputs.sample_time[i]
+        kv_value = None if kv != kv else kv  # NaN: no series
+        queue_value = None if queue != queue else int(queue)
         rows.append({
-            "pod": r.pod_name,
-            "variant": r.variant_name,
-            "kvCacheUsage": r.kv_cache_usage if r.kv_known else None,
-            "kvState": signal_state(r.kv_cache_usage if r.kv_known else None),
-            "queueLength": r.queue_length if r.queue_known else None,
-            "queueState": signal_state(r.queue_length if r.queue_known else None),
-            "sampleTime": sample_time or None,
-            "age": round(max(0.0, now - sample_time), 3) if sample_time else None,
-            "source": meta.source if meta is not None else None,
+            "pod": pod,
+            "variant": variant_name,
+            "kvCacheUsage": kv_value,
+            "kvState": signal_state(kv_value),
+            "queueLength": queue_value,
+            "queueState": signal_state(queue_value),
+            "sampleTime": stamp or None,
+            "age": round(max(0.0, now - stamp), 3) if stamp else None,
+            "source": inputs.sources[i] or None,
         })
     for variant in variants:
         for pod in variant.pods:
