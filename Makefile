@@ -12,7 +12,7 @@ help:
 	@echo "make demo      - run the whole autoscaler locally on an embedded environment"
 	@echo "make test      - lint, type-check and run the test suite (builds the control plane first)"
 	@echo "make controlplane - build (or reuse) kube-apiserver, controller-manager, scheduler, etcd, helm"
-	@echo "make bench     - run the scale benchmark (writes bench/results/)"
+	@echo "make bench     - run the scale benchmark and the decision-record benchmark (writes bench/results/)"
 	@echo "make test-e2e  - kind-based end-to-end tests (needs Docker, kind, helm; WVA_E2E=1)"
 
 $(BIN)/python:
@@ -69,6 +69,7 @@ test-e2e: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.decisions
 
 sync-crds:
 	bash deploy/sync-crds.sh

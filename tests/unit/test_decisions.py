@@ -262,3 +262,8 @@ def _replica(variant: str, kv: float, queue: int, *, pod: str | None = None, sta
              cost: float = 10.0) -> ReplicaMetrics:
     return ReplicaMetrics(pod or f"{variant}-1", kv, queue, variant, NS, MODEL, variant.upper(), cost,
                           ReplicaMetricsMetadata(collected_at=stamp or 1.0, source="prometheus"), sample_time=stamp)
+
+
+def test_every_reason_code_is_documented_in_the_troubleshooting_guide() -> None:
+    guide = (Path(__file__).parents[2] / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    assert [c.value for c in ReasonCode if f"| `{c.value}` |" not in guide] == []
