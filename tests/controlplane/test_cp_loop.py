@@ -11,6 +11,7 @@ it scales back down to ``minReplicas``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -87,6 +88,13 @@ def test_load_scales_the_deployment_up_through_real_pods_and_back_down(
             va = get_va(kube, namespace, "llama-l4")
             assert desired_replicas(va) == 3
             assert va["status"]["actuation"]["applied"] is True
+            # saturated at its maximum: the status says so in its own words, and the scale-ups' Events
+            # carry the reason code of the decision that made them
+            wait_until(lambda: last_reason(get_va(kube, namespace, "llama-l4")) == "AtMaxReplicas", 30,
+                       f"reason AtMaxReplicas; status: {get_va(kube, namespace, 'llama-l4').get('status')}")
+            ups = [e for e in k8s.CoreV1Api(kube).list_namespaced_event(namespace).items
+                   if e.involved_object.name == "llama-l4" and e.reason == "ScaledUp"]
+            assert ups and all(e.message.startswith("ScaleUp") for e in ups), [e.message for e in ups]
             wait_until(lambda: gauge(wva.metrics(), "wva_desired_replicas", namespace, "llama-l4") == 3.0, 30,
                        "wva_desired_replicas 3")
             deployment = apps.read_namespaced_deployment("llama-l4", namespace)
@@ -100,6 +108,8 @@ def test_load_scales_the_deployment_up_through_real_pods_and_back_down(
             wait_until(lambda: apps.read_namespaced_deployment("llama-l4", namespace).spec.replicas == 1, 120,
                        f"scale-down to minReplicas; wva log:\n{wva.tail()}")
             wait_until(lambda: desired_replicas(get_va(kube, namespace, "llama-l4")) == 1, 30, "status says 1")
+            wait_until(lambda: last_reason(get_va(kube, namespace, "llama-l4")) in ("AtMinReplicas", "HoldSteady"),
+                       30, "a hold at the minimum")
             wait_until(lambda: len([p for p in nodes.running_pods() if p.namespace == namespace]) == 1, 60,
                        "the removed pods' processes ended")
         assert wva.alive, wva.tail()
@@ -109,3 +119,8 @@ def test_load_scales_the_deployment_up_through_real_pods_and_back_down(
     log = wva.log_text()
     assert "Traceback" not in log, log[-4000:]
     assert " 403" not in log and "Forbidden" not in log, "the chart's RBAC covers everything wva does"
+
+
+def last_reason(va: dict[str, Any]) -> str | None:
+    decision = (va.get("status") or {}).get("lastDecision") or {}
+    return decision.get("reason")
