@@ -2,7 +2,8 @@
 
 Calls run in a bounded thread pool with a per-request timeout; every call is counted by verb,
 resource and outcome (the benchmark and the RBAC test read these counts). Watches are kopf's job;
-this module only writes status, posts Events, patches scale and manages the leader Lease.
+this module only writes status, posts Events, patches scale and pod annotations, and manages the
+leader Lease.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -182,6 +183,13 @@ class KubeClient:
             namespace,
             {"spec": {"replicas": replicas}},
         )
+
+    # --- Pods ------------------------------------------------------------------------------------
+    async def patch_pod_annotations(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Merge ``annotations`` into the pod's metadata (a value of None removes that key); nothing else
+        of the pod is sent, so concurrent writers of other fields are not overwritten."""
+        body = {"metadata": {"annotations": dict(annotations)}}
+        await self._call("patch", "pods", self.core.patch_namespaced_pod, name, namespace, body)
 
     # --- Events ----------------------------------------------------------------------------------
     async def create_event(

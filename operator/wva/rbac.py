@@ -61,7 +61,9 @@ RULES: tuple[PermissionRule, ...] = (
     PermissionRule(
         "apps", "deployments/scale", ("get", "patch"), "cluster", True, direct_actuation_only=True
     ),
-    PermissionRule("", "pods", ("get", "list", "watch"), "cluster", True),
+    # patch: only the pod-deletion-cost annotation before a scale-down (wva.actuator.drain); one rule per
+    # resource, so it is granted in both modes even though only direct actuation scales
+    PermissionRule("", "pods", ("get", "list", "watch", "patch"), "cluster", True),
     PermissionRule("", "events", ("create", "patch"), "cluster", True),
     PermissionRule("events.k8s.io", "events", ("create", "patch"), "cluster", True),
     # Configuration and leader election live in the operator's own namespace only.

@@ -95,6 +95,9 @@ class Settings(BaseModel):
     pod_metrics_tls_insecure_skip_verify: bool = False
     pod_scrape_timeout: float = 5.0
     pod_scrape_concurrency: int = 10
+    # drain-aware scale-down (direct actuation): pod-deletion-cost annotations, optional wait for the victim
+    deletion_cost: bool = True
+    drain_timeout: float = 0.0  # 0: do not wait for the victim's in-flight requests to finish
 
     @property
     def prometheus_is_plain_http(self) -> bool:
@@ -163,6 +166,8 @@ class Settings(BaseModel):
         take("WVA_POD_METRICS_TLS_INSECURE_SKIP_VERIFY", "pod_metrics_tls_insecure_skip_verify", parse_bool)
         take("WVA_POD_SCRAPE_TIMEOUT", "pod_scrape_timeout", _positive_duration)
         take("WVA_POD_SCRAPE_CONCURRENCY", "pod_scrape_concurrency", _positive_int)
+        take("WVA_DELETION_COST", "deletion_cost", _deletion_cost_flag)
+        take("WVA_DRAIN_TIMEOUT", "drain_timeout", _drain_timeout)
 
         cert, key = values.get("prometheus_client_cert_path"), values.get("prometheus_client_key_path")
         if bool(cert) != bool(key):
@@ -269,6 +274,26 @@ def _one_of(*choices: str) -> Callable[[str], str]:
 
 _query_method = _one_of("GET", "POST")
 _scheme = _one_of("http", "https")
+
+
+def _deletion_cost_flag(value: str) -> bool:
+    """``WVA_DELETION_COST``: unset or empty means on."""
+    if not value.strip():
+        return True
+    return _strict_flag(parse_bool, value)
+
+
+MAX_DRAIN_TIMEOUT = 600.0
+
+
+def _drain_timeout(value: str) -> float:
+    seconds = parse_duration(value)  # rejects negative, NaN and infinite values
+    if seconds > MAX_DRAIN_TIMEOUT:
+        raise ValueError(
+            f"must be at most {MAX_DRAIN_TIMEOUT:.0f}s (the wait holds the model group's engine cycle); "
+            "0 turns the wait off"
+        )
+    return seconds
 
 
 def _batch_queries(value: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import importlib
 import io
+import itertools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,7 +21,7 @@ import pytest
 
 from wva.cli import main
 from wva.collector.types import ReplicaMetrics
-from wva.decisions.decide import decide_group
+from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, decide_group, next_history
 from wva.replay import backtest_cli
 from wva.replay.backtest import BacktestResult, ModelLoad, model_load, replay, spread_load
 from wva.replay.config import ModelFile, parse_model_file
@@ -43,9 +44,13 @@ T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STEP = 30.0
 PODS = ("llama-cheap-5d4f8b7c9-x2x4z", "llama-premium-6c7d9f8b5-abcde")
 
+# the replays here scale down as soon as the rules allow (no stabilisation window); the window and
+# the pending-replica guard have tests of their own below
 MODEL_FILE = f"""
 model: {MODEL}
 namespace: {NS}
+thresholds:
+  scaleDownStabilizationWindow: 0s
 variants:
   - name: cheap
     deployment: llama-cheap
@@ -98,6 +103,7 @@ def _by_hand(hist: SignalHistory, model: ModelFile, delay: float) -> dict[str, A
     saturated = 0.0
     step = hist.steps[1] - hist.steps[0]
     cfg = model.config
+    past: GroupHistory | None = None
     for t, samples in zip(hist.steps, hist.samples, strict=True):
         for name in ready:
             ready[name] += sum(1 for at in pending[name] if at <= t)
@@ -116,8 +122,10 @@ def _by_hand(hist: SignalHistory, model: ModelFile, delay: float) -> dict[str, A
             ]
             if (kv or 0.0) >= cfg.kv_cache_threshold or (queue or 0) >= cfg.queue_length_threshold:
                 saturated += step
-        inputs = [v.input(ready[v.name] + len(pending[v.name]), last[v.name]) for v in specs]
-        decision = decide_group(MODEL, NS, inputs, metrics, cfg, now=t)
+        inputs = [v.input(ready[v.name] + len(pending[v.name]), last[v.name], ready=ready[v.name]) for v in specs]
+        decision = decide_group(MODEL, NS, inputs, metrics, cfg, now=t, history=past,
+                                default_stabilization_window=DEFAULT_STABILIZATION_WINDOW)
+        past = next_history(past, decision.record)
         row = {}
         for v in specs:
             outcome = decision.outcome(v.name)
@@ -195,29 +203,30 @@ def test_min_and_max_are_honoured() -> None:
 def test_pending_replicas_are_counted_but_do_not_report() -> None:
     """With a startup delay the ready count lags each +1 by exactly the delay; pending replicas never report.
 
-    They hold a scale-down (their load is unknown) and keep the variant at its count while the load
-    is moderate. They do not stop a further +1 while the ready replicas stay saturated: the engine
-    steps again each cycle until the new replicas are ready (the overshoot a backtest shows).
+    The model waits for replicas on the way (HoldPendingReplicas) instead of adding more each cycle,
+    and a scale-down waits until they report (their load is unknown).
     """
     delay = 90.0
     loads = [LOW] * 4 + [HIGH] * 12 + [LOW] * 12
     result = replay(history(loads), model_file(), startup_delay=delay)
     cheap = result.series("cheap")
-    first_up = next(e for e in result.events if e.variant == "cheap")
-    assert first_up.time == T0 + 4 * STEP
+    ups = [e for e in result.events if e.variant == "cheap" and e.to_replicas > e.from_replicas]
+    assert ups[0].time == T0 + 4 * STEP
     for i, step in enumerate(result.steps):
-        added = sum(e.to_replicas - e.from_replicas for e in result.events
-                    if e.variant == "cheap" and e.to_replicas > e.from_replicas and e.time + delay <= step.time)
+        added = sum(e.to_replicas - e.from_replicas for e in ups if e.time + delay <= step.time)
         if i < 16:  # during the burst nothing is removed: ready = initial + the +1s that are old enough
             assert cheap[i].ready == 1 + added, i
-    starting = [v for v in cheap if v.replicas > v.ready]
-    assert starting and all(v.target >= v.replicas for v in starting)  # never a -1 while one is starting
-    assert [e.time for e in result.events if e.variant == "cheap"][:3] == [T0 + 4 * STEP, T0 + 5 * STEP,
-                                                                          T0 + 6 * STEP]
-    no_delay = replay(history(loads), model_file())
-    assert result.total("cheap").max_replicas + result.total("premium").max_replicas > (
-        no_delay.total("cheap").max_replicas + no_delay.total("premium").max_replicas
-    )
+    # one +1, then the model waits for it: no second +1 until the first replica is ready
+    assert ups[1].time - ups[0].time >= delay
+    waiting = [v for v in cheap if v.replicas > v.ready]
+    assert waiting and all(v.target == v.replicas for v in waiting)
+    assert {v.code for v in waiting} <= {"HoldPendingReplicas", "HoldReplicasNotReporting", "HoldUnknownSignal",
+                                         "AtMaxReplicas"}
+    assert "HoldPendingReplicas" in {v.code for v in waiting}
+    # no costlier replica while a cheap one is on its way: the premium +1 comes once cheap is at its maximum
+    premium_up = next(e for e in result.events if e.variant == "premium" and e.to_replicas > e.from_replicas)
+    at_max = next(s.time for s, v in zip(result.steps, cheap, strict=True) if v.target == 4)
+    assert premium_up.time > at_max
     # a drop in load while replicas are still starting: no scale-down until they report
     quiet = replay(history([HIGH] + [LOW] * 10), model_file(), startup_delay=delay)
     steps = quiet.series("cheap")
@@ -225,6 +234,37 @@ def test_pending_replicas_are_counted_but_do_not_report() -> None:
     assert steps[1].code in ("HoldReplicasNotReporting", "HoldUnknownSignal")
     down = next(e for e in quiet.events if e.to_replicas < e.from_replicas)
     assert down.time >= T0 + delay
+
+
+def test_stuck_pending_replicas_pass_the_step_to_the_next_variant() -> None:
+    """A replica that never becomes ready (no GPU): after pendingStuckAfter the costlier variant takes the +1."""
+    text = MODEL_FILE.replace("thresholds:\n", "thresholds:\n  pendingStuckAfter: 2m\n")
+    result = replay(history([HIGH] * 12), model_file(text), startup_delay=3600.0)
+    cheap, premium = result.series("cheap"), result.series("premium")
+    assert cheap[1].replicas == 2 and cheap[1].ready == 1
+    assert all(v.code == "HoldPendingReplicas" for v in cheap[1:5])  # 30..120 s: waiting
+    first_premium = next(i for i, v in enumerate(premium) if v.target > v.replicas)
+    assert first_premium == 5  # pending since step 1 (30 s): stuck at 150 s, 2 minutes later
+    assert cheap[first_premium].code == "PendingReplicasStuck"
+    assert premium[first_premium].code.startswith("ScaleUp")
+
+
+def test_scale_down_waits_for_the_stabilization_window() -> None:
+    """The default window (300 s, what wva applies with direct actuation): the -1 comes once the rules have
+    asked for it for five minutes, then the next ones follow cycle by cycle."""
+    text = MODEL_FILE.replace("thresholds:\n  scaleDownStabilizationWindow: 0s\n", "")
+    loads = [HIGH] * 4 + [LOW] * 20
+    result = replay(history(loads), model_file(text))
+    downs = [e for e in result.events if e.to_replicas < e.from_replicas]
+    first_low = T0 + 4 * STEP
+    asked = next(s.time for s in result.steps if any(v.code == "HoldScaleDownStabilizing" for v in s.variants))
+    assert asked >= first_low
+    assert downs and downs[0].time - asked >= DEFAULT_STABILIZATION_WINDOW
+    assert all(b.time - a.time == STEP for a, b in itertools.pairwise(downs))
+    # without the window (the replays above), the first -1 comes at the first quiet step that allows it
+    eager = replay(history(loads), model_file())
+    eager_downs = [e for e in eager.events if e.to_replicas < e.from_replicas]
+    assert eager_downs[0].time < downs[0].time
 
 
 def test_unknown_steps_hold_and_are_not_zero_load() -> None:
@@ -272,7 +312,7 @@ def test_thresholds_override_and_shadow_is_ignored() -> None:
 # --- the report -------------------------------------------------------------------------------------
 def two_configs() -> tuple[BacktestResult, BacktestResult]:
     hist = history(curve())
-    loose = MODEL_FILE + "thresholds:\n  queueSpareTrigger: 1\n"
+    loose = MODEL_FILE.replace("thresholds:\n", "thresholds:\n  queueSpareTrigger: 1\n")
     return replay(hist, model_file(where="a.yaml")), replay(hist, model_file(loose, "b.yaml"))
 
 
@@ -401,7 +441,7 @@ def test_command_prints_tables_and_writes_files(tmp_path: Path, capsys: pytest.C
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakePrometheus(curve())
     monkeypatch.setattr(backtest_cli, "_client", lambda url, insecure: fake)
-    b = write_model(tmp_path, MODEL_FILE + "thresholds:\n  queueSpareTrigger: 1\n", "b.yaml")
+    b = write_model(tmp_path, MODEL_FILE.replace("thresholds:\n", "thresholds:\n  queueSpareTrigger: 1\n"), "b.yaml")
     out_dir = tmp_path / "out"
     end = T0 + (len(curve()) - 1) * STEP
     code, out, err = run(["--prometheus", "http://prometheus.invalid", "--from", str(T0), "--to", str(end),

@@ -6,7 +6,9 @@ the engine stored, the status it wrote and the Event it posted.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,10 @@ from test_engine import MODEL, NS, FakeCollector, FakeKube, _fresh_env, deployme
 
 from wva.collector.types import ReplicaMetrics, ReplicaMetricsMetadata
 from wva.decisions import DecisionStore, ReasonCode, VariantInput, decide_group
+from wva.decisions.decide import GroupHistory, next_history
 from wva.decisions.explain import counterfactuals, render_explanation
 from wva.inventory import Inventory
-from wva.saturation.config import SaturationScalingConfig, parse_saturation_config_data
+from wva.saturation.config import SaturationConfigStore, SaturationScalingConfig, parse_saturation_config_data
 from wva.saturation.engine import SaturationEngine
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -267,3 +270,121 @@ def _replica(variant: str, kv: float, queue: int, *, pod: str | None = None, sta
 def test_every_reason_code_is_documented_in_the_troubleshooting_guide() -> None:
     guide = (Path(__file__).parents[2] / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
     assert [c.value for c in ReasonCode if f"| `{c.value}` |" not in guide] == []
+
+
+# --- wva's guards beyond upstream -------------------------------------------------------------------
+FLAP_VARIANTS = [VariantInput("l4", "L4", 5.0, 6, 6, 1, 6), VariantInput("h100", "H100", 20.0, 2, 2, 1, None)]
+
+
+def _flap_rows(l4: float = 0.7467, h100: float = 0.6588) -> list[ReplicaMetrics]:
+    """The default demo at t≈1590 s: six L4 pods and two H100 pods just out of saturation."""
+    rows = [_replica("l4", l4, 0, pod=f"llama-l4-7d9f-{i}", cost=5.0) for i in range(6)]
+    return rows + [_replica("h100", h100, 0, pod=f"llama-h100-5c4b-{i}", cost=20.0) for i in range(2)]
+
+
+def _after_spike() -> GroupHistory:
+    """The previous cycle: every pod saturated at 0.85 (total KV 6.8), no queue."""
+    return GroupHistory(load=(8 * 0.85, 0.0))
+
+
+def test_the_demo_flap_numbers_do_not_scale_up_while_the_load_falls() -> None:
+    rows = _flap_rows()
+    config = SaturationScalingConfig()
+    decision = decide_group(MODEL, NS, FLAP_VARIANTS, rows, config, now=10.0, history=_after_spike())
+    record = decision.record
+    # upstream's spare rule fires: (6 x 0.0533 + 2 x 0.1412) / 8 = 0.075 < 0.10 ...
+    assert record.analysis is not None and record.analysis.avg_spare_kv_capacity == pytest.approx(0.075, abs=1e-3)
+    # ... but the load is falling and no pod is within 0.05 of saturation: no scale-up
+    assert record.rule == "steady"
+    assert [g.name for g in record.guards] == ["falling-load"]
+    assert decision.outcome("h100").target == 2 and decision.outcome("h100").code == ReasonCode.HOLD_FALLING_LOAD
+    assert decision.outcome("l4").code == ReasonCode.HOLD_FALLING_LOAD
+    assert "the load is falling" in decision.outcome("h100").message
+
+
+def test_strict_upstream_keeps_upstreams_scale_up_on_the_same_numbers() -> None:
+    config = SaturationScalingConfig(strict_upstream=True)
+    decision = decide_group(MODEL, NS, FLAP_VARIANTS, _flap_rows(), config, now=10.0, history=_after_spike())
+    assert decision.record.rule == "scale-up" and decision.record.guards[0].name == "max-bound"
+    assert decision.outcome("h100").target == 3 and decision.outcome("h100").code == ReasonCode.SCALE_UP_KV_SPARE_LOW
+    assert decision.outcome("l4").code == ReasonCode.AT_MAX_REPLICAS
+
+
+@pytest.mark.parametrize(
+    ("history", "rows", "why"),
+    [
+        (None, _flap_rows(), "a first cycle has no trend: capacity first"),
+        (GroupHistory(load=(5.0, 0.0)), _flap_rows(), "a rising load"),
+        (_after_spike(), _flap_rows(l4=0.76), "a pod within the margin of saturation (0.76 >= 0.75)"),
+    ],
+)
+def test_the_falling_load_guard_lets_real_demand_through(
+    history: GroupHistory | None, rows: list[ReplicaMetrics], why: str
+) -> None:
+    decision = decide_group(MODEL, NS, FLAP_VARIANTS, rows, SaturationScalingConfig(), now=10.0, history=history)
+    assert decision.record.rule == "scale-up", why
+    assert decision.outcome("h100").target == 3, why
+
+
+async def test_engine_remembers_the_load_between_cycles_so_the_flap_is_held(env: Env) -> None:
+    engine, inventory, collector, _kube = env
+    setup(env, {"l4": ("5", 6, [0.85] * 6), "h100": ("20", 2, [0.85] * 2)}, l4={"maxReplicas": 6})
+    await engine.run_cycle()  # saturated: the step goes to h100 (l4 is at its maximum)
+    assert result(last(env, "h100"), "h100")["target"] == 3
+    inventory.apply_deployment(deployment("h100", 3))
+    collector.kv = {"l4": [0.7467] * 6, "h100": [0.6588] * 3}
+    await engine.run_cycle()
+    record = last(env, "h100")
+    assert record["rule"] == "steady" and result(record, "h100")["code"] == "HoldFallingLoad"
+
+
+async def test_scale_down_waits_for_the_window_then_goes_ahead(env: Env) -> None:
+    engine, _inventory, _collector, _kube = env
+    engine.config_store.update({"default": "scaleDownStabilizationWindow: 0.5s\n"})
+    setup(env, {"cheap": ("5", 2, [0.1, 0.1]), "pricey": ("20", 2, [0.1, 0.1])})
+    await engine.run_cycle()
+    first = result(last(env, "pricey"), "pricey")
+    assert first["code"] == "HoldScaleDownStabilizing" and first["target"] == 2 and first["recommended"] == 1
+    deadline = time.monotonic() + 10
+    while True:
+        await engine.run_cycle()
+        outcome = result(last(env, "pricey"), "pricey")
+        if outcome["code"] == "ScaleDownRedistributable" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert outcome["code"] == "ScaleDownRedistributable" and outcome["target"] == 1
+
+
+def test_the_window_defaults_by_actuation_mode() -> None:
+    from wva.actuator.metrics import MetricsEmitter
+    from wva.actuator.status import StatusWriter
+
+    def engine(direct: bool) -> SaturationEngine:
+        inventory = Inventory()
+        kube = FakeKube()
+        writer = StatusWriter(kube, inventory)  # type: ignore[arg-type]
+        return SaturationEngine(inventory, FakeCollector(), SaturationConfigStore(), writer, MetricsEmitter(),
+                                kube, direct_actuation=direct)  # type: ignore[arg-type]
+
+    assert engine(True).default_stabilization_window == 300.0  # wva scales: wva's window
+    assert engine(False).default_stabilization_window == 0.0  # the HPA/KEDA path: its own window, not a second one
+
+
+def test_pending_replicas_make_the_model_wait_and_stuck_ones_pass_the_step() -> None:
+    config = SaturationScalingConfig(pending_stuck_after=60.0)
+    variants = [VariantInput("cheap", cost=5, current_replicas=3, previous_desired=3, ready_replicas=2),
+                VariantInput("pricey", cost=20, current_replicas=1, previous_desired=1, ready_replicas=1)]
+    rows = [_replica("cheap", 0.79, 0, pod=f"cheap-{i}", cost=5.0) for i in range(2)]
+    rows.append(_replica("pricey", 0.79, 0, pod="pricey-0", cost=20.0))
+    waiting = decide_group(MODEL, NS, variants, rows, config, now=100.0,
+                           history=GroupHistory(pending_since={"cheap": 70.0}))
+    assert waiting.record.plan is not None and waiting.record.plan.waiting_on == "cheap"
+    assert {o.code for o in waiting.record.outcomes} == {ReasonCode.HOLD_PENDING_REPLICAS}
+    assert waiting.targets == {"cheap": 3, "pricey": 1}
+    stuck = decide_group(MODEL, NS, variants, rows, config, now=140.0,
+                         history=GroupHistory(pending_since={"cheap": 70.0}))
+    assert stuck.outcome("cheap").code == ReasonCode.PENDING_REPLICAS_STUCK
+    assert stuck.outcome("pricey").target == 2 and stuck.outcome("pricey").code.startswith("ScaleUp")
+    assert any(g.name == "pending-stuck" for g in stuck.record.guards)
+    # next_history keeps the pending clock running while the replica stays pending
+    assert next_history(GroupHistory(pending_since={"cheap": 70.0}), stuck.record).pending_since == {"cheap": 70.0}

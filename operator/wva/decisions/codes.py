@@ -25,6 +25,10 @@ class ReasonCode(StrEnum):
     HOLD_UNKNOWN_SIGNAL = "HoldUnknownSignal"
     HOLD_METRICS_UNAVAILABLE = "HoldMetricsUnavailable"
     HOLD_STEADY = "HoldSteady"
+    HOLD_FALLING_LOAD = "HoldFallingLoad"
+    HOLD_SCALE_DOWN_STABILIZING = "HoldScaleDownStabilizing"
+    HOLD_PENDING_REPLICAS = "HoldPendingReplicas"
+    PENDING_REPLICAS_STUCK = "PendingReplicasStuck"
 
 
 DESCRIPTIONS: dict[ReasonCode, str] = {
@@ -49,6 +53,14 @@ DESCRIPTIONS: dict[ReasonCode, str] = {
     "on unknown load",
     ReasonCode.HOLD_METRICS_UNAVAILABLE: "no usable metrics for the model this cycle: the last decision holds",
     ReasonCode.HOLD_STEADY: "spares are above the scale-up triggers and one replica fewer would not keep them",
+    ReasonCode.HOLD_FALLING_LOAD: "the spare rule asked for a replica, but the load is falling and no pod is near "
+    "saturation (wva's falling-load guard; strictUpstream turns it off)",
+    ReasonCode.HOLD_SCALE_DOWN_STABILIZING: "a scale-down waits until the lower count has been asked for during the "
+    "whole scaleDownStabilizationWindow",
+    ReasonCode.HOLD_PENDING_REPLICAS: "the model needs a replica and the variant that would take it has replicas "
+    "on the way: it waits for them instead of adding more",
+    ReasonCode.PENDING_REPLICAS_STUCK: "this variant's pending replicas have not become ready within "
+    "pendingStuckAfter: it is passed over and the next variant by cost takes the step",
 }
 
 

@@ -8,8 +8,8 @@ variant's target with a reason code and a one-line message about that variant, t
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from wva import __version__
 from wva.collector.types import ReplicaMetrics
@@ -35,7 +35,116 @@ from wva.saturation.analyzer import (
 )
 from wva.saturation.config import SaturationScalingConfig
 
-__all__ = ["GroupDecision", "decide_group", "record_id_for"]
+__all__ = ["GroupDecision", "GroupHistory", "decide_group", "next_history", "record_id_for"]
+
+FALLING_TOLERANCE = 0.01
+DEFAULT_STABILIZATION_WINDOW = 300.0  # seconds, with direct actuation (as the HPA's default)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupHistory:
+    """What the guards that need a past remember of one model group between cycles.
+
+    ``load``: the previous cycle's total KV usage and total queue over the reporting replicas (the
+    falling-load guard: totals follow the traffic, per-replica averages also fall after a scale-up);
+    ``lower_since``: per variant, since when the rules have asked for fewer replicas (stabilisation);
+    ``pending_since``: per variant, since when it has had replicas that are not ready (stuck detection).
+    """
+
+    load: tuple[float, float] | None = None
+    lower_since: Mapping[str, float] = field(default_factory=dict)
+    pending_since: Mapping[str, float] = field(default_factory=dict)
+
+
+def next_history(previous: GroupHistory | None, record: DecisionRecord) -> GroupHistory:
+    """The history after ``record``'s cycle (the engine and ``wva backtest`` both keep it this way)."""
+    before = previous or GroupHistory()
+    if record.analysis is None:
+        return before  # no data: nothing learnt, no clock restarted
+    lower: dict[str, float] = {}
+    for o in record.outcomes:
+        base = o.previous_desired if o.previous_desired > 0 else o.current
+        if o.decided and o.recommended < base:
+            lower[o.variant] = before.lower_since.get(o.variant, record.time)
+    reporting = {v.variant_name: v.replica_count for v in record.analysis.variant_analyses}
+    pending: dict[str, float] = {}
+    for v in record.variants:
+        if _pending_count(v, reporting):
+            pending[v.name] = before.pending_since.get(v.name, record.time)
+    return GroupHistory(load=_load(record), lower_since=lower, pending_since=pending)
+
+
+def _load(record: DecisionRecord) -> tuple[float, float] | None:
+    """Total KV usage and total queue of the reporting replicas; None without known values."""
+    kv = [x for x in record.inputs.kv if x == x]
+    queue = [x for x in record.inputs.queue if x == x]
+    return (sum(kv), sum(queue)) if kv or queue else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Past:
+    history: GroupHistory
+    default_window: float
+    now: float
+
+
+def _window(config: SaturationScalingConfig, past: _Past) -> float:
+    window = config.scale_down_stabilization_window
+    return past.default_window if window is None else window
+
+
+def _falling_load(
+    analysis: ModelSaturationAnalysis, rows: Sequence[ReplicaMetrics], config: SaturationScalingConfig, past: _Past
+) -> str | None:
+    """Why a spare-capacity scale-up is suppressed, or None when it may go ahead.
+
+    Upstream averages the spare only over non-saturated pods, so pods leaving saturation just under
+    the threshold pull the average below the trigger while the load falls. A scale-up then needs a
+    saturated pod, a pod within ``nearSaturationMargin`` of a threshold, or a load that is not falling.
+    """
+    if analysis.non_saturated_count < analysis.total_replicas:
+        return None  # a pod is saturated now
+    margin = config.near_saturation_margin
+    max_kv = max((v.max_kv_cache_usage for v in analysis.variant_analyses), default=0.0)
+    max_queue = max((v.max_queue_length for v in analysis.variant_analyses), default=0)
+    if max_kv >= config.kv_cache_threshold - margin or max_queue >= config.queue_length_threshold * (1 - margin):
+        return None
+    previous = past.history.load
+    now_load = _rows_load(rows)
+    # falling: the total KV usage dropped by more than 1% (noise and rounding are not a trend)
+    if previous is None or now_load is None or now_load[0] >= previous[0] * (1 - FALLING_TOLERANCE) \
+            or now_load[1] > previous[1]:
+        return None
+    return (f"the model's total KV usage fell from {previous[0]:.3f} to {now_load[0]:.3f} (queue "
+            f"{previous[1]:g} to {now_load[1]:g}) and the busiest pod is at {max_kv:.3f} "
+            f"(< {config.kv_cache_threshold - margin:.3f}): no spare-capacity scale-up while the load falls")
+
+
+def _rows_load(rows: Sequence[ReplicaMetrics]) -> tuple[float, float] | None:
+    kv = [r.kv_cache_usage for r in rows if r.kv_known]
+    queue = [float(r.queue_length) for r in rows if r.queue_known]
+    return (sum(kv), sum(queue)) if kv or queue else None
+
+
+def _pending_count(v: VariantInput, reporting: Mapping[str, int]) -> int:
+    """Replicas that exist but neither are ready nor report metrics (a reporting pod serves, whatever
+    the Deployment's status says yet)."""
+    ready = v.current_replicas if v.ready_replicas is None else v.ready_replicas
+    return max(0, v.current_replicas - max(ready, reporting.get(v.name, 0)))
+
+
+def _pending(
+    variants: Sequence[VariantInput], reporting: Mapping[str, int], config: SaturationScalingConfig, past: _Past
+) -> tuple[frozenset[str], frozenset[str]]:
+    """(variants waiting for pending replicas, variants whose pending replicas are stuck)."""
+    waiting: set[str] = set()
+    stuck: set[str] = set()
+    for v in variants:
+        if _pending_count(v, reporting) == 0:
+            continue
+        since = past.history.pending_since.get(v.name, past.now)
+        (stuck if past.now - since >= config.pending_stuck_after else waiting).add(v.name)
+    return frozenset(waiting), frozenset(stuck)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +180,24 @@ def decide_group(
     unavailable: str | None = None,
     source: str | None = None,
     record_id: str | None = None,
+    history: GroupHistory | None = None,
+    default_stabilization_window: float = 0.0,
 ) -> GroupDecision:
-    """Decide one model group. ``replicas`` None or empty means no usable data (``unavailable`` says why)."""
+    """Decide one model group. ``replicas`` None or empty means no usable data (``unavailable`` says why).
+
+    ``history`` is what :func:`next_history` kept from the previous cycle (None: a first cycle);
+    ``default_stabilization_window`` applies when the model's config leaves the window unset
+    (the engine passes 300 s with direct actuation, 0 on the HPA/KEDA path).
+    """
     ordered = tuple(sorted(variants, key=lambda v: v.name))
     rows = tuple(replicas or ())
+    past = _Past(history or GroupHistory(), default_stabilization_window, now)
     analysis, plan, guards, outcomes, rule, reason = _evaluate(model_id, namespace, ordered, rows, config, now,
-                                                               unavailable)
+                                                               unavailable, past)
     shadow: ShadowDecision | None = None
     if config.shadow is not None:
         s_analysis, _plan, _guards, s_outcomes, s_rule, _reason = _evaluate(
-            model_id, namespace, ordered, rows, config.shadow, now, unavailable
+            model_id, namespace, ordered, rows, config.shadow, now, unavailable, past
         )
         shadow = ShadowDecision(
             config=config.shadow, config_hash=config_hash(config.shadow, ordered), rule=s_rule,
@@ -122,6 +239,7 @@ def _evaluate(
     config: SaturationScalingConfig,
     now: float,
     unavailable: str | None,
+    past: _Past,
 ) -> tuple[
     ModelSaturationAnalysis | None, TargetPlan | None, tuple[Guard, ...], tuple[VariantOutcome, ...], str, str
 ]:
@@ -147,9 +265,25 @@ def _evaluate(
         if unknown_hold:
             analysis = replace(analysis, scale_down_safe=False)
 
+    if analysis.should_scale_up and not config.strict_upstream:
+        falling = _falling_load(analysis, rows, config, past)
+        if falling is not None:
+            guards.append(Guard("falling-load", "*", falling))
+            analysis = replace(analysis, should_scale_up=False)
+
     states = [VariantReplicaState(v.name, v.current_replicas, v.previous_desired) for v in variants]
     bounds = {v.name: (v.min_replicas, v.max_replicas) for v in variants}
-    plan = plan_saturation_targets(analysis, states, bounds)
+    no_one: frozenset[str] = frozenset()
+    waiting, stuck = (no_one, no_one) if config.strict_upstream else _pending(variants, reporting, config, past)
+    plan = plan_saturation_targets(analysis, states, bounds, waiting=waiting, skip=stuck)
+    if plan.waiting_on is not None:
+        v = next(x for x in variants if x.name == plan.waiting_on)
+        guards.append(Guard("pending-replicas", v.name,
+                            f"{_pending_count(v, reporting)} replica(s) on the way: the model waits for them"))
+    for name in plan.skipped:
+        since = past.history.pending_since.get(name, now)
+        guards.append(Guard("pending-stuck", name, f"replicas pending for {now - since:.0f}s "
+                                                   f"(limit {config.pending_stuck_after:.0f}s): passed over"))
     for name in sorted(plan.preserved):
         guards.append(Guard("pending-decision", name, "the previous decision is still rolling out: held"))
     for name in sorted(plan.not_reporting):
@@ -175,9 +309,23 @@ def _evaluate(
         target = clamp_target(raw, v.min_replicas, v.max_replicas)
         if target != raw:
             guards.append(Guard("clamp", v.name, f"the rules gave {raw}, the bounds allow {target}"))
-        code, message = _explain_variant(v, raw, target, plan, analysis, config, unknown_hold, reporting, variants)
+        recommended = target
+        code, message = _explain_variant(v, raw, target, plan, analysis, config, unknown_hold, reporting, variants,
+                                         falling_hold=any(g.name == "falling-load" for g in guards))
+        base = v.previous_desired if v.previous_desired > 0 else v.current_replicas
+        window = _window(config, past)
+        if target < base and target == raw and window > 0 and not config.strict_upstream:
+            since = past.history.lower_since.get(v.name, now)
+            if now - since < window:
+                left = window - (now - since)
+                guards.append(Guard("stabilization", v.name, f"fewer replicas asked for {now - since:.0f}s of the "
+                                                             f"{window:.0f}s window"))
+                code = ReasonCode.HOLD_SCALE_DOWN_STABILIZING
+                message = (f"holding {base}: a scale-down to {target} waits until it has been asked for during "
+                           f"{window:.0f}s ({left:.0f}s to go); {message.split(': ', 1)[-1]}")
+                target = base
         outcomes.append(VariantOutcome(v.name, v.current_replicas, v.previous_desired, target, True, code.value,
-                                       message))
+                                       message, recommended))
     return analysis, plan, tuple(guards), tuple(outcomes), rule, reason
 
 
@@ -198,6 +346,8 @@ def _explain_variant(
     unknown_hold: bool,
     reporting: dict[str, int],
     variants: Sequence[VariantInput],
+    *,
+    falling_hold: bool = False,
 ) -> tuple[ReasonCode, str]:
     kv, queue = analysis.avg_spare_kv_capacity, analysis.avg_spare_queue_length
     kv_low = kv < config.kv_spare_trigger
@@ -214,6 +364,18 @@ def _explain_variant(
         return (ReasonCode.HOLD_PENDING_DECISION,
                 f"holding {target}: the previous decision of {v.previous_desired} is still rolling out "
                 f"({v.current_replicas} running)")
+    if falling_hold and plan.direction == "none":
+        return (ReasonCode.HOLD_FALLING_LOAD,
+                f"holding {target}: {spare} would ask for a replica, but the load is falling and no pod is within "
+                f"{config.near_saturation_margin:.2f} of saturation")
+    if plan.direction == "up" and v.name in plan.skipped:
+        return (ReasonCode.PENDING_REPLICAS_STUCK,
+                f"holding {target}: {_pending_count(v, reporting)} replica(s) pending longer than "
+                f"{config.pending_stuck_after:.0f}s; the step went to {plan.chosen or 'no other variant'}")
+    if plan.direction == "up" and plan.waiting_on is not None:
+        return (ReasonCode.HOLD_PENDING_REPLICAS,
+                f"holding {target}: the model needs capacity ({spare}) and {plan.waiting_on} has replicas on the "
+                "way; waiting for them")
     if plan.chosen == v.name and plan.direction == "up":
         if analysis.non_saturated_count == 0:
             why = f"all {analysis.total_replicas} reporting replicas are saturated (no spare capacity)"

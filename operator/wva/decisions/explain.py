@@ -32,6 +32,9 @@ def render_explanation(record: Record, variant: str) -> str:
         + f"  (wva {record.get('engineVersion')}, analyzer {record.get('analyzerVersion')}, "
         f"source {record.get('inputs', {}).get('source') or '-'})"
     )
+    rules = record.get("config", {}).get("rules")
+    if rules:
+        lines.append("  rules: " + ", ".join(f"{k} {_rule(v)}" for k, v in rules.items()))
     lines.append("")
     if result is None:
         lines.append(f"This record has no result for {variant!r} (variants: "
@@ -202,6 +205,14 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     for row in [header, *rows]:
         out.append("  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
     return out
+
+
+def _rule(value: Any) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _num(value)
 
 
 def _num(value: Any) -> str:

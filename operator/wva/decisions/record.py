@@ -34,6 +34,7 @@ class VariantInput:
     min_replicas: int = 1
     max_replicas: int | None = None
     pods: tuple[str, ...] = ()  # the pods Kubernetes says serve it (ready), when known
+    ready_replicas: int | None = None  # the Deployment's ready replicas (None: unknown, taken as all ready)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,11 @@ class VariantOutcome:
     decided: bool  # False: no fresh decision (metrics missing); the last one holds
     code: str
     message: str
+    recommended: int = -1  # the rules' target before stabilisation (-1: same as target)
+
+    def __post_init__(self) -> None:
+        if self.recommended < 0:
+            object.__setattr__(self, "recommended", self.target)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +147,11 @@ class DecisionRecord:
             "config": {
                 "hash": self.config_hash,
                 "thresholds": self.config.thresholds(),
+                "rules": self.config.rules(),
                 "variants": [_variant_config(v) for v in self.variants],
             },
             "inputs": {
+                "variants": [_variant_state(v) for v in self.variants],
                 "source": self.source,
                 "unavailable": self.unavailable,
                 "pods": _pod_inputs(self.time, self.variants, self.inputs),
@@ -168,6 +176,7 @@ def config_hash(config: SaturationScalingConfig, variants: Sequence[VariantInput
     """A short, stable digest of everything configured that the decision depends on."""
     canonical = {
         "thresholds": config.thresholds(),
+        "rules": config.rules(),
         "variants": [_variant_config(v) for v in sorted(variants, key=lambda v: v.name)],
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
@@ -182,6 +191,11 @@ def _variant_config(variant: VariantInput) -> dict[str, Any]:
         "minReplicas": variant.min_replicas,
         "maxReplicas": variant.max_replicas,
     }
+
+
+def _variant_state(variant: VariantInput) -> dict[str, Any]:
+    return {"name": variant.name, "current": variant.current_replicas, "ready": variant.ready_replicas,
+            "previousDesired": variant.previous_desired}
 
 
 def signal_state(value: float | None) -> str:
@@ -272,6 +286,8 @@ def _choice_dict(plan: TargetPlan | None, variants: Sequence[VariantInput]) -> d
         "excludedAtBound": list(plan.at_bound),
         "heldPending": sorted(plan.preserved),
         "heldNotReporting": sorted(plan.not_reporting),
+        "waitingOnPending": plan.waiting_on,
+        "skippedStuck": list(plan.skipped),
         "chosen": plan.chosen,
     }
 
@@ -282,6 +298,7 @@ def _outcome_dict(outcome: VariantOutcome) -> dict[str, Any]:
         "current": outcome.current,
         "previousDesired": outcome.previous_desired,
         "target": outcome.target,
+        "recommended": outcome.recommended,
         "decided": outcome.decided,
         "code": outcome.code,
         "message": outcome.message,

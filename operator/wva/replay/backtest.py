@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from wva.collector.types import ReplicaMetrics, ReplicaMetricsMetadata
-from wva.decisions.decide import decide_group
+from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, decide_group, next_history
 from wva.decisions.record import VariantInput, VariantOutcome
 from wva.replay.config import ModelFile, VariantSpec
 from wva.replay.history import PodSample, SignalHistory
@@ -278,7 +278,8 @@ def replay(
     step_seconds = _step_seconds(history)
     sims = [_Variant(spec, ready=spec.initial_replicas) for spec in sorted(model.variants, key=lambda v: v.name)]
     events: list[ScaleEvent] = []
-    steps = [_step(model, thresholds, sims, now, samples, startup_delay, events)
+    memory: list[GroupHistory | None] = [None]  # what the engine keeps between cycles (its guards' past)
+    steps = [_step(model, thresholds, sims, now, samples, startup_delay, events, memory)
              for now, samples in zip(history.steps, history.samples, strict=True)]
     return BacktestResult(
         model=model.model, namespace=model.namespace, source=model.path, config=thresholds,
@@ -298,6 +299,7 @@ def _step(
     samples: dict[str, PodSample],
     startup_delay: float,
     events: list[ScaleEvent],
+    memory: list[GroupHistory | None],
 ) -> Step:
     """One engine cycle at ``now``: decide on the simulated replicas, record, apply (``sims`` and ``events`` change)."""
     for sim in sims:
@@ -306,9 +308,11 @@ def _step(
     ready = sum(sim.ready for sim in sims)
     kv, queue = spread_load(load, ready)
     rows = _replicas(model, sims, kv, queue, now) if load.known and ready > 0 else None
-    inputs = [sim.spec.input(sim.replicas, sim.last_target or 0, sim.pods()) for sim in sims]
+    inputs = [sim.spec.input(sim.replicas, sim.last_target or 0, sim.pods(), ready=sim.ready) for sim in sims]
     decision = decide_group(model.model, model.namespace, inputs, rows, thresholds, now=now,
-                            unavailable=_unavailable(load, ready), source=SOURCE)
+                            unavailable=_unavailable(load, ready), source=SOURCE, history=memory[0],
+                            default_stabilization_window=DEFAULT_STABILIZATION_WINDOW)
+    memory[0] = next_history(memory[0], decision.record)
     variants = []
     for sim, given in zip(sims, inputs, strict=True):
         outcome = decision.outcome(sim.spec.name)

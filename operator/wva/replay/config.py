@@ -17,7 +17,7 @@ import yaml
 
 from wva.collector.types import DEFAULT_VARIANT_COST
 from wva.decisions.record import VariantInput
-from wva.saturation.config import THRESHOLD_FIELDS, SaturationScalingConfig
+from wva.saturation.config import TUNABLE_FIELDS, SaturationScalingConfig
 
 __all__ = ["ModelFile", "ModelFileError", "VariantSpec", "load_model_file", "parse_model_file"]
 
@@ -39,11 +39,13 @@ class VariantSpec:
     max_replicas: int | None
     initial_replicas: int
 
-    def input(self, current: int, previous_desired: int = 0, pods: tuple[str, ...] = ()) -> VariantInput:
+    def input(
+        self, current: int, previous_desired: int = 0, pods: tuple[str, ...] = (), ready: int | None = None
+    ) -> VariantInput:
         return VariantInput(
             name=self.name, accelerator=self.accelerator, cost=self.cost, current_replicas=current,
             previous_desired=previous_desired, min_replicas=self.min_replicas, max_replicas=self.max_replicas,
-            pods=pods,
+            pods=pods, ready_replicas=ready,
         )
 
 
@@ -156,7 +158,7 @@ def _thresholds(
         return base or SaturationScalingConfig()
     if not isinstance(raw, dict):
         raise ModelFileError(f"{where}{_line(parent, key)}: {key!r} must be a mapping of thresholds")
-    _check_keys(raw, tuple(THRESHOLD_FIELDS.values()), where, f"{key}.")
+    _check_keys(raw, tuple(TUNABLE_FIELDS.values()), where, f"{key}.")
     values = {k: v for k, v in raw.items() if k != "__lines__"}
     try:
         config = SaturationScalingConfig.from_mapping(values)

@@ -243,7 +243,8 @@ class TargetPlan:
     ``not_reporting``: variants held at their current count because not all replicas reported;
     ``direction``: the step the model asked for ("up", "down" or "none");
     ``candidates``: the variants eligible for that step; ``at_bound``: those a bound kept out of it;
-    ``chosen``: the variant that took the step, if any.
+    ``chosen``: the variant that took the step, if any; ``waiting_on`` and ``skipped``: see
+    :func:`plan_saturation_targets`.
     """
 
     targets: dict[str, int]
@@ -253,6 +254,8 @@ class TargetPlan:
     candidates: tuple[str, ...] = ()
     at_bound: tuple[str, ...] = ()
     chosen: str | None = None
+    waiting_on: str | None = None  # the step waits for this variant's pending replicas
+    skipped: tuple[str, ...] = ()  # passed over: their pending replicas are stuck
 
 
 def calculate_saturation_targets(
@@ -277,8 +280,16 @@ def plan_saturation_targets(
     analysis: ModelSaturationAnalysis | None,
     states: Sequence[VariantReplicaState],
     bounds: Mapping[str, tuple[int, int | None]] | None = None,
+    *,
+    waiting: frozenset[str] = frozenset(),
+    skip: frozenset[str] = frozenset(),
 ) -> TargetPlan:
-    """:func:`calculate_saturation_targets` with the reasons kept."""
+    """:func:`calculate_saturation_targets` with the reasons kept.
+
+    wva's pending-replica guard: when the cheapest variant that could take a +1 is in ``waiting``
+    (it has replicas on the way), the model waits for them instead of adding more; a variant in
+    ``skip`` (its pending replicas are stuck) is passed over, so the next one by cost takes the step.
+    """
     if analysis is None or not analysis.variant_analyses:
         return TargetPlan({state.variant_name: state.current_replicas for state in states})
 
@@ -310,12 +321,18 @@ def plan_saturation_targets(
     candidates: list[str] = []
     at_bound: list[str] = []
     chosen: str | None = None
+    waiting_on: str | None = None
     if direction == "up":
         candidates = [n for n in movable if _below_max(targets[n], limits.get(n))]
         at_bound = [n for n in movable if n not in candidates]
+        candidates = [n for n in candidates if n not in skip]
         if candidates:
-            chosen = min(candidates, key=lambda n: (costs[n], n))
-            targets[chosen] += 1
+            cheapest = min(candidates, key=lambda n: (costs[n], n))
+            if cheapest in waiting:
+                waiting_on = cheapest
+            else:
+                chosen = cheapest
+                targets[chosen] += 1
     elif direction == "down":
         candidates = [n for n in movable if targets[n] > max(1, limits.get(n, (1, None))[0])]
         at_bound = [n for n in movable if n not in candidates]
@@ -330,6 +347,8 @@ def plan_saturation_targets(
         candidates=tuple(sorted(candidates, key=lambda n: (costs[n], n))),
         at_bound=tuple(sorted(at_bound)),
         chosen=chosen,
+        waiting_on=waiting_on,
+        skipped=tuple(sorted(skip & set(movable))) if direction == "up" else (),
     )
 
 

@@ -35,7 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "BUILTIN_DEFAULT",
     "DEFAULT_ENTRY_KEY",
+    "RULE_FIELDS",
     "THRESHOLD_FIELDS",
+    "TUNABLE_FIELDS",
     "ParsedSaturationConfig",
     "SaturationConfigStore",
     "SaturationScalingConfig",
@@ -53,6 +55,16 @@ THRESHOLD_FIELDS: Final[Mapping[str, str]] = {
     "kv_spare_trigger": "kvSpareTrigger",
     "queue_spare_trigger": "queueSpareTrigger",
 }
+
+#: wva's own rules beyond upstream's four thresholds (snake-case -> ConfigMap key); merged like them.
+RULE_FIELDS: Final[Mapping[str, str]] = {
+    "strict_upstream": "strictUpstream",
+    "near_saturation_margin": "nearSaturationMargin",
+    "scale_down_stabilization_window": "scaleDownStabilizationWindow",
+    "pending_stuck_after": "pendingStuckAfter",
+}
+
+TUNABLE_FIELDS: Final[Mapping[str, str]] = {**THRESHOLD_FIELDS, **RULE_FIELDS}
 
 
 def _number(value: Any) -> Any:
@@ -97,6 +109,15 @@ class SaturationScalingConfig(BaseModel):
     queue_length_threshold: float = Field(default=5.0, alias="queueLengthThreshold")
     kv_spare_trigger: float = Field(default=0.1, alias="kvSpareTrigger")
     queue_spare_trigger: float = Field(default=3.0, alias="queueSpareTrigger")
+    # beyond upstream (docs/scaling-algorithm.md): strictUpstream turns wva's extra guards off;
+    # a spare-capacity scale-up while the load falls needs a pod within nearSaturationMargin of a
+    # threshold; a scale-down waits until the lower count has held for the window (None: 300 s with
+    # direct actuation, 0 on the HPA/KEDA path, whose own window applies)
+    strict_upstream: bool = Field(default=False, alias="strictUpstream")
+    near_saturation_margin: float = Field(default=0.05, alias="nearSaturationMargin")
+    scale_down_stabilization_window: float | None = Field(default=None, alias="scaleDownStabilizationWindow")
+    # replicas pending longer than this are stuck (no GPU, say): the next variant by cost is tried
+    pending_stuck_after: float = Field(default=600.0, alias="pendingStuckAfter")
     model_id: str | None = None
     namespace: str | None = None
     # a candidate configuration evaluated next to this one and never acted on (shadow mode)
@@ -106,6 +127,35 @@ class SaturationScalingConfig(BaseModel):
     @classmethod
     def _check_number(cls, value: Any) -> Any:
         return _number(value)
+
+    @field_validator("strict_upstream", mode="before")
+    @classmethod
+    def _check_bool(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+
+    @field_validator("near_saturation_margin", mode="before")
+    @classmethod
+    def _check_margin(cls, value: Any) -> Any:
+        number = _number(value)
+        if not 0 <= number <= 1:
+            raise ValueError(f"must be between 0 and 1, got {value!r}")
+        return number
+
+    @field_validator("scale_down_stabilization_window", "pending_stuck_after", mode="before")
+    @classmethod
+    def _check_window(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):  # a Go duration ("5m") or a number of seconds
+            from wva.durations import parse_duration
+
+            return parse_duration(value)
+        number = _number(value)
+        if number < 0:
+            raise ValueError(f"must be a duration >= 0 (e.g. 300s or 5m), got {value!r}")
+        return number
 
     @field_validator("model_id", "namespace", mode="before")
     @classmethod
@@ -119,7 +169,7 @@ class SaturationScalingConfig(BaseModel):
             return value
         if not isinstance(value, Mapping):
             raise ValueError(f"expected a mapping of thresholds, got {value!r}")
-        extra = sorted(str(k) for k in value if str(k) not in THRESHOLD_FIELDS.values() and k not in THRESHOLD_FIELDS)
+        extra = sorted(str(k) for k in value if str(k) not in TUNABLE_FIELDS.values() and k not in TUNABLE_FIELDS)
         if extra:
             raise ValueError(f"a shadow holds thresholds only, not {', '.join(extra)}")
         return value
@@ -136,8 +186,12 @@ class SaturationScalingConfig(BaseModel):
             raise ValueError(_describe_validation_error(exc, data)) from None
 
     def thresholds_set(self) -> frozenset[str]:
-        """Snake-case names of the threshold fields this object was given explicitly."""
-        return frozenset(self.model_fields_set & THRESHOLD_FIELDS.keys())
+        """Snake-case names of the tunable fields (thresholds and rules) this object was given explicitly."""
+        return frozenset(self.model_fields_set & TUNABLE_FIELDS.keys())
+
+    def rules(self) -> dict[str, Any]:
+        """wva's own rule settings under their ConfigMap names (None: the actuation mode's default)."""
+        return {camel: getattr(self, name) for name, camel in RULE_FIELDS.items()}
 
     def validate_thresholds(self) -> None:
         """Raise ``ValueError`` with upstream's message for the first failing check (upstream order)."""

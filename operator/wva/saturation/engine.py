@@ -35,6 +35,7 @@ from wva.api.v1alpha1 import (
 from wva.collector import MetricsCollector
 from wva.collector.types import AvailabilityReason, MetricsValidationResult, OptimizerMetrics, ReplicaMetrics
 from wva.decisions import DecisionStore, GroupDecision, VariantInput, decide_group
+from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, next_history
 from wva.inventory import DeploymentRecord, Inventory, VariantRecord
 from wva.kube import KubeClient, KubeError
 from wva.saturation.config import SaturationConfigStore
@@ -121,6 +122,9 @@ class SaturationEngine:
         self.direct_actuation = direct_actuation
         self.group_by_accelerator = group_by_accelerator
         self.decisions = decisions if decisions is not None else DecisionStore()
+        # one owner of stabilisation: wva's window by default only when wva scales the Deployment itself
+        self.default_stabilization_window = DEFAULT_STABILIZATION_WINDOW if direct_actuation else 0.0
+        self._histories: dict[GroupKey, GroupHistory] = {}
         self._max_groups = max_concurrent_groups
         self._task: asyncio.Task[None] | None = None
         self._cycle_lock = asyncio.Lock()
@@ -183,6 +187,8 @@ class SaturationEngine:
                 [self._process_group(key, members, report) for key, members in groups.items()] + side_writes
             )
             self._prune_sources({(model, ns) for model, ns, _acc in groups})
+            for gone in [k for k in self._histories if k not in groups]:
+                del self._histories[gone]
             report.duration = time.perf_counter() - t0
             report.kube_calls = sum(self.kube.calls.values()) - calls_before
             self.emitter.operator.cycle_duration.observe(report.duration)
@@ -280,7 +286,8 @@ class SaturationEngine:
             if collected.error is not None:
                 report.group_errors[key] = collected.error
                 self.emitter.operator.errors.labels("collector", "group").inc()
-            decision = self._decide(model_id, namespace, members, collected)
+            decision = self._decide(model_id, namespace, members, collected, self._histories.get(key))
+            self._histories[key] = next_history(self._histories.get(key), decision.record)
             self.decisions.add(decision.record, (record.key for record in records))
             await asyncio.gather(*(self._apply(rec, dep, collected, decision, report) for rec, dep in members))
         except Exception as exc:
@@ -331,6 +338,7 @@ class SaturationEngine:
         namespace: str,
         members: list[tuple[VariantRecord, DeploymentRecord]],
         collected: _GroupMetrics,
+        history: GroupHistory | None = None,
     ) -> GroupDecision:
         variants = [
             VariantInput(
@@ -342,6 +350,7 @@ class SaturationEngine:
                 min_replicas=record.min_replicas,
                 max_replicas=record.max_replicas,
                 pods=tuple(p.name for p in self.inventory.ready_pods(namespace, deployment.name)),
+                ready_replicas=deployment.ready_replicas,
             )
             for record, deployment in members
         ]
@@ -350,7 +359,8 @@ class SaturationEngine:
             unavailable = collected.availability.message
         return decide_group(
             model_id, namespace, variants, collected.replicas, self.config_store.get(model_id, namespace),
-            now=time.time(), unavailable=unavailable, source=collected.source,
+            now=time.time(), unavailable=unavailable, source=collected.source, history=history,
+            default_stabilization_window=self.default_stabilization_window,
         )
 
     async def _apply(

@@ -182,9 +182,10 @@ def _save_replay_inputs(options: DemoOptions, env: _Env, driver: _Driver) -> dic
     s = options.scenario
     out = options.output
     (out / "decisions.json").write_text(json.dumps({"variantAutoscalings": driver.decision_log}, indent=1) + "\n")
-    model = {
+    model: dict[str, Any] = {
         "model": s.model,
         "namespace": s.namespace,
+        "thresholds": demo_rules(s),
         "variants": [
             {"name": v.name, "deployment": v.name, "accelerator": v.accelerator, "cost": v.cost,
              "minReplicas": v.min_replicas, "maxReplicas": v.max_replicas, "initialReplicas": v.initial_replicas}
@@ -193,7 +194,8 @@ def _save_replay_inputs(options: DemoOptions, env: _Env, driver: _Driver) -> dic
     }
     (out / "model.yaml").write_text("# the demo's model as it ran (wva backtest --config)\n"
                                     + yaml.safe_dump(model, sort_keys=False))
-    candidate = {**model, "thresholds": dict(CANDIDATE_THRESHOLDS)}
+    thresholds: dict[str, Any] = {**demo_rules(s), **CANDIDATE_THRESHOLDS}
+    candidate = {**model, "thresholds": thresholds}
     (out / "model-candidate.yaml").write_text("# a candidate: run hotter before adding a replica\n"
                                               + yaml.safe_dump(candidate, sort_keys=False))
     commands = []
@@ -323,7 +325,7 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
                 if prometheus is not None:
                     env_vars["PROMETHEUS_BASE_URL"] = prometheus.url
                 settings = Settings.from_env(env_vars)
-                await _create_objects(cluster, scenario, settings.config_map_name)
+                await _create_objects(cluster, scenario, settings.config_map_name, settings.saturation_config_map_name)
                 runtime = Runtime.build(settings, serve_http=False, run_engine_loop=False)
                 if prometheus is None:
                     _use_pod_scraping_on(runtime, clock, emulator.base_url)
@@ -380,7 +382,15 @@ def _use_pod_scraping_on(runtime: Runtime, clock: SimClock, emulator_url: str) -
     runtime.engine.collector = collector
 
 
-async def _create_objects(cluster: SimulatedCluster, scenario: Scenario, main_config_map: str) -> None:
+def demo_rules(scenario: Scenario) -> dict[str, Any]:
+    """wva's own rules on the demo's compressed clock: the engine's windows are real seconds, so the
+    default 300 s scale-down stabilisation becomes 300 simulated seconds (300 / speed real ones)."""
+    return {"scaleDownStabilizationWindow": f"{300.0 / scenario.speed:g}s"}
+
+
+async def _create_objects(
+    cluster: SimulatedCluster, scenario: Scenario, main_config_map: str, saturation_config_map: str
+) -> None:
     # (the embedded API keeps namespaced objects without a Namespace object, so none is created)
     # collector v1 caches Prometheus answers for 30 real seconds by default; the demo's compressed
     # cycles are faster than that, so it switches the cache off the way an operator would
@@ -392,6 +402,17 @@ async def _create_objects(cluster: SimulatedCluster, scenario: Scenario, main_co
             "kind": "ConfigMap",
             "metadata": {"name": main_config_map, "namespace": OPERATOR_NAMESPACE},
             "data": {"PROMETHEUS_METRICS_CACHE_ENABLED": "false"},
+        },
+    )
+    rules = "".join(f"{k}: {v}\n" for k, v in demo_rules(scenario).items())
+    await cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": saturation_config_map, "namespace": OPERATOR_NAMESPACE},
+            "data": {"default": rules},
         },
     )
     for v in scenario.variants:
