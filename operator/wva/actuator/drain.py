@@ -29,7 +29,6 @@ Log lines are stable for grepping: ``Deletion costs set``, ``Deletion cost annot
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -196,12 +195,14 @@ class DrainAwareScaler:
         settings: Settings,
         kube: PodAnnotator,
         pods: Callable[[str, str], Sequence[PodRecord]],
-        **kwargs: object,
+        *,
+        in_flight: InFlightFetcher | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> DrainAwareScaler:
         """A scaler configured by ``WVA_DELETION_COST`` and ``WVA_DRAIN_TIMEOUT``."""
         return cls(
             kube, pods, enabled=settings.deletion_cost, drain_timeout=settings.drain_timeout,
-            **kwargs,  # type: ignore[arg-type]
+            in_flight=in_flight, metrics=metrics,
         )
 
     def forget(self, namespace: str, deployment: str) -> None:
@@ -218,9 +219,11 @@ class DrainAwareScaler:
     ) -> None:
         """Annotate the Deployment's ready pods so the ``current - target`` least loaded go first.
 
-        ``loads`` maps pod name to ``(kv_cache_usage, in_flight)`` (None where unknown; pods missing
-        from it are unknown unless ``in_flight`` fetches them). Call it right before patching the scale
-        subresource, only when ``target < current``. Never raises (cancellation aside).
+        ``loads`` maps pod name to ``(kv_cache_usage, in_flight)``, None where unknown; a ready pod
+        missing from it has neither. With an ``in_flight`` fetcher, every in-flight count that is
+        unknown is fetched (a pod whose KV usage is unknown while others' is known stays unknown).
+        Call it right before patching the scale subresource, only when ``target < current``. Never
+        raises (cancellation aside).
         """
         if not self.enabled or target >= current:
             return
@@ -259,9 +262,7 @@ class DrainAwareScaler:
         self, namespace: str, names: Sequence[str], loads: Mapping[str, LoadLike]
     ) -> dict[str, PodLoad]:
         """The loads of ``names``, with in-flight counts the caller did not have fetched (concurrently)."""
-        known = {
-            name: PodLoad(*(loads[name] if name in loads else (None, None))) for name in names
-        }
+        known = {name: PodLoad(*loads.get(name, (None, None))) for name in names}
         if self.in_flight is None:
             return known
         missing = [name for name, load in known.items() if _known(load.in_flight) is None]
@@ -361,8 +362,7 @@ class DrainAwareScaler:
 
     def _count_error(self, kind: str) -> None:
         if self.metrics is not None:
-            with contextlib.suppress(Exception):
-                self.metrics.errors.labels("actuator", kind).inc()
+            self.metrics.errors.labels("actuator", kind).inc()
 
 
 def _show(value: float | None) -> str:
