@@ -47,12 +47,13 @@ class GroupHistory:
 
     ``load``: the previous cycle's total KV usage and total queue over the reporting replicas (the
     falling-load guard: totals follow the traffic, per-replica averages also fall after a scale-up);
-    ``lower_since``: per variant, since when the rules have asked for fewer replicas (stabilisation);
+    ``lower_since``: since when the model's rules have asked for a scale-down without a break
+    (stabilisation: the first -1 waits for the window, the next ones follow cycle by cycle);
     ``pending_since``: per variant, since when it has had replicas that are not ready (stuck detection).
     """
 
     load: tuple[float, float] | None = None
-    lower_since: Mapping[str, float] = field(default_factory=dict)
+    lower_since: float | None = None
     pending_since: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -61,11 +62,8 @@ def next_history(previous: GroupHistory | None, record: DecisionRecord) -> Group
     before = previous or GroupHistory()
     if record.analysis is None:
         return before  # no data: nothing learnt, no clock restarted
-    lower: dict[str, float] = {}
-    for o in record.outcomes:
-        base = o.previous_desired if o.previous_desired > 0 else o.current
-        if o.decided and o.recommended < base:
-            lower[o.variant] = before.lower_since.get(o.variant, record.time)
+    asking_down = record.plan is not None and record.plan.direction == "down" and record.plan.chosen is not None
+    lower = (before.lower_since if before.lower_since is not None else record.time) if asking_down else None
     reporting = {v.variant_name: v.replica_count for v in record.analysis.variant_analyses}
     pending: dict[str, float] = {}
     for v in record.variants:
@@ -315,7 +313,7 @@ def _evaluate(
         base = v.previous_desired if v.previous_desired > 0 else v.current_replicas
         window = _window(config, past)
         if target < base and target == raw and window > 0 and not config.strict_upstream:
-            since = past.history.lower_since.get(v.name, now)
+            since = past.history.lower_since if past.history.lower_since is not None else now
             if now - since < window:
                 left = window - (now - since)
                 guards.append(Guard("stabilization", v.name, f"fewer replicas asked for {now - since:.0f}s of the "
