@@ -102,6 +102,8 @@ async def deployment_event(type: str | None, body: kopf.Body, memo: Any, **_: An
     existed = runtime.inventory.deployment(namespace, name) is not None
     if type == "DELETED":
         runtime.inventory.delete_deployment(namespace, name)
+        if runtime.engine.drain is not None:
+            runtime.engine.drain.forget(namespace, name)
     else:
         runtime.inventory.apply_deployment(body)
     appeared_or_gone = existed != (type != "DELETED")

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from wva.actuator.drain import DrainAwareScaler
 from wva.actuator.metrics import MetricsEmitter
 from wva.actuator.status import StatusWriter
 from wva.collector import MetricsCollector, new_metrics_collector
@@ -101,6 +102,8 @@ class Runtime:
             direct_actuation=settings.actuation_mode is ActuationMode.DIRECT,
             group_by_accelerator=settings.group_by_accelerator,
             decisions=DecisionStore(settings.decision_ring_size),
+            drain=DrainAwareScaler.from_settings(settings, kube, inventory.ready_pods, metrics=emitter.operator)
+            if settings.actuation_mode is ActuationMode.DIRECT else None,
         )
         runtime = cls(settings, inventory, config_store, emitter, kube, collector, engine, prom=prom)
         runtime.run_engine_loop = run_engine_loop

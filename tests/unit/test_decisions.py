@@ -388,3 +388,37 @@ def test_pending_replicas_make_the_model_wait_and_stuck_ones_pass_the_step() -> 
     assert any(g.name == "pending-stuck" for g in stuck.record.guards)
     # next_history keeps the pending clock running while the replica stays pending
     assert next_history(GroupHistory(pending_since={"cheap": 70.0}), stuck.record).pending_since == {"cheap": 70.0}
+
+
+async def test_a_direct_scale_down_marks_the_least_loaded_pod_first() -> None:
+    """The engine hands the cycle's per-pod loads to the drain-aware scaler before the scale patch."""
+    from wva.actuator.drain import DrainAwareScaler
+    from wva.actuator.metrics import MetricsEmitter
+    from wva.actuator.status import StatusWriter
+
+    inventory = Inventory()
+    kube = FakeKube()
+    patched: list[tuple[str, dict[str, str]]] = []
+
+    async def patch_pod_annotations(namespace: str, name: str, annotations: dict[str, str]) -> None:
+        patched.append((name, annotations))
+
+    kube.patch_pod_annotations = patch_pod_annotations  # type: ignore[attr-defined]
+    collector = FakeCollector()
+    engine = SaturationEngine(
+        inventory, collector, SaturationConfigStore(), StatusWriter(kube, inventory),  # type: ignore[arg-type]
+        MetricsEmitter(), kube, direct_actuation=True,  # type: ignore[arg-type]
+        drain=DrainAwareScaler(kube, inventory.ready_pods),  # type: ignore[arg-type]
+    )
+    engine.config_store.update({"default": "scaleDownStabilizationWindow: 0s\n"})
+    inventory.apply_variant(va("only", "10"))
+    inventory.apply_deployment(deployment("only", 3))
+    for i in range(3):
+        inventory.apply_pod({"metadata": {"name": f"only-abc-{i}", "namespace": NS, "uid": f"p{i}",
+                                          "ownerReferences": [{"kind": "ReplicaSet", "name": "only-abc"}]},
+                             "status": {"podIP": f"10.0.0.{i}", "conditions": [{"type": "Ready", "status": "True"}]}})
+    collector.kv["only"] = [0.1, 0.05, 0.2]
+    await engine.run_cycle()
+    assert kube.scaled[(NS, "only")] == 2
+    costs = {name: int(a["controller.kubernetes.io/pod-deletion-cost"]) for name, a in patched}
+    assert min(costs, key=lambda n: costs[n]) == "only-abc-1"  # the least loaded goes first

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from wva.actuator.drain import DrainAwareScaler
 from wva.actuator.metrics import MetricsEmitter
 from wva.actuator.status import ConditionUpdate, DecisionSummary, StatusUpdate, StatusWriter
 from wva.api.v1alpha1 import (
@@ -111,6 +112,7 @@ class SaturationEngine:
         max_concurrent_groups: int = 16,
         group_by_accelerator: bool = True,
         decisions: DecisionStore | None = None,
+        drain: DrainAwareScaler | None = None,
     ) -> None:
         self.inventory = inventory
         self.collector = collector
@@ -122,6 +124,7 @@ class SaturationEngine:
         self.direct_actuation = direct_actuation
         self.group_by_accelerator = group_by_accelerator
         self.decisions = decisions if decisions is not None else DecisionStore()
+        self.drain = drain  # direct scale-downs first mark the least-loaded pods (pod-deletion-cost)
         # one owner of stabilisation: wva's window by default only when wva scales the Deployment itself
         self.default_stabilization_window = DEFAULT_STABILIZATION_WINDOW if direct_actuation else 0.0
         self._histories: dict[GroupKey, GroupHistory] = {}
@@ -417,7 +420,7 @@ class SaturationEngine:
                                  shadow_outcome.target if shadow_outcome is not None else None)
         applied = True
         if self.direct_actuation and target != deployment.spec_replicas:
-            applied = await self._scale(record, target)
+            applied = await self._scale(record, deployment, target, collected.replicas)
         await self.status_writer.write(
             record,
             StatusUpdate(
@@ -446,7 +449,19 @@ class SaturationEngine:
                 f"{outcome.code}: {outcome.message}",
             )
 
-    async def _scale(self, record: VariantRecord, target: int) -> bool:
+    async def _scale(
+        self,
+        record: VariantRecord,
+        deployment: DeploymentRecord,
+        target: int,
+        replicas: Sequence[ReplicaMetrics] | None,
+    ) -> bool:
+        if self.drain is not None and target < deployment.spec_replicas:
+            loads = {m.pod_name: (m.kv_cache_usage if m.kv_known else None, None)
+                     for m in replicas or () if m.variant_name == record.name}
+            await self.drain.prepare_scale_down(
+                record.namespace, record.deployment_name, deployment.spec_replicas, target, loads
+            )
         try:
             await self.kube.patch_deployment_scale(record.namespace, record.deployment_name, target)
             return True
