@@ -128,7 +128,7 @@ def merge_replica_metrics(
         kv = signals.kv_cache.get(pod)
         queue = signals.queue.get(pod)
         if kv is None or queue is None:
-            logger.debug(
+            logger.warning(  # upstream's reading (spec 3.8); the decision record marks the signal unknown
                 "replica metrics: pod %s/%s has no %s value, using 0",
                 namespace, pod, "kv_cache_usage" if kv is None else "queue_length",
             )
@@ -142,6 +142,8 @@ def merge_replica_metrics(
                 model_id=model_id,
                 accelerator_name=variant.accelerator_name,
                 cost=variant.cost,
+                kv_known=kv is not None,
+                queue_known=queue is not None,
             )
         )
     if unmatched:

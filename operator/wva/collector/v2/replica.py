@@ -104,7 +104,7 @@ class ReplicaMetricsCollector:
         out: list[ReplicaMetrics] = []
         for pod, sample in pods.items():
             if sample.kv is None or sample.queue is None:
-                logger.debug(
+                logger.warning(  # upstream's reading (spec 3.8); the decision record marks the signal unknown
                     "Pod has only one saturation metric, using 0 for the other: pod=%s kv=%s queue=%s",
                     pod,
                     sample.kv,
