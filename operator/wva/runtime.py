@@ -16,6 +16,7 @@ from wva.actuator.drain import DrainAwareScaler
 from wva.actuator.metrics import MetricsEmitter
 from wva.actuator.status import StatusWriter
 from wva.collector import MetricsCollector, new_metrics_collector
+from wva.collector.activity import RequestActivity
 from wva.collector.v2 import PodVAMapper
 from wva.decisions import DecisionStore
 from wva.inventory import Inventory
@@ -105,6 +106,8 @@ class Runtime:
             drain=DrainAwareScaler.from_settings(settings, kube, inventory.ready_pods, metrics=emitter.operator)
             if settings.actuation_mode is ActuationMode.DIRECT else None,
         )
+        if prom is not None:
+            engine.activity = RequestActivity(prom, timeout=settings.prometheus_query_timeout)
         runtime = cls(settings, inventory, config_store, emitter, kube, collector, engine, prom=prom)
         runtime.run_engine_loop = run_engine_loop
         engine.before_cycle = runtime.refresh_config

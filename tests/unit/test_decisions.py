@@ -422,3 +422,73 @@ async def test_a_direct_scale_down_marks_the_least_loaded_pod_first() -> None:
     assert kube.scaled[(NS, "only")] == 2
     costs = {name: int(a["controller.kubernetes.io/pod-deletion-cost"]) for name, a in patched}
     assert min(costs, key=lambda n: costs[n]) == "only-abc-1"  # the least loaded goes first
+
+
+# --- scale to zero ----------------------------------------------------------------------------------
+ZERO = SaturationScalingConfig(scale_to_zero=True, scale_to_zero_retention=600.0)
+TWO = [VariantInput("cheap", cost=5, current_replicas=1, previous_desired=1),
+       VariantInput("pricey", cost=20, current_replicas=1, previous_desired=1)]
+
+
+def _quiet_rows() -> list[ReplicaMetrics]:
+    return [_replica("cheap", 0.0, 0, pod="cheap-1", cost=5.0), _replica("pricey", 0.0, 0, pod="pricey-1", cost=20.0)]
+
+
+@pytest.mark.parametrize(
+    ("idle", "awake_since", "zero"),
+    [
+        (True, 0.0, True),  # idle for the whole window since it woke: every variant to 0
+        (True, 401.0, False),  # awake for 599 s only: one second short of the window
+        (True, 400.0, True),  # exactly the window
+        (False, 0.0, False),  # a request during the window
+        (None, 0.0, False),  # unknown (no series, Prometheus down): never zero
+    ],
+)
+def test_scale_to_zero_needs_a_whole_idle_window(idle: bool | None, awake_since: float, zero: bool) -> None:
+    decision = decide_group(MODEL, NS, TWO, _quiet_rows(), ZERO, now=1000.0, idle=idle,
+                            history=GroupHistory(awake_since=awake_since))
+    targets = decision.targets
+    if zero:
+        assert targets == {"cheap": 0, "pricey": 0} and decision.record.rule == "scale-to-zero"
+        assert {o.code for o in decision.record.outcomes} == {ReasonCode.SCALE_TO_ZERO_IDLE}
+    else:
+        assert targets == {"cheap": 1, "pricey": 1} and decision.record.rule != "scale-to-zero"
+
+
+def test_a_model_at_zero_holds_there_without_metrics_and_off_means_never() -> None:
+    at_zero = [VariantInput("cheap", cost=5, current_replicas=0, previous_desired=0),
+               VariantInput("pricey", cost=20, current_replicas=0, previous_desired=0)]
+    decision = decide_group(MODEL, NS, at_zero, None, ZERO, now=1000.0)
+    assert decision.targets == {"cheap": 0, "pricey": 0}
+    assert {o.code for o in decision.record.outcomes} == {ReasonCode.HOLD_AT_ZERO}
+    assert next_history(GroupHistory(awake_since=5.0), decision.record).awake_since is None
+    # without scaleToZero an idle model keeps its minimum
+    off = decide_group(MODEL, NS, TWO, _quiet_rows(), SaturationScalingConfig(), now=1000.0, idle=True,
+                       history=GroupHistory(awake_since=0.0))
+    assert off.targets == {"cheap": 1, "pricey": 1}
+
+
+async def test_engine_scales_an_idle_model_to_zero_keeps_it_there_and_lists_it_for_the_poller(env: Env) -> None:
+    engine, inventory, _collector, kube = env
+    engine.config_store.update({"default": "scaleToZero: true\nscaleToZeroRetention: 0s\n"})
+    asked: list[tuple[str, str, float]] = []
+
+    class Idle:
+        async def idle(self, model_id: str, namespace: str, window: float) -> bool | None:
+            asked.append((model_id, namespace, window))
+            return True
+
+    engine.activity = Idle()  # type: ignore[assignment]
+    setup(env, {"cheap": ("5", 1, [0.0]), "pricey": ("20", 1, [0.0])})
+    await engine.run_cycle()
+    assert asked == [(MODEL, NS, 0.0)]
+    assert result(last(env, "cheap"), "cheap")["code"] == "ScaleToZeroIdle"
+    assert kube.status[(NS, "cheap")]["desiredOptimizedAlloc"]["numReplicas"] == 0
+    assert engine.zero_groups() == []  # the Deployments still have their replica
+    for name in ("cheap", "pricey"):
+        inventory.apply_deployment(deployment(name, 0))
+    assert engine.zero_groups() == [(NS, MODEL, "cheap")]  # the cheapest variant comes back first
+    await engine.run_cycle()
+    assert len(asked) == 1  # nothing asked at zero
+    assert result(last(env, "pricey"), "pricey")["code"] == "HoldAtZero"
+    assert kube.status[(NS, "pricey")]["desiredOptimizedAlloc"]["numReplicas"] == 0

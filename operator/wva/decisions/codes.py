@@ -29,6 +29,8 @@ class ReasonCode(StrEnum):
     HOLD_SCALE_DOWN_STABILIZING = "HoldScaleDownStabilizing"
     HOLD_PENDING_REPLICAS = "HoldPendingReplicas"
     PENDING_REPLICAS_STUCK = "PendingReplicasStuck"
+    SCALE_TO_ZERO_IDLE = "ScaleToZeroIdle"
+    HOLD_AT_ZERO = "HoldAtZero"
 
 
 DESCRIPTIONS: dict[ReasonCode, str] = {
@@ -61,6 +63,10 @@ DESCRIPTIONS: dict[ReasonCode, str] = {
     "on the way: it waits for them instead of adding more",
     ReasonCode.PENDING_REPLICAS_STUCK: "this variant's pending replicas have not become ready within "
     "pendingStuckAfter: it is passed over and the next variant by cost takes the step",
+    ReasonCode.SCALE_TO_ZERO_IDLE: "scaleToZero: the model served no request during the whole "
+    "scaleToZeroRetention window (read from its request counters; unknown is never idle): every variant goes to 0",
+    ReasonCode.HOLD_AT_ZERO: "the model is scaled to zero: it stays there until requests queue at the gateway "
+    "(the scale-from-zero poller brings the cheapest variant to 1)",
 }
 
 

@@ -49,19 +49,24 @@ class GroupHistory:
     falling-load guard: totals follow the traffic, per-replica averages also fall after a scale-up);
     ``lower_since``: since when the model's rules have asked for a scale-down without a break
     (stabilisation: the first -1 waits for the window, the next ones follow cycle by cycle);
-    ``pending_since``: per variant, since when it has had replicas that are not ready (stuck detection).
+    ``pending_since``: per variant, since when it has had replicas that are not ready (stuck detection);
+    ``awake_since``: since when the model has had replicas at all (it never goes to zero sooner than
+    one retention window after waking up, or after the operator started).
     """
 
     load: tuple[float, float] | None = None
     lower_since: float | None = None
+    awake_since: float | None = None  # since when the model has had replicas (scale-to-zero waits a window)
     pending_since: Mapping[str, float] = field(default_factory=dict)
 
 
 def next_history(previous: GroupHistory | None, record: DecisionRecord) -> GroupHistory:
     """The history after ``record``'s cycle (the engine and ``wva backtest`` both keep it this way)."""
     before = previous or GroupHistory()
+    awake = (before.awake_since if before.awake_since is not None else record.time) \
+        if any(v.current_replicas > 0 for v in record.variants) else None
     if record.analysis is None:
-        return before  # no data: nothing learnt, no clock restarted
+        return replace(before, awake_since=awake)  # no data: nothing else learnt, no clock restarted
     asking_down = record.plan is not None and record.plan.direction == "down" and record.plan.chosen is not None
     lower = (before.lower_since if before.lower_since is not None else record.time) if asking_down else None
     reporting = {v.variant_name: v.replica_count for v in record.analysis.variant_analyses}
@@ -69,7 +74,7 @@ def next_history(previous: GroupHistory | None, record: DecisionRecord) -> Group
     for v in record.variants:
         if _pending_count(v, reporting):
             pending[v.name] = before.pending_since.get(v.name, record.time)
-    return GroupHistory(load=_load(record), lower_since=lower, pending_since=pending)
+    return GroupHistory(load=_load(record), lower_since=lower, pending_since=pending, awake_since=awake)
 
 
 def _load(record: DecisionRecord) -> tuple[float, float] | None:
@@ -84,6 +89,7 @@ class _Past:
     history: GroupHistory
     default_window: float
     now: float
+    idle: bool | None = None
 
 
 def _window(config: SaturationScalingConfig, past: _Past) -> float:
@@ -116,6 +122,31 @@ def _falling_load(
     return (f"the model's total KV usage fell from {previous[0]:.3f} to {now_load[0]:.3f} (queue "
             f"{previous[1]:g} to {now_load[1]:g}) and the busiest pod is at {max_kv:.3f} "
             f"(< {config.kv_cache_threshold - margin:.3f}): no spare-capacity scale-up while the load falls")
+
+
+def _scale_to_zero(
+    variants: Sequence[VariantInput], config: SaturationScalingConfig, past: _Past
+) -> tuple[None, None, tuple[Guard, ...], tuple[VariantOutcome, ...], str, str] | None:
+    """The whole group's outcome when scale-to-zero decides it (at zero, or idle for the window); else None."""
+    if all(v.current_replicas == 0 for v in variants):
+        outcomes = tuple(
+            VariantOutcome(v.name, 0, v.previous_desired, 0, True, ReasonCode.HOLD_AT_ZERO.value,
+                           "holding 0: scaled to zero; requests queued at the gateway bring it back")
+            for v in variants
+        )
+        return None, None, (), outcomes, "at-zero", "scaled to zero"
+    retention = config.scale_to_zero_retention
+    awake = past.history.awake_since if past.history.awake_since is not None else past.now
+    if past.idle is not True or past.now - awake < retention:
+        return None
+    guard = Guard("scale-to-zero", "*", f"no request served in the last {retention:.0f}s")
+    outcomes = tuple(
+        VariantOutcome(v.name, v.current_replicas, v.previous_desired, 0, True, ReasonCode.SCALE_TO_ZERO_IDLE.value,
+                       f"{v.previous_desired or v.current_replicas}→0: no request served in the last "
+                       f"{retention:.0f}s (request counters)")
+        for v in variants
+    )
+    return None, None, (guard,), outcomes, "scale-to-zero", f"idle for {retention:.0f}s: scale to zero"
 
 
 def _rows_load(rows: Sequence[ReplicaMetrics]) -> tuple[float, float] | None:
@@ -180,16 +211,19 @@ def decide_group(
     record_id: str | None = None,
     history: GroupHistory | None = None,
     default_stabilization_window: float = 0.0,
+    idle: bool | None = None,
 ) -> GroupDecision:
     """Decide one model group. ``replicas`` None or empty means no usable data (``unavailable`` says why).
 
     ``history`` is what :func:`next_history` kept from the previous cycle (None: a first cycle);
     ``default_stabilization_window`` applies when the model's config leaves the window unset
-    (the engine passes 300 s with direct actuation, 0 on the HPA/KEDA path).
+    (the engine passes 300 s with direct actuation, 0 on the HPA/KEDA path). ``idle`` says whether
+    the model served no request during its scale-to-zero retention window (None: unknown, or not
+    asked because scale-to-zero is off).
     """
     ordered = tuple(sorted(variants, key=lambda v: v.name))
     rows = tuple(replicas or ())
-    past = _Past(history or GroupHistory(), default_stabilization_window, now)
+    past = _Past(history or GroupHistory(), default_stabilization_window, now, idle)
     analysis, plan, guards, outcomes, rule, reason = _evaluate(model_id, namespace, ordered, rows, config, now,
                                                                unavailable, past)
     shadow: ShadowDecision | None = None
@@ -241,6 +275,10 @@ def _evaluate(
 ) -> tuple[
     ModelSaturationAnalysis | None, TargetPlan | None, tuple[Guard, ...], tuple[VariantOutcome, ...], str, str
 ]:
+    if config.scale_to_zero:
+        zero = _scale_to_zero(variants, config, past)
+        if zero is not None:
+            return zero
     if not rows:
         why = unavailable or "no replica reported metrics"
         hold = ReasonCode.HOLD_METRICS_UNAVAILABLE

@@ -86,6 +86,10 @@ def counterfactuals(record: Record) -> list[str]:
     """The smallest changes of one signal that would change the model's rule, nearest first."""
     analysis = record.get("analysis")
     thresholds = record.get("config", {}).get("thresholds", {})
+    if record.get("rule") == "at-zero":
+        return ["comes back to one replica when requests queue at the gateway (the EPP flow-control queue)"]
+    if record.get("rule") == "scale-to-zero":
+        return ["would have kept its replicas had one request been served during scaleToZeroRetention"]
     if not analysis:
         why = record.get("inputs", {}).get("unavailable") or "no metrics"
         return [f"decides again once metrics are available ({why})"]

@@ -62,6 +62,8 @@ RULE_FIELDS: Final[Mapping[str, str]] = {
     "near_saturation_margin": "nearSaturationMargin",
     "scale_down_stabilization_window": "scaleDownStabilizationWindow",
     "pending_stuck_after": "pendingStuckAfter",
+    "scale_to_zero": "scaleToZero",
+    "scale_to_zero_retention": "scaleToZeroRetention",
 }
 
 TUNABLE_FIELDS: Final[Mapping[str, str]] = {**THRESHOLD_FIELDS, **RULE_FIELDS}
@@ -118,6 +120,9 @@ class SaturationScalingConfig(BaseModel):
     scale_down_stabilization_window: float | None = Field(default=None, alias="scaleDownStabilizationWindow")
     # replicas pending longer than this are stuck (no GPU, say): the next variant by cost is tried
     pending_stuck_after: float = Field(default=600.0, alias="pendingStuckAfter")
+    # a model that served no request for the whole retention window goes to 0 on every variant
+    scale_to_zero: bool = Field(default=False, alias="scaleToZero")
+    scale_to_zero_retention: float = Field(default=600.0, alias="scaleToZeroRetention")
     model_id: str | None = None
     namespace: str | None = None
     # a candidate configuration evaluated next to this one and never acted on (shadow mode)
@@ -128,7 +133,7 @@ class SaturationScalingConfig(BaseModel):
     def _check_number(cls, value: Any) -> Any:
         return _number(value)
 
-    @field_validator("strict_upstream", mode="before")
+    @field_validator("strict_upstream", "scale_to_zero", mode="before")
     @classmethod
     def _check_bool(cls, value: Any) -> Any:
         if not isinstance(value, bool):
@@ -143,7 +148,8 @@ class SaturationScalingConfig(BaseModel):
             raise ValueError(f"must be between 0 and 1, got {value!r}")
         return number
 
-    @field_validator("scale_down_stabilization_window", "pending_stuck_after", mode="before")
+    @field_validator("scale_down_stabilization_window", "pending_stuck_after", "scale_to_zero_retention",
+                     mode="before")
     @classmethod
     def _check_window(cls, value: Any) -> Any:
         if value is None:

@@ -34,6 +34,7 @@ from wva.api.v1alpha1 import (
     LoadProfile,
 )
 from wva.collector import MetricsCollector
+from wva.collector.activity import RequestActivity
 from wva.collector.types import AvailabilityReason, MetricsValidationResult, OptimizerMetrics, ReplicaMetrics
 from wva.decisions import DecisionStore, GroupDecision, VariantInput, decide_group
 from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, next_history
@@ -125,6 +126,7 @@ class SaturationEngine:
         self.group_by_accelerator = group_by_accelerator
         self.decisions = decisions if decisions is not None else DecisionStore()
         self.drain = drain  # direct scale-downs first mark the least-loaded pods (pod-deletion-cost)
+        self.activity: RequestActivity | None = None  # scale-to-zero's request counters (Prometheus)
         # one owner of stabilisation: wva's window by default only when wva scales the Deployment itself
         self.default_stabilization_window = DEFAULT_STABILIZATION_WINDOW if direct_actuation else 0.0
         self._histories: dict[GroupKey, GroupHistory] = {}
@@ -235,7 +237,8 @@ class SaturationEngine:
             if deployment is None or deployment.deleting:
                 side_writes.append(self.resolve_target(record))
                 continue
-            if deployment.spec_replicas <= 0:
+            zero_ok = self.config_store.get(record.model_id, record.namespace).scale_to_zero
+            if deployment.spec_replicas <= 0 and not zero_ok:
                 continue  # scaled to zero by someone else: not ours to touch (upstream: "inactive")
             accelerator = record.accelerator if self.group_by_accelerator else ""
             groups[(record.model_id, record.namespace, accelerator)].append((record, deployment))
@@ -284,12 +287,23 @@ class SaturationEngine:
         model_id, namespace, _accelerator = key
         try:
             records = [m[0] for m in members]
-            collected = await self._collect(model_id, namespace, records)
+            config = self.config_store.get(model_id, namespace)
+            at_zero = all(dep.spec_replicas <= 0 for _rec, dep in members)
+            if config.scale_to_zero and at_zero:
+                collected = _GroupMetrics(
+                    MetricsValidationResult(False, AvailabilityReason.METRICS_MISSING, "scaled to zero: no pods"),
+                    None, None, None,
+                )
+            else:
+                collected = await self._collect(model_id, namespace, records)
             collected = await self._note_source(model_id, namespace, records, collected)
             if collected.error is not None:
                 report.group_errors[key] = collected.error
                 self.emitter.operator.errors.labels("collector", "group").inc()
-            decision = self._decide(model_id, namespace, members, collected, self._histories.get(key))
+            idle = None
+            if config.scale_to_zero and not at_zero and self.activity is not None:
+                idle = await self.activity.idle(model_id, namespace, config.scale_to_zero_retention)
+            decision = self._decide(model_id, namespace, members, collected, self._histories.get(key), idle)
             self._histories[key] = next_history(self._histories.get(key), decision.record)
             self.decisions.add(decision.record, (record.key for record in records))
             await asyncio.gather(*(self._apply(rec, dep, collected, decision, report) for rec, dep in members))
@@ -342,6 +356,7 @@ class SaturationEngine:
         members: list[tuple[VariantRecord, DeploymentRecord]],
         collected: _GroupMetrics,
         history: GroupHistory | None = None,
+        idle: bool | None = None,
     ) -> GroupDecision:
         variants = [
             VariantInput(
@@ -363,7 +378,7 @@ class SaturationEngine:
         return decide_group(
             model_id, namespace, variants, collected.replicas, self.config_store.get(model_id, namespace),
             now=time.time(), unavailable=unavailable, source=collected.source, history=history,
-            default_stabilization_window=self.default_stabilization_window,
+            default_stabilization_window=self.default_stabilization_window, idle=idle,
         )
 
     async def _apply(
@@ -480,6 +495,23 @@ class SaturationEngine:
             self.emitter.operator.errors.labels("events", "post").inc()
             log.warning("Event post failed namespace=%s va=%s reason=%s error=%s",
                         record.namespace, record.name, reason, exc)
+
+    def zero_groups(self) -> list[tuple[str, str, str]]:
+        """(namespace, model, cheapest variant's Deployment) of every model with scale-to-zero on whose
+        variants are all at 0: what the scale-from-zero poller watches."""
+        by_model: dict[tuple[str, str], list[tuple[VariantRecord, DeploymentRecord | None]]] = defaultdict(list)
+        for record in self.inventory.variants():
+            if record.problem is None:
+                deployment = self.inventory.deployment(record.namespace, record.deployment_name)
+                by_model[(record.namespace, record.model_id)].append((record, deployment))
+        out: list[tuple[str, str, str]] = []
+        for (namespace, model_id), members in sorted(by_model.items()):
+            if not self.config_store.get(model_id, namespace).scale_to_zero:
+                continue
+            if all(dep is not None and not dep.deleting and dep.spec_replicas <= 0 for _r, dep in members):
+                cheapest = min(members, key=lambda m: (m[0].cost, m[0].name))[0]
+                out.append((namespace, model_id, cheapest.deployment_name))
+        return out
 
     def forget(self, namespace: str, name: str) -> None:
         """A VA was deleted: drop its series and per-VA state."""
