@@ -492,3 +492,24 @@ async def test_engine_scales_an_idle_model_to_zero_keeps_it_there_and_lists_it_f
     assert len(asked) == 1  # nothing asked at zero
     assert result(last(env, "pricey"), "pricey")["code"] == "HoldAtZero"
     assert kube.status[(NS, "pricey")]["desiredOptimizedAlloc"]["numReplicas"] == 0
+
+
+async def test_a_wake_at_zero_brings_the_cheapest_variant_to_one_until_it_has_replicas(env: Env) -> None:
+    engine, inventory, _collector, kube = env
+    engine.config_store.update({"default": "scaleToZero: true\n"})
+    setup(env, {"cheap": ("5", 0, []), "pricey": ("20", 0, [])})
+    await engine.run_cycle()
+    assert result(last(env, "cheap"), "cheap")["code"] == "HoldAtZero"
+    engine.wake(NS, MODEL)
+    await engine.run_cycle()
+    record = last(env, "cheap")
+    assert record["rule"] == "from-zero"
+    assert (result(record, "cheap")["code"], result(record, "cheap")["target"]) == ("ScaleFromZeroQueued", 1)
+    assert (result(record, "pricey")["code"], result(record, "pricey")["target"]) == ("HoldAtZero", 0)
+    assert kube.status[(NS, "cheap")]["desiredOptimizedAlloc"]["numReplicas"] == 1
+    await engine.run_cycle()  # the Deployment has not caught up yet: the wake still holds
+    assert result(last(env, "cheap"), "cheap")["target"] == 1
+    inventory.apply_deployment(deployment("cheap", 1))
+    await engine.run_cycle()  # replicas again: the normal rules take over and the wake is spent
+    assert last(env, "cheap")["rule"] not in ("from-zero", "at-zero")
+    assert (NS, MODEL) not in engine._woken

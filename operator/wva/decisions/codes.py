@@ -31,6 +31,7 @@ class ReasonCode(StrEnum):
     PENDING_REPLICAS_STUCK = "PendingReplicasStuck"
     SCALE_TO_ZERO_IDLE = "ScaleToZeroIdle"
     HOLD_AT_ZERO = "HoldAtZero"
+    SCALE_FROM_ZERO_QUEUED = "ScaleFromZeroQueued"
 
 
 DESCRIPTIONS: dict[ReasonCode, str] = {
@@ -67,6 +68,8 @@ DESCRIPTIONS: dict[ReasonCode, str] = {
     "scaleToZeroRetention window (read from its request counters; unknown is never idle): every variant goes to 0",
     ReasonCode.HOLD_AT_ZERO: "the model is scaled to zero: it stays there until requests queue at the gateway "
     "(the scale-from-zero poller brings the cheapest variant to 1)",
+    ReasonCode.SCALE_FROM_ZERO_QUEUED: "requests queued at the gateway for a model at zero: its cheapest variant "
+    "goes to 1, then the normal rules take over",
 }
 
 

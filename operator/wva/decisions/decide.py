@@ -90,6 +90,7 @@ class _Past:
     default_window: float
     now: float
     idle: bool | None = None
+    woken: bool = False
 
 
 def _window(config: SaturationScalingConfig, past: _Past) -> float:
@@ -129,11 +130,17 @@ def _scale_to_zero(
 ) -> tuple[None, None, tuple[Guard, ...], tuple[VariantOutcome, ...], str, str] | None:
     """The whole group's outcome when scale-to-zero decides it (at zero, or idle for the window); else None."""
     if all(v.current_replicas == 0 for v in variants):
+        first = min(variants, key=lambda v: (v.cost, v.name)).name if past.woken else None
         outcomes = tuple(
+            VariantOutcome(v.name, 0, v.previous_desired, 1, True, ReasonCode.SCALE_FROM_ZERO_QUEUED.value,
+                           "0→1: requests are queued at the gateway; the cheapest variant comes back first")
+            if v.name == first else
             VariantOutcome(v.name, 0, v.previous_desired, 0, True, ReasonCode.HOLD_AT_ZERO.value,
                            "holding 0: scaled to zero; requests queued at the gateway bring it back")
             for v in variants
         )
+        if first is not None:
+            return None, None, (), outcomes, "from-zero", "requests queued: scale from zero"
         return None, None, (), outcomes, "at-zero", "scaled to zero"
     retention = config.scale_to_zero_retention
     awake = past.history.awake_since if past.history.awake_since is not None else past.now
@@ -212,6 +219,7 @@ def decide_group(
     history: GroupHistory | None = None,
     default_stabilization_window: float = 0.0,
     idle: bool | None = None,
+    woken: bool = False,
 ) -> GroupDecision:
     """Decide one model group. ``replicas`` None or empty means no usable data (``unavailable`` says why).
 
@@ -219,11 +227,12 @@ def decide_group(
     ``default_stabilization_window`` applies when the model's config leaves the window unset
     (the engine passes 300 s with direct actuation, 0 on the HPA/KEDA path). ``idle`` says whether
     the model served no request during its scale-to-zero retention window (None: unknown, or not
-    asked because scale-to-zero is off).
+    asked because scale-to-zero is off). ``woken``: the scale-from-zero poller saw requests queued
+    for this model while it was at zero.
     """
     ordered = tuple(sorted(variants, key=lambda v: v.name))
     rows = tuple(replicas or ())
-    past = _Past(history or GroupHistory(), default_stabilization_window, now, idle)
+    past = _Past(history or GroupHistory(), default_stabilization_window, now, idle, woken)
     analysis, plan, guards, outcomes, rule, reason = _evaluate(model_id, namespace, ordered, rows, config, now,
                                                                unavailable, past)
     shadow: ShadowDecision | None = None

@@ -127,6 +127,7 @@ class SaturationEngine:
         self.decisions = decisions if decisions is not None else DecisionStore()
         self.drain = drain  # direct scale-downs first mark the least-loaded pods (pod-deletion-cost)
         self.activity: RequestActivity | None = None  # scale-to-zero's request counters (Prometheus)
+        self._woken: dict[tuple[str, str], float] = {}  # (namespace, model) -> when requests queued at zero
         # one owner of stabilisation: wva's window by default only when wva scales the Deployment itself
         self.default_stabilization_window = DEFAULT_STABILIZATION_WINDOW if direct_actuation else 0.0
         self._histories: dict[GroupKey, GroupHistory] = {}
@@ -300,10 +301,13 @@ class SaturationEngine:
             if collected.error is not None:
                 report.group_errors[key] = collected.error
                 self.emitter.operator.errors.labels("collector", "group").inc()
+            woken = at_zero and (namespace, model_id) in self._woken
+            if not at_zero:
+                self._woken.pop((namespace, model_id), None)  # it has replicas again: the wake is done
             idle = None
             if config.scale_to_zero and not at_zero and self.activity is not None:
                 idle = await self.activity.idle(model_id, namespace, config.scale_to_zero_retention)
-            decision = self._decide(model_id, namespace, members, collected, self._histories.get(key), idle)
+            decision = self._decide(model_id, namespace, members, collected, self._histories.get(key), idle, woken)
             self._histories[key] = next_history(self._histories.get(key), decision.record)
             self.decisions.add(decision.record, (record.key for record in records))
             await asyncio.gather(*(self._apply(rec, dep, collected, decision, report) for rec, dep in members))
@@ -357,6 +361,7 @@ class SaturationEngine:
         collected: _GroupMetrics,
         history: GroupHistory | None = None,
         idle: bool | None = None,
+        woken: bool = False,
     ) -> GroupDecision:
         variants = [
             VariantInput(
@@ -378,7 +383,7 @@ class SaturationEngine:
         return decide_group(
             model_id, namespace, variants, collected.replicas, self.config_store.get(model_id, namespace),
             now=time.time(), unavailable=unavailable, source=collected.source, history=history,
-            default_stabilization_window=self.default_stabilization_window, idle=idle,
+            default_stabilization_window=self.default_stabilization_window, idle=idle, woken=woken,
         )
 
     async def _apply(
@@ -495,6 +500,11 @@ class SaturationEngine:
             self.emitter.operator.errors.labels("events", "post").inc()
             log.warning("Event post failed namespace=%s va=%s reason=%s error=%s",
                         record.namespace, record.name, reason, exc)
+
+    def wake(self, namespace: str, model_id: str) -> None:
+        """Requests are queued for a model at zero: its cheapest variant's decision becomes 1 until it has
+        replicas again (so no cycle pushes it back to 0 while the Deployment catches up)."""
+        self._woken[(namespace, model_id)] = time.time()
 
     def zero_groups(self) -> list[tuple[str, str, str]]:
         """(namespace, model, cheapest variant's Deployment) of every model with scale-to-zero on whose
