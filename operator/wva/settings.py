@@ -43,6 +43,19 @@ class MetricsSourceMode(StrEnum):
     AUTO = "auto"
 
 
+class EppMetricsSourceMode(StrEnum):
+    """Where the scale-from-zero poller reads the gateway EPP's flow-control queue."""
+
+    PROMETHEUS = "prometheus"
+    PODS = "pods"  # the EPP pods' metrics endpoints, WVA_EPP_METRICS_URLS
+    OFF = "off"
+
+
+DEFAULT_EPP_QUEUE_METRIC = "inference_extension_flow_control_queue_size"
+DEFAULT_EPP_MODEL_LABEL = "target_model_name"
+DEFAULT_EPP_NAMESPACE_LABEL = "namespace"
+
+
 class SettingsError(ValueError):
     """One or more environment variables are invalid; ``problems`` lists each one."""
 
@@ -95,6 +108,14 @@ class Settings(BaseModel):
     pod_metrics_tls_insecure_skip_verify: bool = False
     pod_scrape_timeout: float = 5.0
     pod_scrape_concurrency: int = 10
+    # scale from zero: the gateway EPP's flow-control queue
+    scale_from_zero_interval: float = 0.25
+    epp_metrics_source: EppMetricsSourceMode = EppMetricsSourceMode.OFF
+    epp_metrics_urls: tuple[tuple[str, str], ...] = ()  # (namespace or "", URL)
+    epp_metrics_token_path: str | None = None
+    epp_queue_metric: str = DEFAULT_EPP_QUEUE_METRIC
+    epp_model_label: str = DEFAULT_EPP_MODEL_LABEL
+    epp_namespace_label: str = DEFAULT_EPP_NAMESPACE_LABEL  # "" = the series carry no namespace
     # drain-aware scale-down (direct actuation): pod-deletion-cost annotations, optional wait for the victim
     deletion_cost: bool = True
     drain_timeout: float = 0.0  # 0: do not wait for the victim's in-flight requests to finish
@@ -166,6 +187,13 @@ class Settings(BaseModel):
         take("WVA_POD_METRICS_TLS_INSECURE_SKIP_VERIFY", "pod_metrics_tls_insecure_skip_verify", parse_bool)
         take("WVA_POD_SCRAPE_TIMEOUT", "pod_scrape_timeout", _positive_duration)
         take("WVA_POD_SCRAPE_CONCURRENCY", "pod_scrape_concurrency", _positive_int)
+        take("WVA_SCALE_FROM_ZERO_INTERVAL", "scale_from_zero_interval", _scale_from_zero_interval)
+        take("WVA_EPP_METRICS_SOURCE", "epp_metrics_source", lambda v: _enum(EppMetricsSourceMode, v))
+        take("WVA_EPP_METRICS_URLS", "epp_metrics_urls", _epp_urls)
+        take("WVA_EPP_METRICS_TOKEN_PATH", "epp_metrics_token_path", lambda v: v.strip() or None)
+        take("WVA_EPP_QUEUE_METRIC", "epp_queue_metric", _metric_name)
+        take("WVA_EPP_MODEL_LABEL", "epp_model_label", _label_name)
+        take("WVA_EPP_NAMESPACE_LABEL", "epp_namespace_label", lambda v: _label_name(v) if v.strip() else "")
         take("WVA_DELETION_COST", "deletion_cost", _deletion_cost_flag)
         take("WVA_DRAIN_TIMEOUT", "drain_timeout", _drain_timeout)
 
@@ -175,6 +203,7 @@ class Settings(BaseModel):
                 "PROMETHEUS_CLIENT_CERT_PATH and PROMETHEUS_CLIENT_KEY_PATH must be set together "
                 f"(got cert={cert!r}, key={key!r})"
             )
+        problems.extend(_epp_problems(values))
         if require_prometheus and not values.get("prometheus_base_url"):
             problems.append("PROMETHEUS_BASE_URL is required (e.g. https://prometheus.monitoring.svc:9090)")
         if problems:
@@ -336,6 +365,78 @@ def _url_template(value: str) -> str | None:
         raise ValueError(f"placeholders must be {{namespace}}, {{pod}}, {{ip}} or {{port}} ({exc})") from None
     _parse_http_url(sample)
     return template
+
+
+_METRIC_NAME = re.compile(r"^[A-Za-z_:][A-Za-z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MIN_SCALE_FROM_ZERO_INTERVAL = 0.01
+_MAX_SCALE_FROM_ZERO_INTERVAL = 60.0
+
+
+def _scale_from_zero_interval(value: str) -> float:
+    seconds = parse_duration(value)
+    if not _MIN_SCALE_FROM_ZERO_INTERVAL <= seconds <= _MAX_SCALE_FROM_ZERO_INTERVAL:
+        raise ValueError(f"must be from 10ms to 1m (e.g. 250ms), got {seconds:g}s")
+    return seconds
+
+
+def _epp_urls(value: str) -> tuple[tuple[str, str], ...]:
+    """``url[,url...]``; an entry ``namespace=url`` says which namespace that EPP's series belong to.
+
+    A URL without a path gets ``/metrics``.
+    """
+    entries: dict[tuple[str, str], None] = {}
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        namespace = ""
+        head, sep, rest = entry.partition("=")
+        if sep and "://" not in head:
+            namespace, entry = _dns_label(head), rest.strip()
+        try:
+            url = _parse_http_url(entry)
+        except ValueError:
+            message = f"{entry!r} is not an http:// or https:// URL with a host (entries: URL or namespace=URL)"
+            raise ValueError(message) from None
+        if urlparse(url).path in ("", "/"):
+            url += "/metrics"
+        entries[(namespace, url)] = None
+    if not entries:
+        raise ValueError("must list at least one URL")
+    return tuple(entries)
+
+
+def _metric_name(value: str) -> str:
+    name = value.strip()
+    if not _METRIC_NAME.match(name):
+        raise ValueError("must be a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)")
+    return name
+
+
+def _label_name(value: str) -> str:
+    name = value.strip()
+    if not _LABEL_NAME.match(name) or name.startswith("__"):
+        raise ValueError("must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)")
+    return name
+
+
+def _epp_problems(values: Mapping[str, Any]) -> list[str]:
+    """Cross-checks of the scale-from-zero settings (the EPP source needs somewhere to read)."""
+    problems: list[str] = []
+    mode = values.get("epp_metrics_source", EppMetricsSourceMode.OFF)
+    urls = values.get("epp_metrics_urls", ())
+    if mode is EppMetricsSourceMode.PODS and not urls:
+        problems.append("WVA_EPP_METRICS_SOURCE=pods needs WVA_EPP_METRICS_URLS (the EPP pods' metrics URLs)")
+    if mode is EppMetricsSourceMode.PROMETHEUS and not values.get("prometheus_base_url"):
+        problems.append("WVA_EPP_METRICS_SOURCE=prometheus needs PROMETHEUS_BASE_URL")
+    model_label = values.get("epp_model_label", DEFAULT_EPP_MODEL_LABEL)
+    namespace_label = values.get("epp_namespace_label", DEFAULT_EPP_NAMESPACE_LABEL)
+    if model_label == namespace_label:
+        problems.append(f"WVA_EPP_MODEL_LABEL and WVA_EPP_NAMESPACE_LABEL must differ (both {model_label!r})")
+    if not namespace_label and any(namespace for namespace, _url in urls):
+        problems.append("WVA_EPP_METRICS_URLS entries with namespace= need WVA_EPP_NAMESPACE_LABEL (it is empty)")
+    return problems
 
 
 def _secret(value: str) -> SecretStr | None:

@@ -17,7 +17,7 @@ DECISION_LABELS = ("variant_name", "namespace", "accelerator_type")
 
 
 class OperatorMetrics:
-    """Self-metrics: cycle duration, queries, cache, API calls, errors, leadership."""
+    """Self-metrics: cycle duration, queries, cache, API calls, errors, leadership, scale from zero."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.cycle_duration = Histogram(
@@ -65,6 +65,22 @@ class OperatorMetrics:
             "wva_metrics_source_active",
             "1 for the metrics source that served the model's last cycle.",
             ["namespace", "model_id", "source"],
+            registry=registry,
+        )
+        self.scale_from_zero = Counter(
+            "wva_scale_from_zero_total",
+            "Scale-ups from zero to one replica on a queued EPP request, by outcome (scaled, failed).",
+            ["namespace", "model_id", "outcome"],
+            registry=registry,
+        )
+        self.scale_from_zero_poll_duration = Histogram(
+            "wva_scale_from_zero_poll_duration_seconds",
+            "Latency of one batched EPP queue read of the scale-from-zero poller.",
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.scale_from_zero_models = Gauge(
+            "wva_scale_from_zero_models", "Models at zero replicas watched by the scale-from-zero poller.",
             registry=registry,
         )
 
