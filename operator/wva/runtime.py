@@ -26,6 +26,7 @@ from wva.promconnect import build_prometheus_connect
 from wva.resync import InventoryResync
 from wva.saturation.config import SaturationConfigStore
 from wva.saturation.engine import SaturationEngine
+from wva.scalefromzero import ScaleFromZeroPoller, epp_source_from_settings, poller_from_settings
 from wva.server import OperatorServer
 from wva.settings import ActuationMode, MetricsSourceMode, Settings
 from wva.tasks import cancel_and_wait
@@ -46,6 +47,8 @@ class Runtime:
     server: OperatorServer | None = None
     elector: LeaderElector | None = None
     resync: InventoryResync | None = None
+    from_zero: ScaleFromZeroPoller | None = None  # leader only, like the engine
+    epp_source: Any = None
     main_config: dict[str, str] = field(default_factory=dict)
     prometheus_ok: bool = False
     started: bool = False
@@ -120,6 +123,11 @@ class Runtime:
         runtime.resync = InventoryResync(
             kube, inventory, engine.forget, namespaces=settings.watch_namespaces, interval=settings.resync_interval
         )
+        runtime.epp_source = epp_source_from_settings(settings, prom, metrics=ops)
+        if runtime.epp_source is not None:
+            runtime.from_zero = poller_from_settings(
+                settings, runtime.epp_source, engine.zero_groups, runtime._scale_from_zero, metrics=ops
+            )
         if settings.leader_election:
             runtime.elector = LeaderElector(
                 kube,
@@ -138,6 +146,8 @@ class Runtime:
             await self.server.start()
         await self._apply_main_config()
         await self.collector.start()
+        if self.epp_source is not None and hasattr(self.epp_source, "start"):
+            await self.epp_source.start()
         self._probe_task = asyncio.create_task(self._probe_prometheus(), name="wva-prometheus-probe")
         if self.resync is not None:
             self.resync.start()
@@ -157,11 +167,15 @@ class Runtime:
     async def stop(self) -> None:
         if self.elector is not None:
             await self.elector.stop()
+        if self.from_zero is not None:
+            await self.from_zero.stop()
         await self.engine.stop()
         await cancel_and_wait(self._probe_task)
         if self.resync is not None:
             await self.resync.stop()
         await self.collector.stop()
+        if self.epp_source is not None and hasattr(self.epp_source, "stop"):
+            await self.epp_source.stop()
         if self.server is not None:
             await self.server.stop()
         self.kube.close()
@@ -237,11 +251,32 @@ class Runtime:
         self.emitter.operator.leader.set(1)
         if self.run_engine_loop:
             self.engine.start()
+            if self.from_zero is not None:
+                await self.from_zero.start()
 
     async def _follow(self) -> None:
         self.emitter.operator.leader.set(0)
+        if self.from_zero is not None:
+            await self.from_zero.stop()
         await self.engine.stop()
         self.emitter.clear()
+
+    async def _scale_from_zero(self, namespace: str, deployment: str, replicas: int) -> None:
+        """The poller saw requests queued for a model at zero: wake it on its cheapest variant now.
+
+        With direct actuation the Deployment is patched at once; on the HPA/KEDA path the variant's
+        ``wva_desired_replicas`` goes to ``replicas`` (KEDA activates the workload). The engine keeps
+        that decision until the model has replicas again.
+        """
+        records = [r for r in self.inventory.variants_for_deployment(namespace, deployment) if r.problem is None]
+        if not records:
+            raise LookupError(f"no VariantAutoscaling targets {namespace}/{deployment}")
+        record = records[0]
+        self.engine.wake(namespace, record.model_id)
+        if self.settings.actuation_mode is ActuationMode.DIRECT:
+            await self.kube.patch_deployment_scale(namespace, deployment, replicas)
+        else:
+            self.emitter.emit(record.name, namespace, record.accelerator, replicas, 0)
 
     @property
     def is_leader(self) -> bool:
