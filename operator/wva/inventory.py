@@ -6,6 +6,7 @@ All mutations happen on the operator's event loop; reads return immutable record
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from wva.api.v1alpha1 import (
     accelerator_name,
     variant_cost,
 )
+from wva.coldstart import ColdStartTracker
 from wva.collector.types import DEFAULT_VARIANT_COST, VariantRef
 from wva.collector.v2 import PodVAMapper
 
@@ -97,6 +99,8 @@ class PodRecord:
     ip: str | None = None
     ready: bool = False
     deleting: bool = False
+    created: float | None = None  # metadata.creationTimestamp, seconds since the epoch
+    ready_since: float | None = None  # the Ready condition's lastTransitionTime, when it is True
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -200,12 +204,22 @@ def pod_owner_deployment(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def parse_pod(body: Mapping[str, Any]) -> PodRecord:
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    ready_condition = next(
+        (c for c in status.get("conditions") or [] if isinstance(c, Mapping) and c.get("type") == "Ready"), None
     )
+    ready = ready_condition is not None and ready_condition.get("status") == "True"
     return PodRecord(
         name=str(meta.get("name", "")),
         namespace=str(meta.get("namespace", "")),
@@ -213,6 +227,8 @@ def parse_pod(body: Mapping[str, Any]) -> PodRecord:
         ip=status.get("podIP"),
         ready=ready and status.get("phase", "Running") == "Running",
         deleting=bool(meta.get("deletionTimestamp")),
+        created=_timestamp(meta.get("creationTimestamp")),
+        ready_since=_timestamp(ready_condition.get("lastTransitionTime")) if ready and ready_condition else None,
     )
 
 
@@ -226,6 +242,7 @@ class Inventory:
         self._deployments: dict[Key, DeploymentRecord] = {}
         self._pods: dict[Key, PodRecord] = {}
         self._pods_by_deployment: dict[Key, set[str]] = {}
+        self.cold_starts = ColdStartTracker()
 
     # --- VariantAutoscalings ---------------------------------------------------------------------
     def manages(self, labels: Mapping[str, str]) -> bool:
@@ -293,6 +310,9 @@ class Inventory:
         self._pods[key] = record
         if record.deployment:
             self._pods_by_deployment.setdefault((record.namespace, record.deployment), set()).add(record.name)
+            if record.ready and not record.deleting:
+                self.cold_starts.observe(record.namespace, record.deployment, record.name, record.created,
+                                         record.ready_since)
         self.mapper.observe_pod(record.name, record.namespace, record.deployment)
         return record
 
@@ -304,6 +324,7 @@ class Inventory:
                 pods.discard(name)
                 if not pods:
                     del self._pods_by_deployment[(namespace, record.deployment)]
+        self.cold_starts.forget_pod(namespace, name)
         self.mapper.forget_pod(name, namespace)
 
     def ready_pods(self, namespace: str, deployment: str) -> list[PodRecord]:

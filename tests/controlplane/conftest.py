@@ -163,6 +163,8 @@ def wva_release(control_plane: ControlPlane, cp_prometheus: LocalPrometheus, tmp
         control_plane, home, "install", name, str(CHART), "--namespace", namespace, "--create-namespace",
         "--skip-crds", "--wait=false", "--set", "replicaCount=0", "--set", "actuation.mode=direct",
         "--set", f"prometheus.baseURL={cp_prometheus.url}", "--set", "globalOptInterval=2s",
+        # a short scale-down stabilisation: the loop tests see the window work without waiting 5 minutes
+        "--set", "saturation.default.scaleDownStabilizationWindow=10s",
         "--set", "prometheus.metricsCache.ttl=2s", "--set", "prometheus.metricsCache.fetchInterval=1s",
     )
     assert proc.returncode == 0, f"helm install failed:\n{proc.stderr}"

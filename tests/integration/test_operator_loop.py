@@ -120,7 +120,9 @@ async def test_scale_up_cheapest_first_then_down_most_expensive_first(
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
                     "metadata": {"name": "saturation-scaling-config", "namespace": OPERATOR_NAMESPACE},
-                    "data": {"default": "kvCacheThreshold: 0.99\nkvSpareTrigger: 0.05\n"},
+                    # no scale-down stabilisation: the -1s follow one per cycle (the window has tests of its own)
+                    "data": {"default": "kvCacheThreshold: 0.99\nkvSpareTrigger: 0.05\n"
+                                        "scaleDownStabilizationWindow: 0s\n"},
                 },
             )
             assert await cycle() == {CHEAP: 4, PREMIUM: 2}

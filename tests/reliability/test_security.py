@@ -81,9 +81,9 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 def test_rbac_rules_are_least_privilege() -> None:
-    """No wildcard, no Secrets, no delete; writes only to VA status, Events, Leases and (direct
-    actuation only) the Deployment scale subresource; ConfigMaps readable in the operator's own
-    namespace only."""
+    """No wildcard, no Secrets, no delete; writes only to VA status, Events, Leases, pod annotations
+    (patch: pod-deletion-cost) and (direct actuation only) the Deployment scale subresource; ConfigMaps
+    readable in the operator's own namespace only."""
     for rule in rbac.RULES:
         assert "*" not in rule.verbs and "*" not in rule.resource and rule.api_group != "*", rule
         assert rule.plural != "secrets", rule
@@ -91,7 +91,9 @@ def test_rbac_rules_are_least_privilege() -> None:
         writes = WRITE_VERBS & set(rule.verbs)
         if writes:
             assert rule.resource in {"variantautoscalings", "variantautoscalings/status", "events", "leases",
-                                     "deployments/scale"}, rule
+                                     "deployments/scale", "pods"}, rule
+            if rule.resource == "pods":  # the pod-deletion-cost annotation before a scale-down, nothing else
+                assert writes == {"patch"}, rule
         if rule.resource == "deployments/scale":
             assert rule.direct_actuation_only
         if rule.plural == "configmaps":

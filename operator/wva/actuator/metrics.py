@@ -110,8 +110,15 @@ class MetricsEmitter:
             labels,
             registry=self.registry,
         )
+        self.cold_start = Gauge(
+            "wva_cold_start_seconds",
+            "Median creation-to-Ready time of the variant's recent pods, learnt from the pod watch.",
+            labels,
+            registry=self.registry,
+        )
         self.operator = OperatorMetrics(self.registry)
         self._lock = threading.Lock()
+        self._cold_series: dict[tuple[str, str], tuple[str, ...]] = {}
         self._series: dict[tuple[str, str], tuple[str, ...]] = {}
         self._shadow_series: dict[tuple[str, str], tuple[str, ...]] = {}
 
@@ -145,8 +152,23 @@ class MetricsEmitter:
                 self._shadow_series[key] = labels
                 self.shadow_desired.labels(*labels).set(desired)
 
+    def emit_cold_start(self, variant_name: str, namespace: str, accelerator: str, seconds: float | None) -> None:
+        """Publish (or, with None, drop) a variant's learnt cold-start time."""
+        key = (namespace, variant_name)
+        labels = self._labels(variant_name, namespace, accelerator)
+        with self._lock:
+            previous = self._cold_series.get(key)
+            if previous is not None and (seconds is None or previous != labels):
+                with contextlib.suppress(KeyError):
+                    self.cold_start.remove(*previous)
+                self._cold_series.pop(key, None)
+            if seconds is not None:
+                self._cold_series[key] = labels
+                self.cold_start.labels(*labels).set(seconds)
+
     def remove(self, variant_name: str, namespace: str) -> bool:
         """Drop a deleted variant's series. Returns whether it had any."""
+        self.emit_cold_start(variant_name, namespace, "", None)
         with self._lock:
             shadow = self._shadow_series.pop((namespace, variant_name), None)
             if shadow is not None:
@@ -168,6 +190,10 @@ class MetricsEmitter:
                 with contextlib.suppress(KeyError):
                     self.shadow_desired.remove(*labels)
             self._shadow_series.clear()
+            for labels in self._cold_series.values():
+                with contextlib.suppress(KeyError):
+                    self.cold_start.remove(*labels)
+            self._cold_series.clear()
 
     def series(self) -> dict[tuple[str, str], tuple[str, ...]]:
         with self._lock:

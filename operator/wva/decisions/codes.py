@@ -32,6 +32,7 @@ class ReasonCode(StrEnum):
     SCALE_TO_ZERO_IDLE = "ScaleToZeroIdle"
     HOLD_AT_ZERO = "HoldAtZero"
     SCALE_FROM_ZERO_QUEUED = "ScaleFromZeroQueued"
+    HOLD_COLD_START = "HoldColdStart"
 
 
 DESCRIPTIONS: dict[ReasonCode, str] = {
@@ -70,6 +71,8 @@ DESCRIPTIONS: dict[ReasonCode, str] = {
     "(the scale-from-zero poller brings the cheapest variant to 1)",
     ReasonCode.SCALE_FROM_ZERO_QUEUED: "requests queued at the gateway for a model at zero: its cheapest variant "
     "goes to 1, then the normal rules take over",
+    ReasonCode.HOLD_COLD_START: "the model could shed a replica, but this variant scaled up less than its "
+    "cold-start time ago (the median creation-to-Ready time of its pods): it gives none back yet",
 }
 
 

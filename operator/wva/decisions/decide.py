@@ -57,6 +57,7 @@ class GroupHistory:
     load: tuple[float, float] | None = None
     lower_since: float | None = None
     awake_since: float | None = None  # since when the model has had replicas (scale-to-zero waits a window)
+    scaled_up_at: Mapping[str, float] = field(default_factory=dict)  # per variant, its last +1 (cold-start hold)
     pending_since: Mapping[str, float] = field(default_factory=dict)
 
 
@@ -66,7 +67,11 @@ def next_history(previous: GroupHistory | None, record: DecisionRecord) -> Group
     awake = (before.awake_since if before.awake_since is not None else record.time) \
         if any(v.current_replicas > 0 for v in record.variants) else None
     if record.analysis is None:
-        return replace(before, awake_since=awake)  # no data: nothing else learnt, no clock restarted
+        ups = dict(before.scaled_up_at)
+        for o in record.outcomes:  # a wake from zero is a scale-up too
+            if o.target > o.current:
+                ups[o.variant] = record.time
+        return replace(before, awake_since=awake, scaled_up_at=ups)  # nothing else learnt, no clock restarted
     asking_down = record.plan is not None and record.plan.direction == "down" and record.plan.chosen is not None
     lower = (before.lower_since if before.lower_since is not None else record.time) if asking_down else None
     reporting = {v.variant_name: v.replica_count for v in record.analysis.variant_analyses}
@@ -74,7 +79,12 @@ def next_history(previous: GroupHistory | None, record: DecisionRecord) -> Group
     for v in record.variants:
         if _pending_count(v, reporting):
             pending[v.name] = before.pending_since.get(v.name, record.time)
-    return GroupHistory(load=_load(record), lower_since=lower, pending_since=pending, awake_since=awake)
+    ups = dict(before.scaled_up_at)
+    for o in record.outcomes:
+        if o.decided and o.target > (o.previous_desired if o.previous_desired > 0 else o.current):
+            ups[o.variant] = record.time
+    return GroupHistory(load=_load(record), lower_since=lower, pending_since=pending, awake_since=awake,
+                        scaled_up_at=ups)
 
 
 def _load(record: DecisionRecord) -> tuple[float, float] | None:
@@ -320,7 +330,17 @@ def _evaluate(
     bounds = {v.name: (v.min_replicas, v.max_replicas) for v in variants}
     no_one: frozenset[str] = frozenset()
     waiting, stuck = (no_one, no_one) if config.strict_upstream else _pending(variants, reporting, config, past)
-    plan = plan_saturation_targets(analysis, states, bounds, waiting=waiting, skip=stuck)
+    cold = no_one if config.strict_upstream else frozenset(
+        v.name for v in variants
+        if v.cold_start is not None and v.name in past.history.scaled_up_at
+        and now - past.history.scaled_up_at[v.name] < v.cold_start
+    )
+    plan = plan_saturation_targets(analysis, states, bounds, waiting=waiting, skip=stuck, hold_down=cold)
+    for name in plan.cold:
+        v = next(x for x in variants if x.name == name)
+        age = now - past.history.scaled_up_at[name]
+        guards.append(Guard("cold-start-hold", name, f"scaled up {age:.0f}s ago, within its cold-start time of "
+                                                     f"{v.cold_start:.0f}s: gives no replica back yet"))
     if plan.waiting_on is not None:
         v = next(x for x in variants if x.name == plan.waiting_on)
         guards.append(Guard("pending-replicas", v.name,
@@ -447,6 +467,10 @@ def _explain_variant(
                     f"holding {target}: the model's +1 went to cheaper variant {plan.chosen} "
                     f"(cost {costs.get(plan.chosen, 0):g} vs {v.cost:g}); {spare}")
     if plan.direction == "down":
+        if v.name in plan.cold:
+            return (ReasonCode.HOLD_COLD_START,
+                    f"holding {target}: it scaled up less than its cold-start time ({v.cold_start:.0f}s) ago; "
+                    f"the model's -1 {'went to ' + plan.chosen if plan.chosen else 'waits'}")
         if v.name in plan.at_bound:
             floor = max(1, v.min_replicas)
             where = f"the step was taken from {plan.chosen}" if plan.chosen else "no variant could shed one"

@@ -35,6 +35,7 @@ class VariantInput:
     max_replicas: int | None = None
     pods: tuple[str, ...] = ()  # the pods Kubernetes says serve it (ready), when known
     ready_replicas: int | None = None  # the Deployment's ready replicas (None: unknown, taken as all ready)
+    cold_start: float | None = None  # median creation-to-Ready seconds of its pods (None: not learnt yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +196,7 @@ def _variant_config(variant: VariantInput) -> dict[str, Any]:
 
 def _variant_state(variant: VariantInput) -> dict[str, Any]:
     return {"name": variant.name, "current": variant.current_replicas, "ready": variant.ready_replicas,
-            "previousDesired": variant.previous_desired}
+            "previousDesired": variant.previous_desired, "coldStartSeconds": variant.cold_start}
 
 
 def signal_state(value: float | None) -> str:

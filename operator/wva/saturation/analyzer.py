@@ -256,6 +256,7 @@ class TargetPlan:
     chosen: str | None = None
     waiting_on: str | None = None  # the step waits for this variant's pending replicas
     skipped: tuple[str, ...] = ()  # passed over: their pending replicas are stuck
+    cold: tuple[str, ...] = ()  # kept out of a scale-down: they scaled up within their cold-start time
 
 
 def calculate_saturation_targets(
@@ -283,12 +284,14 @@ def plan_saturation_targets(
     *,
     waiting: frozenset[str] = frozenset(),
     skip: frozenset[str] = frozenset(),
+    hold_down: frozenset[str] = frozenset(),
 ) -> TargetPlan:
     """:func:`calculate_saturation_targets` with the reasons kept.
 
     wva's pending-replica guard: when the cheapest variant that could take a +1 is in ``waiting``
     (it has replicas on the way), the model waits for them instead of adding more; a variant in
-    ``skip`` (its pending replicas are stuck) is passed over, so the next one by cost takes the step.
+    ``skip`` (its pending replicas are stuck) is passed over, so the next one by cost takes the step;
+    a variant in ``hold_down`` (it scaled up less than its cold-start time ago) gives no replica back.
     """
     if analysis is None or not analysis.variant_analyses:
         return TargetPlan({state.variant_name: state.current_replicas for state in states})
@@ -322,6 +325,7 @@ def plan_saturation_targets(
     at_bound: list[str] = []
     chosen: str | None = None
     waiting_on: str | None = None
+    held: list[str] = []
     if direction == "up":
         candidates = [n for n in movable if _below_max(targets[n], limits.get(n))]
         at_bound = [n for n in movable if n not in candidates]
@@ -336,6 +340,8 @@ def plan_saturation_targets(
     elif direction == "down":
         candidates = [n for n in movable if targets[n] > max(1, limits.get(n, (1, None))[0])]
         at_bound = [n for n in movable if n not in candidates]
+        held = [n for n in candidates if n in hold_down]
+        candidates = [n for n in candidates if n not in hold_down]
         if candidates:
             chosen = max(candidates, key=lambda n: (costs[n], n))
             targets[chosen] -= 1
@@ -349,6 +355,7 @@ def plan_saturation_targets(
         chosen=chosen,
         waiting_on=waiting_on,
         skipped=tuple(sorted(skip & set(movable))) if direction == "up" else (),
+        cold=tuple(sorted(held)) if direction == "down" else (),
     )
 
 

@@ -374,6 +374,7 @@ class SaturationEngine:
                 max_replicas=record.max_replicas,
                 pods=tuple(p.name for p in self.inventory.ready_pods(namespace, deployment.name)),
                 ready_replicas=deployment.ready_replicas,
+                cold_start=self.inventory.cold_starts.median(namespace, deployment.name),
             )
             for record, deployment in members
         ]
@@ -434,6 +435,8 @@ class SaturationEngine:
             )
 
         self.emitter.emit(record.name, record.namespace, record.accelerator, target, deployment.status_replicas)
+        self.emitter.emit_cold_start(record.name, record.namespace, record.accelerator,
+                                     self.inventory.cold_starts.median(record.namespace, deployment.name))
         shadow = group.record.shadow
         shadow_outcome = next((o for o in shadow.outcomes if o.variant == record.name), None) if shadow else None
         self.emitter.emit_shadow(record.name, record.namespace, record.accelerator,
