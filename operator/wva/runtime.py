@@ -251,8 +251,8 @@ class Runtime:
         self.emitter.operator.leader.set(1)
         if self.run_engine_loop:
             self.engine.start()
-            if self.from_zero is not None:
-                await self.from_zero.start()
+        if self.from_zero is not None:  # its own fast loop, also when the engine's cycles are driven by hand
+            await self.from_zero.start()
 
     async def _follow(self) -> None:
         self.emitter.operator.leader.set(0)

@@ -33,6 +33,7 @@ from wva.sim.loadmodel import LoadModel, Scenario, ScenarioError, load_scenario
 if TYPE_CHECKING:  # the demo imports its heavy parts only when it runs
     from wva.runtime import Runtime
     from wva.sim.cluster import SimulatedCluster
+    from wva.sim.epp import EppEmulator
     from wva.sim.prometheus import LocalPrometheus
     from wva.sim.vllm import VLLMEmulator
 
@@ -266,6 +267,7 @@ class _Env:
     clock: SimClock
     loads: dict[str, dict[str, Any]]  # current emulator values per variant; new pods start with them
     operator_task: asyncio.Task[Any]
+    epp: EppEmulator | None = None  # the gateway's queue, for scale-to-zero scenarios
 
 
 def _choose_metrics_source(requested: str | None) -> tuple[str, str | None]:
@@ -289,6 +291,7 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
     from wva.runtime import Runtime
     from wva.settings import Settings
     from wva.sim.cluster import SimulatedCluster
+    from wva.sim.epp import EppEmulator, EppEmulatorThread
     from wva.sim.local_api import LocalKubernetesAPI
     from wva.sim.prometheus import LocalPrometheus
     from wva.sim.vllm import EmulatorThread
@@ -299,6 +302,13 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
     emulator_thread = EmulatorThread()
     emulator = emulator_thread.start()
     say(f"emulated vLLM pods served at {emulator.base_url}")
+    epp_thread: EppEmulatorThread | None = None
+    epp: EppEmulator | None = None
+    if scenario.scale_to_zero_retention is not None:
+        # the gateway's Endpoint Picker: requests for a model at zero wait in its queue
+        epp_thread = EppEmulatorThread(EppEmulator(pool="demo-pool"))
+        epp = epp_thread.start()
+        say(f"emulated gateway EPP (flow-control queue) at {epp.metrics_url}")
     prometheus: LocalPrometheus | None = None
     prom_start: asyncio.Task[None] | None = None
     if source == "prometheus":
@@ -324,6 +334,9 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
                 }
                 if prometheus is not None:
                     env_vars["PROMETHEUS_BASE_URL"] = prometheus.url
+                if epp is not None:
+                    env_vars["WVA_EPP_METRICS_SOURCE"] = "pods"
+                    env_vars["WVA_EPP_METRICS_URLS"] = f"{scenario.namespace}={epp.metrics_url}"
                 settings = Settings.from_env(env_vars)
                 await _create_objects(cluster, scenario, settings.config_map_name, settings.saturation_config_map_name)
                 runtime = Runtime.build(settings, serve_http=False, run_engine_loop=False)
@@ -341,7 +354,7 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
                 async with _running_operator(runtime) as operator_task:
                     collector = options.collector if source == "prometheus" else "v2"
                     say(f"operator running: kopf + collector {collector} + saturation engine, direct actuation")
-                    env = _Env(api, emulator, cluster, runtime, prometheus, source, clock, loads, operator_task)
+                    env = _Env(api, emulator, cluster, runtime, prometheus, source, clock, loads, operator_task, epp)
                     await _wait_until_observed(env, scenario)
                     yield env
     finally:
@@ -350,6 +363,8 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
                 await prom_start
         if prometheus is not None:
             await asyncio.to_thread(prometheus.close)
+        if epp_thread is not None:
+            await asyncio.to_thread(epp_thread.stop)
         await asyncio.to_thread(emulator_thread.stop)
 
 
@@ -385,7 +400,11 @@ def _use_pod_scraping_on(runtime: Runtime, clock: SimClock, emulator_url: str) -
 def demo_rules(scenario: Scenario) -> dict[str, Any]:
     """wva's own rules on the demo's compressed clock: the engine's windows are real seconds, so the
     default 300 s scale-down stabilisation becomes 300 simulated seconds (300 / speed real ones)."""
-    return {"scaleDownStabilizationWindow": f"{300.0 / scenario.speed:g}s"}
+    rules: dict[str, Any] = {"scaleDownStabilizationWindow": f"{300.0 / scenario.speed:g}s"}
+    if scenario.scale_to_zero_retention is not None:
+        rules["scaleToZero"] = True
+        rules["scaleToZeroRetention"] = f"{scenario.scale_to_zero_retention / scenario.speed:g}s"
+    return rules
 
 
 async def _create_objects(
@@ -524,6 +543,10 @@ class _Driver:
                     emulator.record_requests(ns, pod, count=served, prompt_tokens=512, generation_tokens=128,
                                              ttft_seconds=0.05 + 0.2 * min(pl.rho, 2.0),
                                              tpot_seconds=0.01 + 0.01 * min(pl.rho, 2.0))
+        if self.env.epp is not None:
+            # with no replica at all, the offered requests wait at the gateway (the EPP's queue)
+            at_zero = sum(self.replicas().values()) == 0
+            self.env.epp.set_queue(self.scenario.model, math.ceil(load) if at_zero and load > 0 else 0)
         return {"load": load, "rho": self.model.utilisation(load, self.replicas()), "pods": pod_loads}
 
     async def load_generator(self, stop: asyncio.Event) -> None:

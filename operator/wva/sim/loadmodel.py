@@ -75,6 +75,8 @@ class Scenario:
     interval: float
     variants: tuple[VariantSpec, ...]
     queue: QueueModel = field(default_factory=QueueModel)
+    # scale to zero (simulated seconds of idleness before the model goes to 0); None: off
+    scale_to_zero_retention: float | None = None
 
     def with_overrides(self, duration: float | None = None, speed: float | None = None) -> Scenario:
         if duration is not None and duration <= 0:
@@ -246,4 +248,14 @@ def parse_scenario(data: Any, default_name: str = "custom") -> Scenario:
         interval=_num(data, "interval", 30.0, positive=True),
         variants=tuple(variants),
         queue=queue,
+        scale_to_zero_retention=_scale_to_zero(data.get("scaleToZero")),
     )
+
+
+def _scale_to_zero(raw: Any) -> float | None:
+    """``scaleToZero: {retention: 600}`` (simulated seconds) turns scale to zero on; absent: off."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"retention"}:
+        raise ScenarioError(f"scaleToZero must be a mapping with one key, retention (seconds), got {raw!r}")
+    return _num(raw, "retention", 600.0, positive=True)

@@ -1,0 +1,49 @@
+"""The demo's longer scenarios, each a real run (own module, so a test worker runs them beside the others)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from test_demo import _finish, _start_demo
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_default_demo_never_grows_a_variant_in_its_quiet_tail(tmp_path: Path) -> None:
+    """The default scenario at its own speed with the real Prometheus: once the engine has started to
+    scale down after the spike, no variant grows again (the flap the falling-load guard removes)."""
+    code, out, err = _finish(_start_demo("--no-ui", "--output", str(tmp_path)), timeout=240.0)
+    assert code == 0, err[-3000:]
+    cycles = [c for c in map(json.loads, out.splitlines()) if c["event"] == "cycle"]
+    first_down = next(i for i, c in enumerate(cycles) if any(v["decision"] == "down" for v in c["variants"].values()))
+    grown = [(c["t"], name, v["code"]) for c in cycles[first_down:] for name, v in c["variants"].items()
+             if v["decision"] == "up"]
+    assert grown == [], grown
+    assert cycles[-1]["t"] >= 2300  # the whole tail ran
+    held = {v["code"] for c in cycles[first_down:] for v in c["variants"].values()}
+    assert "ScaleDownRedistributable" in held
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_scale_to_zero_scenario_goes_to_zero_and_the_gateway_queue_brings_it_back(tmp_path: Path) -> None:
+    """Quiet for the retention window → every variant at 0 (ScaleToZeroIdle, then HoldAtZero); traffic
+    returns while at zero → the cheap variant is back before the next cycle, by the EPP poller."""
+    code, out, err = _finish(_start_demo("--scenario", "scale-to-zero", "--no-ui", "--output", str(tmp_path)),
+                             timeout=240.0)
+    assert code == 0, err[-3000:]
+    assert "emulated gateway EPP" in err
+    cycles = [c for c in map(json.loads, out.splitlines()) if c["event"] == "cycle"]
+    zero = next(c for c in cycles if all(v["pods"] == 0 for v in c["variants"].values()))
+    assert {v["code"] for v in zero["variants"].values()} == {"ScaleToZeroIdle"}
+    assert 150 + 600 - 30 <= zero["t"] <= 150 + 600 + 90  # quiet from t=150, a 600 s retention
+    assert all(sum(v["pods"] for v in c["variants"].values()) >= 1 for c in cycles if c["t"] < 150 + 600 - 30)
+    held = [c for c in cycles if zero["t"] < c["t"] < 1500]
+    assert held and all(v["code"] == "HoldAtZero" and v["pods"] == 0 for c in held for v in c["variants"].values())
+    back = next(c for c in cycles if c["t"] > 1510)
+    assert back["variants"]["llama-8b-l4"]["pods"] >= 1  # woken between two cycles, from the gateway's queue
+    log = (tmp_path / "demo.log").read_text()
+    assert "Scale from zero: scaled namespace=wva-demo model=demo/llama-3-8b deployment=llama-8b-l4" in log
