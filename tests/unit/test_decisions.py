@@ -513,3 +513,26 @@ async def test_a_wake_at_zero_brings_the_cheapest_variant_to_one_until_it_has_re
     await engine.run_cycle()  # replicas again: the normal rules take over and the wake is spent
     assert last(env, "cheap")["rule"] not in ("from-zero", "at-zero")
     assert (NS, MODEL) not in engine._woken
+
+
+async def test_replicas_ready_condition_says_starting_or_stuck_and_stuck_posts_one_event(env: Env) -> None:
+    engine, inventory, collector, kube = env
+    setup(env, {"cheap": ("5", 2, [0.79]), "pricey": ("20", 1, [0.79])})
+    body = deployment("cheap", 2)
+    body["status"]["readyReplicas"] = 1  # one replica still starting
+    inventory.apply_deployment(body)
+    await engine.run_cycle()
+
+    def replicas_ready(name: str) -> dict[str, Any]:
+        return next(c for c in kube.status[(NS, name)]["conditions"] if c["type"] == "ReplicasReady")
+
+    assert (replicas_ready("cheap")["status"], replicas_ready("cheap")["reason"]) == ("False", "ReplicasStarting")
+    assert (replicas_ready("pricey")["status"], replicas_ready("pricey")["reason"]) == ("True", "AllReplicasReady")
+    engine.config_store.update({"default": "pendingStuckAfter: 0s\n"})  # stuck at once: no GPU for it
+    for _ in range(2):
+        await engine.run_cycle()
+    assert replicas_ready("cheap")["reason"] == "PendingReplicasStuck"
+    stuck_events = [e for e in kube.events if e[1] == "PendingReplicasStuck"]
+    assert [e[0] for e in stuck_events] == ["cheap"]  # one Event per episode, not one per cycle
+    # the step went on to the next variant by cost (and is now held while it rolls out)
+    assert kube.status[(NS, "pricey")]["desiredOptimizedAlloc"]["numReplicas"] == 2

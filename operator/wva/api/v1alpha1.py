@@ -99,6 +99,16 @@ class OptimizationReadyReason(StrEnum):
     SATURATION_ONLY_MODE = "SaturationOnlyMode"
 
 
+# wva's own condition (not upstream's): whether the variant's replicas are up, starting, or stuck.
+CONDITION_REPLICAS_READY = "ReplicasReady"
+
+
+class ReplicasReadyReason(StrEnum):
+    ALL_REPLICAS_READY = "AllReplicasReady"
+    REPLICAS_STARTING = "ReplicasStarting"
+    PENDING_REPLICAS_STUCK = "PendingReplicasStuck"
+
+
 # Flat aliases, for call sites that prefer module constants.
 CONDITION_TARGET_RESOLVED = ConditionType.TARGET_RESOLVED
 CONDITION_METRICS_AVAILABLE = ConditionType.METRICS_AVAILABLE

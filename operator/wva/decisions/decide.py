@@ -35,7 +35,7 @@ from wva.saturation.analyzer import (
 )
 from wva.saturation.config import SaturationScalingConfig
 
-__all__ = ["GroupDecision", "GroupHistory", "decide_group", "next_history", "record_id_for"]
+__all__ = ["GroupDecision", "GroupHistory", "decide_group", "next_history", "pending_replicas", "record_id_for"]
 
 FALLING_TOLERANCE = 0.01
 DEFAULT_STABILIZATION_WINDOW = 300.0  # seconds, with direct actuation (as the HPA's default)
@@ -170,6 +170,15 @@ def _rows_load(rows: Sequence[ReplicaMetrics]) -> tuple[float, float] | None:
     kv = [r.kv_cache_usage for r in rows if r.kv_known]
     queue = [float(r.queue_length) for r in rows if r.queue_known]
     return (sum(kv), sum(queue)) if kv or queue else None
+
+
+def pending_replicas(record: DecisionRecord, variant: str) -> int:
+    """Replicas of ``variant`` that exist but are neither ready nor reporting, in ``record``'s cycle."""
+    v = next((x for x in record.variants if x.name == variant), None)
+    if v is None:
+        return 0
+    reporting = {a.variant_name: a.replica_count for a in record.analysis.variant_analyses} if record.analysis else {}
+    return _pending_count(v, reporting)
 
 
 def _pending_count(v: VariantInput, reporting: Mapping[str, int]) -> int:

@@ -22,6 +22,7 @@ from wva.actuator.status import ConditionUpdate, DecisionSummary, StatusUpdate, 
 from wva.api.v1alpha1 import (
     CONDITION_METRICS_AVAILABLE,
     CONDITION_OPTIMIZATION_READY,
+    CONDITION_REPLICAS_READY,
     CONDITION_TARGET_RESOLVED,
     REASON_INVALID_CONFIGURATION,
     REASON_METRICS_UNAVAILABLE,
@@ -32,12 +33,14 @@ from wva.api.v1alpha1 import (
     REASON_TARGET_NOT_FOUND,
     Allocation,
     LoadProfile,
+    ReplicasReadyReason,
 )
 from wva.collector import MetricsCollector
 from wva.collector.activity import RequestActivity
 from wva.collector.types import AvailabilityReason, MetricsValidationResult, OptimizerMetrics, ReplicaMetrics
 from wva.decisions import DecisionStore, GroupDecision, VariantInput, decide_group
-from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, next_history
+from wva.decisions.codes import ReasonCode
+from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, next_history, pending_replicas
 from wva.inventory import DeploymentRecord, Inventory, VariantRecord
 from wva.kube import KubeClient, KubeError
 from wva.saturation.config import SaturationConfigStore
@@ -128,6 +131,7 @@ class SaturationEngine:
         self.drain = drain  # direct scale-downs first mark the least-loaded pods (pod-deletion-cost)
         self.activity: RequestActivity | None = None  # scale-to-zero's request counters (Prometheus)
         self._woken: dict[tuple[str, str], float] = {}  # (namespace, model) -> when requests queued at zero
+        self._stuck: set[tuple[str, str]] = set()  # VAs whose pending replicas are stuck (Event once per episode)
         # one owner of stabilisation: wva's window by default only when wva scales the Deployment itself
         self.default_stabilization_window = DEFAULT_STABILIZATION_WINDOW if direct_actuation else 0.0
         self._histories: dict[GroupKey, GroupHistory] = {}
@@ -434,6 +438,8 @@ class SaturationEngine:
                 )
             )
 
+        if decided:
+            conditions.append(await self._replicas_condition(record, group, outcome.code))
         self.emitter.emit(record.name, record.namespace, record.accelerator, target, deployment.status_replicas)
         self.emitter.emit_cold_start(record.name, record.namespace, record.accelerator,
                                      self.inventory.cold_starts.median(record.namespace, deployment.name))
@@ -471,6 +477,28 @@ class SaturationEngine:
                 record, "Normal", "ScaledUp" if direction == "up" else "ScaledDown",
                 f"{outcome.code}: {outcome.message}",
             )
+
+    async def _replicas_condition(self, record: VariantRecord, group: GroupDecision, code: str) -> ConditionUpdate:
+        """ReplicasReady: all up, starting, or stuck (then a Warning Event, once per episode)."""
+        pending = pending_replicas(group.record, record.name)
+        stuck = code == ReasonCode.PENDING_REPLICAS_STUCK
+        if stuck and record.key not in self._stuck:
+            self._stuck.add(record.key)
+            await self._event(record, "Warning", ReplicasReadyReason.PENDING_REPLICAS_STUCK,
+                              f"{pending} replica(s) pending longer than pendingStuckAfter; the next variant by "
+                              "cost takes the model's scale-up steps")
+        elif not stuck:
+            self._stuck.discard(record.key)
+        if stuck:
+            return ConditionUpdate(CONDITION_REPLICAS_READY, False, ReplicasReadyReason.PENDING_REPLICAS_STUCK,
+                                   f"{pending} replica(s) pending longer than pendingStuckAfter")
+        if pending:
+            return ConditionUpdate(CONDITION_REPLICAS_READY, False, ReplicasReadyReason.REPLICAS_STARTING,
+                                   f"{pending} replica(s) starting; no further scale-up until they are ready")
+        cold = next((v.cold_start for v in group.record.variants if v.name == record.name), None)
+        learnt = f"; cold start {cold:.0f}s (median creation-to-Ready)" if cold is not None else ""
+        return ConditionUpdate(CONDITION_REPLICAS_READY, True, ReplicasReadyReason.ALL_REPLICAS_READY,
+                               f"all replicas ready{learnt}")
 
     async def _scale(
         self,
@@ -532,6 +560,7 @@ class SaturationEngine:
         self.emitter.remove(name, namespace)
         self.status_writer.forget(namespace, name)
         self._reported_problems.pop((namespace, name), None)
+        self._stuck.discard((namespace, name))
 
 
 def _target_condition(record: VariantRecord, deployment: DeploymentRecord | None) -> ConditionUpdate:
