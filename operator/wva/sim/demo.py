@@ -397,6 +397,20 @@ def _use_pod_scraping_on(runtime: Runtime, clock: SimClock, emulator_url: str) -
     runtime.engine.collector = collector
 
 
+def _seen_by_engine(record: Any, variant: str) -> tuple[list[float | None], list[int | None]]:
+    """Per pod of ``variant``, the KV usage and queue length in ``record``'s inputs (None: unknown)."""
+    if record is None:
+        return [], []
+    inputs = record.inputs
+    kv: list[float | None] = []
+    queue: list[int | None] = []
+    for i, name in enumerate(inputs.variants):
+        if name == variant:
+            kv.append(None if inputs.kv[i] != inputs.kv[i] else round(inputs.kv[i], 4))
+            queue.append(None if inputs.queue[i] != inputs.queue[i] else int(inputs.queue[i]))
+    return kv, queue
+
+
 def demo_rules(scenario: Scenario) -> dict[str, Any]:
     """wva's own rules on the demo's compressed clock: the engine's windows are real seconds, so the
     default 300 s scale-down stabilisation becomes 300 simulated seconds (300 / speed real ones)."""
@@ -654,8 +668,13 @@ class _Driver:
                 log_ = self.decision_log.setdefault(f"{s.namespace}/{v.name}", [])
                 if not log_ or log_[-1]["id"] != latest.record_id:
                     log_.append(latest.to_dict())
+            seen = _seen_by_engine(latest, v.name)
             variants[v.name] = {
                 "code": outcome.code if outcome is not None else None,
+                # what the engine decided on (Prometheus' max_over_time windows, or the pods' own reading),
+                # next to the simulated values below
+                "engine_kv": seen[0],
+                "engine_queue": seen[1],
                 "record": latest.record_id if latest is not None else None,
                 "current": current,
                 "desired": desired,
