@@ -23,7 +23,7 @@ class ColdStartTracker:
     def observe(self, namespace: str, deployment: str, pod: str, created: float | None,
                 ready_since: float | None) -> None:
         """A pod seen ready: count its creation-to-Ready time once (nothing without both timestamps)."""
-        if (namespace, pod) in self._seen or created is None or ready_since is None or ready_since < created:
+        if (namespace, pod) in self._seen or created is None or ready_since is None or ready_since <= created:
             return
         self._seen.add((namespace, pod))
         times = self._times.setdefault((namespace, deployment), deque(maxlen=self.window))

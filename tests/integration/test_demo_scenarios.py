@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -47,3 +48,25 @@ def test_scale_to_zero_scenario_goes_to_zero_and_the_gateway_queue_brings_it_bac
     assert back["variants"]["llama-8b-l4"]["pods"] >= 1  # woken between two cycles, from the gateway's queue
     log = (tmp_path / "demo.log").read_text()
     assert "Scale from zero: scaled namespace=wva-demo model=demo/llama-3-8b deployment=llama-8b-l4" in log
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_cold_start_scenario_waits_for_replicas_on_the_way_and_learns_their_start_time(tmp_path: Path) -> None:
+    """New pods take 120 simulated seconds to load: after each +1 the model waits (HoldPendingReplicas)
+    until the pod is Ready instead of adding one per cycle, and the records carry the learnt cold start."""
+    code, out, err = _finish(_start_demo("--scenario", "cold-start", "--duration", "700", "--no-ui",
+                                         "--output", str(tmp_path)), timeout=240.0)
+    assert code == 0, err[-3000:]
+    cycles = [c for c in map(json.loads, out.splitlines()) if c["event"] == "cycle"]
+    cheap = [(c["t"], c["variants"]["llama-8b-l4"]) for c in cycles]
+    ups = [t for t, v in cheap if v["code"].startswith("ScaleUp")]
+    assert len(ups) >= 2
+    for a, b in itertools.pairwise(ups):
+        assert b - a >= 120, (a, b)  # never a second +1 while the first replica is still loading
+        waited = [v["code"] for t, v in cheap if a < t < b]
+        assert "HoldPendingReplicas" in waited, (a, b, waited)
+    saved = json.loads((tmp_path / "decisions.json").read_text())["variantAutoscalings"]
+    learnt = [v["coldStartSeconds"] for r in saved["wva-demo/llama-8b-l4"] for v in r["inputs"]["variants"]
+              if v["name"] == "llama-8b-l4" and v["coldStartSeconds"] is not None]
+    assert learnt and 5.0 <= learnt[-1] <= 9.0, learnt  # 120 s simulated = 6 real seconds, seen per cycle

@@ -516,7 +516,7 @@ async def test_a_wake_at_zero_brings_the_cheapest_variant_to_one_until_it_has_re
 
 
 async def test_replicas_ready_condition_says_starting_or_stuck_and_stuck_posts_one_event(env: Env) -> None:
-    engine, inventory, collector, kube = env
+    engine, inventory, _collector, kube = env
     setup(env, {"cheap": ("5", 2, [0.79]), "pricey": ("20", 1, [0.79])})
     body = deployment("cheap", 2)
     body["status"]["readyReplicas"] = 1  # one replica still starting

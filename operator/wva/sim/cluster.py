@@ -9,9 +9,11 @@ real controller's writes would.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,12 +36,25 @@ class SimDeployment:
     replicas: int
     template_hash: str
     pods: list[str] = field(default_factory=list)
+    starting: dict[str, float] = field(default_factory=dict)  # pod -> when it becomes Ready (monotonic)
+
+    @property
+    def ready_pods(self) -> list[str]:
+        return [p for p in self.pods if p not in self.starting]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class SimulatedCluster:
-    def __init__(self, api_url: str, emulator: VLLMEmulator, pod_values: PodValues | None = None) -> None:
+    def __init__(
+        self, api_url: str, emulator: VLLMEmulator, pod_values: PodValues | None = None, startup_delay: float = 0.0
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.emulator = emulator
+        # real seconds from a pod's creation to Ready (model loading); a starting pod serves no metrics
+        self.startup_delay = startup_delay
         self.pod_values = pod_values or (lambda _d, _p: {})
         self.deployments: dict[tuple[str, str], SimDeployment] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -163,10 +178,14 @@ class SimulatedCluster:
                 await self._create_pod(dep)
             while len(dep.pods) > want:
                 await self._delete_pod(dep, dep.pods[-1])
+            now = time.monotonic()
+            for pod in [p for p, at in dep.starting.items() if at <= now]:
+                await self._mark_ready(dep, pod)
+            ready = len(dep.ready_pods)
             await self.request(
                 "PATCH",
                 f"/apis/apps/v1/namespaces/{dep.namespace}/deployments/{dep.name}/status",
-                {"status": {"replicas": want, "readyReplicas": want, "availableReplicas": want}},
+                {"status": {"replicas": want, "readyReplicas": ready, "availableReplicas": ready}},
                 "application/merge-patch+json",
             )
             dep.replicas = want
@@ -177,7 +196,7 @@ class SimulatedCluster:
         suffix = hashlib.sha1(f"{dep.name}-{next(self._seq)}".encode()).hexdigest()[:5]
         pod = f"{dep.name}-{dep.template_hash}-{suffix}"
         rs = f"{dep.name}-{dep.template_hash}"
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
@@ -192,16 +211,34 @@ class SimulatedCluster:
             "status": {
                 "phase": "Running",
                 "podIP": "127.0.0.1",
-                "conditions": [{"type": "Ready", "status": "True"}],
+                "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": _now()}],
             },
         }
-        self.emulator.add_pod(pod, dep.namespace, dep.model, **self.pod_values(dep.name, pod))
+        body["metadata"]["creationTimestamp"] = _now()
+        if self.startup_delay > 0:
+            body["status"] = {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}
+            dep.starting[pod] = time.monotonic() + self.startup_delay
+        else:
+            self.emulator.add_pod(pod, dep.namespace, dep.model, **self.pod_values(dep.name, pod))
         await self.request("POST", f"/api/v1/namespaces/{dep.namespace}/pods", body)
         dep.pods.append(pod)
         return pod
 
+    async def _mark_ready(self, dep: SimDeployment, pod: str) -> None:
+        """The model has loaded: the pod turns Ready and starts serving metrics."""
+        del dep.starting[pod]
+        self.emulator.add_pod(pod, dep.namespace, dep.model, **self.pod_values(dep.name, pod))
+        await self.request(
+            "PATCH",
+            f"/api/v1/namespaces/{dep.namespace}/pods/{pod}",
+            {"status": {"phase": "Running", "podIP": "127.0.0.1",
+                        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": _now()}]}},
+            "application/merge-patch+json",
+        )
+
     async def _delete_pod(self, dep: SimDeployment, pod: str) -> None:
-        self.emulator.remove_pod(dep.namespace, pod)
+        if dep.starting.pop(pod, None) is None:
+            self.emulator.remove_pod(dep.namespace, pod)
         dep.pods.remove(pod)
         try:
             await self.request("DELETE", f"/api/v1/namespaces/{dep.namespace}/pods/{pod}")
@@ -210,6 +247,6 @@ class SimulatedCluster:
                 raise
 
     def set_load(self, namespace: str, deployment: str, **values: Any) -> None:
-        """Set emulator values on every pod of one Deployment."""
-        for pod in self.deployments[(namespace, deployment)].pods:
+        """Set emulator values on every ready pod of one Deployment."""
+        for pod in self.deployments[(namespace, deployment)].ready_pods:
             self.emulator.set_values(namespace, pod, **values)

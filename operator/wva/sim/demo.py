@@ -339,6 +339,8 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
                     env_vars["WVA_EPP_METRICS_URLS"] = f"{scenario.namespace}={epp.metrics_url}"
                 settings = Settings.from_env(env_vars)
                 await _create_objects(cluster, scenario, settings.config_map_name, settings.saturation_config_map_name)
+                # the initial replicas were up before the demo began; the new ones load their model first
+                cluster.startup_delay = scenario.cold_start / scenario.speed
                 runtime = Runtime.build(settings, serve_http=False, run_engine_loop=False)
                 if prometheus is None:
                     _use_pod_scraping_on(runtime, clock, emulator.base_url)
@@ -496,7 +498,7 @@ def _pods_in_inventory(env: _Env, namespace: str) -> int:
 
 
 def _pods_in_cluster(env: _Env) -> int:
-    return sum(len(d.pods) for d in env.cluster.deployments.values())
+    return sum(len(d.ready_pods) for d in env.cluster.deployments.values())
 
 
 async def _wait_until_observed(env: _Env, scenario: Scenario) -> None:
@@ -537,7 +539,7 @@ class _Driver:
 
     def replicas(self) -> dict[str, int]:
         ns = self.scenario.namespace
-        return {v.name: len(self.env.cluster.deployments[(ns, v.name)].pods) for v in self.scenario.variants}
+        return {v.name: len(self.env.cluster.deployments[(ns, v.name)].ready_pods) for v in self.scenario.variants}
 
     def apply_load(self, t: float, dt_real: float) -> dict[str, Any]:
         """Set every emulated pod's values for simulated time ``t`` (and count served requests)."""

@@ -77,6 +77,7 @@ class Scenario:
     queue: QueueModel = field(default_factory=QueueModel)
     # scale to zero (simulated seconds of idleness before the model goes to 0); None: off
     scale_to_zero_retention: float | None = None
+    cold_start: float = 0.0  # simulated seconds from a pod's creation to Ready (model loading)
 
     def with_overrides(self, duration: float | None = None, speed: float | None = None) -> Scenario:
         if duration is not None and duration <= 0:
@@ -249,6 +250,7 @@ def parse_scenario(data: Any, default_name: str = "custom") -> Scenario:
         variants=tuple(variants),
         queue=queue,
         scale_to_zero_retention=_scale_to_zero(data.get("scaleToZero")),
+        cold_start=_num(data, "coldStart", 0.0),
     )
 
 
