@@ -7,6 +7,7 @@ the engine stored, the status it wrote and the Event it posted.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -536,3 +537,42 @@ async def test_replicas_ready_condition_says_starting_or_stuck_and_stuck_posts_o
     assert [e[0] for e in stuck_events] == ["cheap"]  # one Event per episode, not one per cycle
     # the step went on to the next variant by cost (and is now held while it rolls out)
     assert kube.status[(NS, "pricey")]["desiredOptimizedAlloc"]["numReplicas"] == 2
+
+
+def test_a_saw_tooth_load_does_not_flap_with_the_stabilization_window() -> None:
+    """Load that swings between busy and quiet every other cycle (30 s): with the 300 s window the
+    variant never gives back a replica it needs again a cycle later; without it, it flaps."""
+
+    def run(window: float) -> list[int]:
+        config = SaturationScalingConfig(scale_down_stabilization_window=window)
+        replicas, history, seen = 3, None, []
+        for step in range(40):
+            busy = step % 2 == 0
+            kv = 0.78 if busy else 0.2
+            rows = [_replica("a", kv, 0, pod=f"a-{i}") for i in range(replicas)]
+            variant = [VariantInput("a", cost=5, current_replicas=replicas, previous_desired=replicas, max_replicas=4)]
+            decision = decide_group(MODEL, NS, variant, rows, config, now=1000.0 + 30 * step, history=history)
+            history = next_history(history, decision.record)
+            replicas = decision.outcome("a").target
+            seen.append(replicas)
+        return seen
+
+    steady = run(300.0)
+    changes = sum(1 for a, b in itertools.pairwise(steady) if a != b)
+    assert changes <= 1, steady  # at most the first +1 to absorb the peaks, never a -1/+1 see-saw
+    flapping = run(0.0)
+    assert sum(1 for a, b in itertools.pairwise(flapping) if b < a) >= 5, flapping  # upstream's behaviour
+
+
+def test_a_pod_reporting_one_signal_is_recorded_with_the_other_unknown() -> None:
+    """Upstream reads the missing signal as 0 in the rules (spec 3.8); the record says it was unknown."""
+    meta = ReplicaMetricsMetadata(collected_at=10.0, source="prometheus")
+    rows = [ReplicaMetrics("a-1", 0.5, 0, "a", NS, MODEL, metadata=meta, queue_known=False),
+            ReplicaMetrics("a-2", 0.0, 3, "a", NS, MODEL, metadata=meta, kv_known=False)]
+    variants = [VariantInput("a", current_replicas=2, previous_desired=2)]
+    record = decide_group(MODEL, NS, variants, rows, SaturationScalingConfig(), now=10.0).record
+    pods = {p["pod"]: p for p in record.to_dict()["inputs"]["pods"]}
+    one, two = pods["a-1"], pods["a-2"]
+    assert (one["kvState"], one["queueState"], one["queueLength"]) == ("value", "unknown", None)
+    assert (two["kvState"], two["kvCacheUsage"], two["queueState"]) == ("unknown", None, "value")
+    assert record.analysis is not None and record.analysis.non_saturated_count == 2  # the rules used 0 for them
