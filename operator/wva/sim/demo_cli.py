@@ -7,7 +7,8 @@ import argparse
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scenario", default="default", help="built-in scenario (default, spike, steady, scale-to-zero, cold-start) or a YAML file"
+        "--scenario", default="default",
+        help="built-in scenario (default, spike, steady, scale-to-zero, cold-start) or a YAML file",
     )
     parser.add_argument(
         "--duration", type=float, default=None, help="scenario length in simulated seconds (default: the scenario's)"
