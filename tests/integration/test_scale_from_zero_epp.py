@@ -159,15 +159,18 @@ async def test_a_failing_epp_endpoint_wakes_nothing_until_it_answers(
     kube = KubeClient(build_api_client(kube_api.base_url))
     calls: list[str] = []
 
-    async def scale_up(namespace: str, deployment: str, replicas: int) -> None:
-        calls.append(deployment)
-        await kube.patch_deployment_scale(namespace, deployment, replicas)
+    asked: list[str] = []
 
-    poller = ScaleFromZeroPoller(source, lambda: [ZeroModel(unique_ns, MODEL, WOKEN)] if not calls else [], scale_up)
+    async def scale_up(namespace: str, deployment: str, replicas: int) -> None:
+        asked.append(deployment)
+        await kube.patch_deployment_scale(namespace, deployment, replicas)
+        calls.append(deployment)  # after the patch: the assertion below reads the Deployment back
+
+    poller = ScaleFromZeroPoller(source, lambda: [ZeroModel(unique_ns, MODEL, WOKEN)] if not asked else [], scale_up)
     await poller.start()
     try:
         await wait_for(lambda: poller.stats.reads >= 4, timeout=10, what="four reads")
-        assert calls == []  # the queue is unknown while the scrape fails: never a guess
+        assert asked == []  # the queue is unknown while the scrape fails: never a guess
         epp.fault = None
         await wait_for(lambda: calls, timeout=5, what="the scale-up once the EPP answers")
         assert (await cluster.get_deployment(WOKEN, unique_ns))["spec"]["replicas"] == 1
