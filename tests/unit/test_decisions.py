@@ -576,3 +576,16 @@ def test_a_pod_reporting_one_signal_is_recorded_with_the_other_unknown() -> None
     assert (one["kvState"], one["queueState"], one["queueLength"]) == ("value", "unknown", None)
     assert (two["kvState"], two["kvCacheUsage"], two["queueState"]) == ("unknown", None, "value")
     assert record.analysis is not None and record.analysis.non_saturated_count == 2  # the rules used 0 for them
+
+
+def test_scale_to_zero_needs_every_replica_reporting() -> None:
+    """One replica without metrics may be serving requests the counters never saw: no zero then."""
+    partial = [_replica("cheap", 0.0, 0, pod="cheap-1", cost=5.0)]  # pricey's replica reports nothing
+    decision = decide_group(MODEL, NS, TWO, partial, ZERO, now=1000.0, idle=True,
+                            history=GroupHistory(awake_since=0.0))
+    assert decision.record.rule != "scale-to-zero" and decision.targets.get("cheap") == 1
+    half = [_replica("cheap", 0.0, 0, pod="cheap-1", cost=5.0),
+            ReplicaMetrics("pricey-1", 0.0, 0, "pricey", NS, MODEL, cost=20.0, kv_known=False)]
+    decision = decide_group(MODEL, NS, TWO, half, ZERO, now=1000.0, idle=True,
+                            history=GroupHistory(awake_since=0.0))
+    assert decision.record.rule != "scale-to-zero"

@@ -136,9 +136,13 @@ def _falling_load(
 
 
 def _scale_to_zero(
-    variants: Sequence[VariantInput], config: SaturationScalingConfig, past: _Past
+    variants: Sequence[VariantInput], config: SaturationScalingConfig, past: _Past, rows: Sequence[ReplicaMetrics]
 ) -> tuple[None, None, tuple[Guard, ...], tuple[VariantOutcome, ...], str, str] | None:
-    """The whole group's outcome when scale-to-zero decides it (at zero, or idle for the window); else None."""
+    """The whole group's outcome when scale-to-zero decides it (at zero, or idle for the window); else None.
+
+    Idle counts only with full coverage: a replica that reports no metrics may be serving requests the
+    counters never saw, so a model with one goes nowhere near zero.
+    """
     if all(v.current_replicas == 0 for v in variants):
         first = min(variants, key=lambda v: (v.cost, v.name)).name if past.woken else None
         outcomes = tuple(
@@ -155,6 +159,9 @@ def _scale_to_zero(
     retention = config.scale_to_zero_retention
     awake = past.history.awake_since if past.history.awake_since is not None else past.now
     if past.idle is not True or past.now - awake < retention:
+        return None
+    reporting = {r.pod_name for r in rows if r.kv_known and r.queue_known}
+    if len(reporting) < sum(v.current_replicas for v in variants):
         return None
     guard = Guard("scale-to-zero", "*", f"no request served in the last {retention:.0f}s")
     outcomes = tuple(
@@ -304,7 +311,7 @@ def _evaluate(
     ModelSaturationAnalysis | None, TargetPlan | None, tuple[Guard, ...], tuple[VariantOutcome, ...], str, str
 ]:
     if config.scale_to_zero:
-        zero = _scale_to_zero(variants, config, past)
+        zero = _scale_to_zero(variants, config, past, rows)
         if zero is not None:
             return zero
     if not rows:
