@@ -43,7 +43,7 @@ from wva.decisions.codes import ReasonCode
 from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, next_history, pending_replicas
 from wva.inventory import DeploymentRecord, Inventory, VariantRecord
 from wva.kube import KubeClient, KubeError
-from wva.saturation.config import SaturationConfigStore
+from wva.saturation.config import SaturationConfigStore, SaturationScalingConfig
 from wva.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -242,8 +242,8 @@ class SaturationEngine:
             if deployment is None or deployment.deleting:
                 side_writes.append(self.resolve_target(record))
                 continue
-            zero_ok = self.config_store.get(record.model_id, record.namespace).scale_to_zero
-            if deployment.spec_replicas <= 0 and not zero_ok:
+            at_zero = deployment.spec_replicas <= 0
+            if at_zero and not self.config_store.get(record.model_id, record.namespace).scale_to_zero:
                 continue  # scaled to zero by someone else: not ours to touch (upstream: "inactive")
             accelerator = record.accelerator if self.group_by_accelerator else ""
             groups[(record.model_id, record.namespace, accelerator)].append((record, deployment))
@@ -311,7 +311,8 @@ class SaturationEngine:
             idle = None
             if config.scale_to_zero and not at_zero and self.activity is not None:
                 idle = await self.activity.idle(model_id, namespace, config.scale_to_zero_retention)
-            decision = self._decide(model_id, namespace, members, collected, self._histories.get(key), idle, woken)
+            decision = self._decide(model_id, namespace, members, collected, config, self._histories.get(key), idle,
+                                    woken)
             self._histories[key] = next_history(self._histories.get(key), decision.record)
             self.decisions.add(decision.record, (record.key for record in records))
             await asyncio.gather(*(self._apply(rec, dep, collected, decision, report) for rec, dep in members))
@@ -363,6 +364,7 @@ class SaturationEngine:
         namespace: str,
         members: list[tuple[VariantRecord, DeploymentRecord]],
         collected: _GroupMetrics,
+        config: SaturationScalingConfig,
         history: GroupHistory | None = None,
         idle: bool | None = None,
         woken: bool = False,
@@ -386,7 +388,7 @@ class SaturationEngine:
         if unavailable is None and not collected.availability.available:
             unavailable = collected.availability.message
         return decide_group(
-            model_id, namespace, variants, collected.replicas, self.config_store.get(model_id, namespace),
+            model_id, namespace, variants, collected.replicas, config,
             now=time.time(), unavailable=unavailable, source=collected.source, history=history,
             default_stabilization_window=self.default_stabilization_window, idle=idle, woken=woken,
         )
@@ -441,8 +443,9 @@ class SaturationEngine:
         if decided:
             conditions.append(await self._replicas_condition(record, group, outcome.code))
         self.emitter.emit(record.name, record.namespace, record.accelerator, target, deployment.status_replicas)
+        given = next((v for v in group.record.variants if v.name == record.name), None)
         self.emitter.emit_cold_start(record.name, record.namespace, record.accelerator,
-                                     self.inventory.cold_starts.median(record.namespace, deployment.name))
+                                     given.cold_start if given is not None else None)
         shadow = group.record.shadow
         shadow_outcome = next((o for o in shadow.outcomes if o.variant == record.name), None) if shadow else None
         self.emitter.emit_shadow(record.name, record.namespace, record.accelerator,
@@ -539,7 +542,10 @@ class SaturationEngine:
 
     def zero_groups(self) -> list[tuple[str, str, str]]:
         """(namespace, model, cheapest variant's Deployment) of every model with scale-to-zero on whose
-        variants are all at 0: what the scale-from-zero poller watches."""
+        variants are all at 0: what the scale-from-zero poller watches (every poll, so it returns at once
+        when no configuration turns scale-to-zero on)."""
+        if not self.config_store.any_scale_to_zero:
+            return []
         by_model: dict[tuple[str, str], list[tuple[VariantRecord, DeploymentRecord | None]]] = defaultdict(list)
         for record in self.inventory.variants():
             if record.problem is None:
