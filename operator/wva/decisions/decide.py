@@ -83,15 +83,8 @@ def next_history(previous: GroupHistory | None, record: DecisionRecord) -> Group
     for o in record.outcomes:
         if o.decided and o.target > (o.previous_desired if o.previous_desired > 0 else o.current):
             ups[o.variant] = record.time
-    return GroupHistory(load=_load(record), lower_since=lower, pending_since=pending, awake_since=awake,
+    return GroupHistory(load=record.load, lower_since=lower, pending_since=pending, awake_since=awake,
                         scaled_up_at=ups)
-
-
-def _load(record: DecisionRecord) -> tuple[float, float] | None:
-    """Total KV usage and total queue of the reporting replicas; None without known values."""
-    kv = [x for x in record.inputs.kv if x == x]
-    queue = [x for x in record.inputs.queue if x == x]
-    return (sum(kv), sum(queue)) if kv or queue else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +94,7 @@ class _Past:
     now: float
     idle: bool | None = None
     woken: bool = False
+    load: tuple[float, float] | None = None  # this cycle's totals (_rows_load), computed once
 
 
 def _window(config: SaturationScalingConfig, past: _Past) -> float:
@@ -108,9 +102,7 @@ def _window(config: SaturationScalingConfig, past: _Past) -> float:
     return past.default_window if window is None else window
 
 
-def _falling_load(
-    analysis: ModelSaturationAnalysis, rows: Sequence[ReplicaMetrics], config: SaturationScalingConfig, past: _Past
-) -> str | None:
+def _falling_load(analysis: ModelSaturationAnalysis, config: SaturationScalingConfig, past: _Past) -> str | None:
     """Why a spare-capacity scale-up is suppressed, or None when it may go ahead.
 
     Upstream averages the spare only over non-saturated pods, so pods leaving saturation just under
@@ -125,7 +117,7 @@ def _falling_load(
     if max_kv >= config.kv_cache_threshold - margin or max_queue >= config.queue_length_threshold * (1 - margin):
         return None
     previous = past.history.load
-    now_load = _rows_load(rows)
+    now_load = past.load
     # falling: the total KV usage dropped by more than 1% (noise and rounding are not a trend)
     if previous is None or now_load is None or now_load[0] >= previous[0] * (1 - FALLING_TOLERANCE) \
             or now_load[1] > previous[1]:
@@ -258,7 +250,8 @@ def decide_group(
     """
     ordered = tuple(sorted(variants, key=lambda v: v.name))
     rows = tuple(replicas or ())
-    past = _Past(history or GroupHistory(), default_stabilization_window, now, idle, woken)
+    load = _rows_load(rows)
+    past = _Past(history or GroupHistory(), default_stabilization_window, now, idle, woken, load)
     analysis, plan, guards, outcomes, rule, reason = _evaluate(model_id, namespace, ordered, rows, config, now,
                                                                unavailable, past)
     shadow: ShadowDecision | None = None
@@ -289,6 +282,7 @@ def decide_group(
         guards=guards,
         outcomes=outcomes,
         shadow=shadow,
+        load=load,
     )
     return GroupDecision(record=record, analysis_reason=reason)
 
@@ -337,7 +331,7 @@ def _evaluate(
             analysis = replace(analysis, scale_down_safe=False)
 
     if analysis.should_scale_up and not config.strict_upstream:
-        falling = _falling_load(analysis, rows, config, past)
+        falling = _falling_load(analysis, config, past)
         if falling is not None:
             guards.append(Guard("falling-load", "*", falling))
             analysis = replace(analysis, should_scale_up=False)

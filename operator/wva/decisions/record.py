@@ -132,6 +132,7 @@ class DecisionRecord:
     guards: tuple[Guard, ...]
     outcomes: tuple[VariantOutcome, ...]
     shadow: ShadowDecision | None = field(default=None)
+    load: tuple[float, float] | None = None  # total KV usage and queue of the reporting pods (None: no values)
 
     def outcome(self, variant: str) -> VariantOutcome | None:
         return next((o for o in self.outcomes if o.variant == variant), None)
