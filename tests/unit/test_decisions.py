@@ -589,3 +589,13 @@ def test_scale_to_zero_needs_every_replica_reporting() -> None:
     decision = decide_group(MODEL, NS, TWO, half, ZERO, now=1000.0, idle=True,
                             history=GroupHistory(awake_since=0.0))
     assert decision.record.rule != "scale-to-zero"
+
+
+def test_the_zero_list_is_empty_at_once_unless_some_configuration_turns_scale_to_zero_on(env: Env) -> None:
+    engine, _inventory, _collector, _kube = env
+    setup(env, {"cheap": ("5", 0, [])})
+    assert not engine.config_store.any_scale_to_zero and engine.zero_groups() == []
+    engine.config_store.update({"default": "scaleToZero: false\n", "m": f"model_id: {MODEL}\nscaleToZero: true\n"})
+    assert engine.config_store.any_scale_to_zero and engine.zero_groups() == [(NS, MODEL, "cheap")]
+    engine.config_store.update({"default": "scaleToZero: false\n"})
+    assert not engine.config_store.any_scale_to_zero and engine.zero_groups() == []

@@ -417,6 +417,7 @@ class SaturationConfigStore:
         self._errors: dict[str, str] = {}
         self._default = BUILTIN_DEFAULT
         self._by_model: dict[tuple[str, str | None], SaturationScalingConfig] = {}
+        self._any_scale_to_zero = False
 
     @property
     def loaded(self) -> bool:
@@ -459,6 +460,9 @@ class SaturationConfigStore:
                     for key, cfg in parsed.entries.items()
                     if key != DEFAULT_ENTRY_KEY and cfg.model_id is not None
                 }
+                self._any_scale_to_zero = self._default.scale_to_zero or any(
+                    cfg.scale_to_zero for cfg in self._by_model.values()
+                )
                 self._version += 1
             return dict(parsed.errors)
 
@@ -466,6 +470,12 @@ class SaturationConfigStore:
         """The ConfigMap was deleted: keep the last configuration in force (as upstream does)."""
         with self._lock:
             self._source_present = False
+
+    @property
+    def any_scale_to_zero(self) -> bool:
+        """Whether any configuration in force turns scale-to-zero on (the poller's cheap early exit)."""
+        with self._lock:
+            return self._any_scale_to_zero
 
     def get(self, model_id: str, namespace: str) -> SaturationScalingConfig:
         """Effective thresholds: namespace-specific override, else namespace-less one, else ``default``."""
