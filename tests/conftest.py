@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from wva.sim.epp import EppEmulator, EppEmulatorThread
 from wva.sim.local_api import LocalKubernetesAPI
 from wva.sim.prometheus import INSTALL_HINT, LocalPrometheus, find_prometheus_binary
 from wva.sim.vllm import EmulatorThread, VLLMEmulator
@@ -107,3 +108,14 @@ async def kube_api() -> AsyncIterator[LocalKubernetesAPI]:
     async with LocalKubernetesAPI() as api, kmock.Server(api):
         api.declare_resources()
         yield api
+
+
+@pytest.fixture()
+def epp() -> Iterator[EppEmulator]:
+    """An emulated gateway Endpoint Picker serving its flow-control queue (one pool), per test."""
+    runner = EppEmulatorThread(EppEmulator(pool="pool-a"))
+    emulator = runner.start()
+    try:
+        yield emulator
+    finally:
+        runner.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -30,7 +30,7 @@ from wva.collector.v2.epp import (
 from wva.kube import KubeClient, build_api_client
 from wva.scalefromzero import DEFAULT_INTERVAL, ScaleFromZeroPoller, ZeroModel
 from wva.sim.cluster import SimulatedCluster
-from wva.sim.epp import EppEmulator, EppEmulatorThread
+from wva.sim.epp import EppEmulator
 from wva.sim.local_api import LocalKubernetesAPI
 from wva.sim.prometheus import LocalPrometheus
 from wva.sim.vllm import VLLMEmulator
@@ -38,16 +38,6 @@ from wva.sim.vllm import VLLMEmulator
 MODEL, OTHER = "acme/llama-8b", "acme/never-asked"
 WOKEN, IDLE = "llama-8b-l4", "never-asked-l4"
 MAX_LATENCY = 3.0  # seconds from the queue rising to the patch; measured far below this
-
-
-@pytest.fixture()
-def epp() -> Iterator[EppEmulator]:
-    runner = EppEmulatorThread(EppEmulator(pool="pool-a"))
-    emulator = runner.start()
-    try:
-        yield emulator
-    finally:
-        runner.stop()
 
 
 @pytest_asyncio.fixture()

@@ -9,7 +9,6 @@ with the normal rules again.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from operator_harness import OPERATOR_NAMESPACE, operator_settings, running_operator, wait_for
 from wva.runtime import Runtime
 from wva.sim.cluster import SimulatedCluster
-from wva.sim.epp import EppEmulator, EppEmulatorThread
+from wva.sim.epp import EppEmulator
 from wva.sim.local_api import LocalKubernetesAPI
 from wva.sim.prometheus import LocalPrometheus
 from wva.sim.vllm import VLLMEmulator
@@ -26,16 +25,6 @@ MODEL = "acme/zero-loop-8b"
 CHEAP, PRICEY = "zero-loop-l4", "zero-loop-h100"
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
-
-
-@pytest.fixture()
-def epp() -> Iterator[EppEmulator]:
-    runner = EppEmulatorThread(EppEmulator(pool="pool-a"))
-    emulator = runner.start()
-    try:
-        yield emulator
-    finally:
-        runner.stop()
 
 
 def _code(api: LocalKubernetesAPI, ns: str, name: str) -> str | None:
