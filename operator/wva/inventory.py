@@ -24,6 +24,8 @@ from wva.api.v1alpha1 import (
 from wva.coldstart import ColdStartTracker
 from wva.collector.types import DEFAULT_VARIANT_COST, VariantRef
 from wva.collector.v2 import PodVAMapper
+from wva.durations import parse_go_duration
+from wva.saturation.config import ScaleToZeroOverride
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class VariantRecord:
     resource_version: str | None = None
     problem: str | None = None
     status: VariantAutoscalingStatus = field(default_factory=VariantAutoscalingStatus)
+    scale_to_zero: ScaleToZeroOverride = field(default_factory=ScaleToZeroOverride)  # spec.scaleToZero
 
     @property
     def key(self) -> Key:
@@ -160,7 +163,16 @@ def parse_variant(body: Mapping[str, Any]) -> VariantRecord:
         max_replicas=va.spec.max_replicas,
         status=va.status,
         problem=problem,
+        scale_to_zero=_scale_to_zero_override(va),
     )
+
+
+def _scale_to_zero_override(va: VariantAutoscaling) -> ScaleToZeroOverride:
+    spec = va.spec.scale_to_zero
+    if spec is None:
+        return ScaleToZeroOverride()
+    retention = parse_go_duration(spec.retention) if spec.retention is not None else None
+    return ScaleToZeroOverride(enabled=spec.enabled, retention=retention)
 
 
 def _lenient_status(raw: Any) -> VariantAutoscalingStatus:
@@ -242,6 +254,7 @@ class Inventory:
         self._deployments: dict[Key, DeploymentRecord] = {}
         self._pods: dict[Key, PodRecord] = {}
         self._pods_by_deployment: dict[Key, set[str]] = {}
+        self._opted_in_to_zero: set[Key] = set()  # VAs whose spec.scaleToZero.enabled is true
         self.cold_starts = ColdStartTracker()
 
     # --- VariantAutoscalings ---------------------------------------------------------------------
@@ -258,6 +271,10 @@ class Inventory:
             return None
         previous = self._variants.get(record.key)
         self._variants[record.key] = record
+        if record.scale_to_zero.enabled:
+            self._opted_in_to_zero.add(record.key)
+        else:
+            self._opted_in_to_zero.discard(record.key)
         if record.deployment_name:
             self.mapper.register(record.name, record.namespace, record.deployment_name)
         elif previous is not None:
@@ -275,9 +292,15 @@ class Inventory:
 
     def delete_variant(self, namespace: str, name: str) -> VariantRecord | None:
         record = self._variants.pop((namespace, name), None)
+        self._opted_in_to_zero.discard((namespace, name))
         if record is not None:
             self.mapper.unregister(name, namespace)
         return record
+
+    @property
+    def any_scale_to_zero_opt_in(self) -> bool:
+        """Whether any VA turns scale-to-zero on in its own spec (the scale-from-zero poller's early exit)."""
+        return bool(self._opted_in_to_zero)
 
     def variant(self, namespace: str, name: str) -> VariantRecord | None:
         return self._variants.get((namespace, name))

@@ -210,7 +210,14 @@ class SchemaWalk:
             self.cel(rule, path, value)
 
     def cel(self, rule: dict[str, Any], path: FieldPath, value: Any) -> None:
-        """``self.a <= self.b``-style rules (possibly guarded by ``has()``): set a above b."""
+        """``self.a <= self.b``-style rules (possibly guarded by ``has()``): set a above b;
+        ``duration(self.a) > duration('0s')``: set a to 0s."""
+        positive = re.search(r"duration\(self\.(\w+)\)\s*>\s*duration\('0s'\)", rule["rule"])
+        if positive is not None:
+            field = field_path(path) + rule.get("fieldPath", "")
+            self.cases.append(Case(f"CEL {rule['rule']}", field, (((*path, positive.group(1)), "0s"),),
+                                   (rule.get("message", ""),)))
+            return
         match = re.search(r"self\.(\w+)\s*<=\s*self\.(\w+)", rule["rule"])
         if match is None or not isinstance(value, dict) or match.group(2) not in value:
             self.unhandled.append(f"{field_path(path)}: {rule['rule']}")

@@ -7,6 +7,7 @@ the engine stored, the status it wrote and the Event it posted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import time
@@ -599,3 +600,58 @@ def test_the_zero_list_is_empty_at_once_unless_some_configuration_turns_scale_to
     assert engine.config_store.any_scale_to_zero and engine.zero_groups() == [(NS, MODEL, "cheap")]
     engine.config_store.update({"default": "scaleToZero: false\n"})
     assert not engine.config_store.any_scale_to_zero and engine.zero_groups() == []
+
+
+def test_variant_overrides_of_scale_to_zero_merge_to_the_safe_side() -> None:
+    from wva.saturation.config import ScaleToZeroOverride as O
+    from wva.saturation.config import with_variant_overrides
+
+    on = SaturationScalingConfig(scale_to_zero=True, scale_to_zero_retention=600.0)
+    off = SaturationScalingConfig()
+    assert with_variant_overrides(on, [O(), O()]) is on  # nothing set: the ConfigMap's word
+    assert with_variant_overrides(off, [O(enabled=True), O()]).scale_to_zero  # a variant opts its model in
+    assert not with_variant_overrides(on, [O(enabled=True), O(enabled=False)]).scale_to_zero  # one says no
+    merged = with_variant_overrides(on, [O(retention=120.0), O(retention=900.0)])
+    assert (merged.scale_to_zero, merged.scale_to_zero_retention) == (True, 900.0)  # the longest window
+
+
+async def test_a_va_opts_its_model_into_scale_to_zero_and_another_keeps_it_up(env: Env) -> None:
+    engine, inventory, _collector, kube = env
+    windows: list[float] = []
+
+    class Idle:
+        async def idle(self, model_id: str, namespace: str, window: float) -> bool | None:
+            windows.append(window)
+            return True
+
+    engine.activity = Idle()  # type: ignore[assignment]
+    engine._histories.clear()
+    setup(env, {"cheap": ("5", 1, [0.0]), "pricey": ("20", 1, [0.0])},
+          cheap={"scaleToZero": {"enabled": True, "retention": "1ms"}})
+    assert engine.zero_groups() == []  # the ConfigMap says nothing: the VA's own opt-in counts
+    assert inventory.any_scale_to_zero_opt_in
+    await engine.run_cycle()  # first cycle: awake since now, the window has not passed
+    assert result(last(env, "cheap"), "cheap")["code"] != "ScaleToZeroIdle"
+    for key, history in engine._histories.items():  # the model has been up for long
+        engine._histories[key] = dataclasses.replace(history, awake_since=0.0)
+    await engine.run_cycle()
+    assert windows and windows[-1] == 0.001
+    assert result(last(env, "cheap"), "cheap")["code"] == "ScaleToZeroIdle"
+    assert kube.status[(NS, "pricey")]["desiredOptimizedAlloc"]["numReplicas"] == 0
+    # the pricey variant says no: the model keeps a replica on its cheapest variant
+    inventory.apply_variant(va("pricey", "20", scaleToZero={"enabled": False}))
+    inventory.apply_deployment(deployment("cheap", 1))
+    inventory.apply_deployment(deployment("pricey", 1))
+    await engine.run_cycle()
+    assert result(last(env, "cheap"), "cheap")["code"] != "ScaleToZeroIdle"
+    assert kube.status[(NS, "cheap")]["desiredOptimizedAlloc"]["numReplicas"] >= 1
+    inventory.apply_variant(va("cheap", "5"))
+    assert not inventory.any_scale_to_zero_opt_in
+
+
+@pytest.mark.parametrize("retention", ["0s", "10 minutes", "-5m", "5"])
+def test_a_bad_scale_to_zero_retention_on_a_va_is_a_problem_naming_the_field(retention: str) -> None:
+    inventory = Inventory()
+    record = inventory.apply_variant(va("x", "5", scaleToZero={"retention": retention}))
+    assert record is not None and record.problem is not None
+    assert "spec.scaleToZero.retention" in record.problem and retention in record.problem

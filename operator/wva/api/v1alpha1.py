@@ -231,6 +231,27 @@ class ModelProfile(_Model):
     accelerators: list[AcceleratorProfile] = Field(min_length=1)
 
 
+#: Go durations as the CRD accepts them for spec.scaleToZero.retention ("10m", "1h30m", "90s").
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+
+
+def _positive_duration(value: str) -> str:
+    from wva.durations import parse_go_duration
+
+    if not re.fullmatch(DURATION_PATTERN, value):
+        raise ValueError(f"{value!r} is not a duration such as '10m' or '90s'")
+    if parse_go_duration(value) <= 0:
+        raise ValueError(f"must be longer than 0s, got {value!r}")
+    return value
+
+
+class ScaleToZeroSpec(_Model):
+    """This variant's word on its model's scale-to-zero; it overrides the ConfigMap (docs/configuration.md)."""
+
+    enabled: Bool | None = None
+    retention: Annotated[str, Field(max_length=32, pattern=DURATION_PATTERN), AfterValidator(_positive_duration)] | None = None
+
+
 class VariantAutoscalingSpec(_Model):
     scale_target_ref: CrossVersionObjectReference = Field(alias="scaleTargetRef")
     model_id: str = Field(alias="modelID", min_length=1)
@@ -238,6 +259,7 @@ class VariantAutoscalingSpec(_Model):
     variant_cost: DecimalStr = Field(default=DEFAULT_VARIANT_COST_STR, alias="variantCost")
     min_replicas: Int = Field(default=DEFAULT_MIN_REPLICAS, alias="minReplicas", ge=0)
     max_replicas: Int | None = Field(default=None, alias="maxReplicas", ge=1)
+    scale_to_zero: ScaleToZeroSpec | None = Field(default=None, alias="scaleToZero")
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> Self:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,9 +41,11 @@ __all__ = [
     "ParsedSaturationConfig",
     "SaturationConfigStore",
     "SaturationScalingConfig",
+    "ScaleToZeroOverride",
     "merge_override",
     "parse_saturation_config_data",
     "parse_saturation_config_entry",
+    "with_variant_overrides",
 ]
 
 DEFAULT_ENTRY_KEY: Final = "default"
@@ -248,6 +250,40 @@ def merge_override(
     values["model_id"] = override.model_id
     values["namespace"] = override.namespace
     return SaturationScalingConfig.model_validate(values)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleToZeroOverride:
+    """One VariantAutoscaling's ``spec.scaleToZero`` (None: not set there)."""
+
+    enabled: bool | None = None
+    retention: float | None = None  # seconds
+
+
+def with_variant_overrides(
+    config: SaturationScalingConfig, overrides: Iterable[ScaleToZeroOverride]
+) -> SaturationScalingConfig:
+    """The model's configuration with its variants' ``spec.scaleToZero`` applied over the ConfigMap's.
+
+    A variant is more specific than the ConfigMap, so its word wins; between variants the safe side
+    wins: one that disables scale-to-zero keeps the model above zero, and the longest retention set
+    applies (a shorter one would take the longer one's idle replicas away early).
+    """
+    enabled: set[bool] = set()
+    retentions: list[float] = []
+    for o in overrides:
+        if o.enabled is not None:
+            enabled.add(o.enabled)
+        if o.retention is not None:
+            retentions.append(o.retention)
+    if not enabled and not retentions:
+        return config
+    update: dict[str, Any] = {}
+    if enabled:
+        update["scale_to_zero"] = False not in enabled
+    if retentions:
+        update["scale_to_zero_retention"] = max(retentions)
+    return config.model_copy(update=update)
 
 
 def parse_saturation_config_entry(key: str, text: str) -> SaturationScalingConfig:

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from wva.actuator.drain import DrainAwareScaler
@@ -43,7 +43,7 @@ from wva.decisions.codes import ReasonCode
 from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, next_history, pending_replicas
 from wva.inventory import DeploymentRecord, Inventory, VariantRecord
 from wva.kube import KubeClient, KubeError
-from wva.saturation.config import SaturationConfigStore, SaturationScalingConfig
+from wva.saturation.config import SaturationConfigStore, SaturationScalingConfig, with_variant_overrides
 from wva.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class SaturationEngine:
         self, report: CycleReport
     ) -> tuple[dict[GroupKey, list[tuple[VariantRecord, DeploymentRecord]]], list[Awaitable[None]]]:
         """Group scalable VAs; VAs that can't be scaled get their condition written (in the background)."""
-        groups: dict[GroupKey, list[tuple[VariantRecord, DeploymentRecord]]] = defaultdict(list)
+        candidates: dict[GroupKey, list[tuple[VariantRecord, DeploymentRecord]]] = defaultdict(list)
         side_writes: list[Awaitable[None]] = []
         for record in sorted(self.inventory.variants(), key=lambda r: r.key):
             deployment = self.inventory.deployment(record.namespace, record.deployment_name)
@@ -242,12 +242,21 @@ class SaturationEngine:
             if deployment is None or deployment.deleting:
                 side_writes.append(self.resolve_target(record))
                 continue
-            at_zero = deployment.spec_replicas <= 0
-            if at_zero and not self.config_store.get(record.model_id, record.namespace).scale_to_zero:
-                continue  # scaled to zero by someone else: not ours to touch (upstream: "inactive")
             accelerator = record.accelerator if self.group_by_accelerator else ""
-            groups[(record.model_id, record.namespace, accelerator)].append((record, deployment))
+            candidates[(record.model_id, record.namespace, accelerator)].append((record, deployment))
+        groups: dict[GroupKey, list[tuple[VariantRecord, DeploymentRecord]]] = {}
+        for key, members in candidates.items():
+            if any(dep.spec_replicas <= 0 for _rec, dep in members) \
+                    and not self.group_config(key[0], key[1], [rec for rec, _dep in members]).scale_to_zero:
+                # scaled to zero by someone else: not ours to touch (upstream: "inactive")
+                members = [(rec, dep) for rec, dep in members if dep.spec_replicas > 0]
+            if members:
+                groups[key] = members
         return groups, side_writes
+
+    def group_config(self, model_id: str, namespace: str, records: Iterable[VariantRecord]) -> SaturationScalingConfig:
+        """The model's configuration in force: the ConfigMap's, with its variants' ``spec.scaleToZero`` over it."""
+        return with_variant_overrides(self.config_store.get(model_id, namespace), (r.scale_to_zero for r in records))
 
     async def _report_invalid(self, record: VariantRecord, deployment: DeploymentRecord | None) -> None:
         problem = record.problem or "invalid configuration"
@@ -292,7 +301,7 @@ class SaturationEngine:
         model_id, namespace, _accelerator = key
         try:
             records = [m[0] for m in members]
-            config = self.config_store.get(model_id, namespace)
+            config = self.group_config(model_id, namespace, records)
             at_zero = all(dep.spec_replicas <= 0 for _rec, dep in members)
             if config.scale_to_zero and at_zero:
                 collected = _GroupMetrics(
@@ -544,7 +553,7 @@ class SaturationEngine:
         """(namespace, model, cheapest variant's Deployment) of every model with scale-to-zero on whose
         variants are all at 0: what the scale-from-zero poller watches (every poll, so it returns at once
         when no configuration turns scale-to-zero on)."""
-        if not self.config_store.any_scale_to_zero:
+        if not (self.config_store.any_scale_to_zero or self.inventory.any_scale_to_zero_opt_in):
             return []
         by_model: dict[tuple[str, str], list[tuple[VariantRecord, DeploymentRecord | None]]] = defaultdict(list)
         for record in self.inventory.variants():
@@ -553,7 +562,7 @@ class SaturationEngine:
                 by_model[(record.namespace, record.model_id)].append((record, deployment))
         out: list[tuple[str, str, str]] = []
         for (namespace, model_id), members in sorted(by_model.items()):
-            if not self.config_store.get(model_id, namespace).scale_to_zero:
+            if not self.group_config(model_id, namespace, (r for r, _d in members)).scale_to_zero:
                 continue
             if all(dep is not None and not dep.deleting and dep.spec_replicas <= 0 for _r, dep in members):
                 cheapest = min(members, key=lambda m: (m[0].cost, m[0].name))[0]
