@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import socket
+import string
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
@@ -355,15 +356,25 @@ def _url_path(value: str) -> str:
     return path
 
 
+_URL_TEMPLATE_FIELDS = frozenset({"namespace", "pod", "ip", "port"})
+
+
 def _url_template(value: str) -> str | None:
     template = value.strip()
     if not template:
         return None
     try:
-        sample = template.format(namespace="ns", pod="pod", ip="10.0.0.1", port=8000)
-    except (KeyError, IndexError, ValueError) as exc:
+        fields = [(name, spec, conversion) for _text, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:  # an unmatched brace
         raise ValueError(f"placeholders must be {{namespace}}, {{pod}}, {{ip}} or {{port}} ({exc})") from None
-    _parse_http_url(sample)
+    for name, spec, conversion in fields:
+        # plain names only: an index, attribute, conversion or format spec ({port[0]}, {ip.x}, {ip:>999999})
+        # would fail or blow up at every scrape instead of here
+        if name not in _URL_TEMPLATE_FIELDS or spec or conversion:
+            field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"placeholders must be {{namespace}}, {{pod}}, {{ip}} or {{port}}, got {field!r}")
+    _parse_http_url(template.format(namespace="ns", pod="pod", ip="10.0.0.1", port=8000))
     return template
 
 
