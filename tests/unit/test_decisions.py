@@ -655,3 +655,43 @@ def test_a_bad_scale_to_zero_retention_on_a_va_is_a_problem_naming_the_field(ret
     record = inventory.apply_variant(va("x", "5", scaleToZero={"retention": retention}))
     assert record is not None and record.problem is not None
     assert "spec.scaleToZero.retention" in record.problem and retention in record.problem
+
+
+def _busy(n: int, kv: float, queue: int = 0) -> list[ReplicaMetrics]:
+    return [_replica("a", kv, queue, pod=f"a-{i}") for i in range(n)]
+
+
+@pytest.mark.parametrize(("max_step", "max_replicas", "strict", "target"), [
+    (1, None, False, 5),    # upstream's +1 by default
+    (4, None, False, 6),    # 4 pods at 0.9 carry 3.6 of KV: 6 replicas at ≤ 0.7 each, so +2 (not +4)
+    (4, 5, False, 5),       # never past maxReplicas
+    (4, None, True, 5),     # strictUpstream: +1
+])
+def test_a_scale_up_adds_what_the_load_needs_up_to_the_max_step(
+    max_step: int, max_replicas: int | None, strict: bool, target: int
+) -> None:
+    config = SaturationScalingConfig(scale_up_max_step=max_step, strict_upstream=strict)
+    variants = [VariantInput("a", cost=5, current_replicas=4, previous_desired=4, max_replicas=max_replicas)]
+    decision = decide_group(MODEL, NS, variants, _busy(4, 0.9), config, now=100.0)
+    outcome = decision.outcome("a")
+    assert outcome.target == target
+    steps = [g for g in decision.record.guards if g.name == "scale-up-step"]
+    if target - 4 > 1:
+        assert "+2 at once" in outcome.message and len(steps) == 1 and "about 6 replicas" in steps[0].detail
+        assert decision.record.to_dict()["choice"]["step"] == 2
+    else:
+        assert "at once" not in outcome.message and steps == []
+
+
+def test_the_queue_alone_can_ask_for_a_bigger_step() -> None:
+    # 2 pods with queues of 10 each: 20 / (5 - 3) = 10 replicas needed; the step stops at the max of 3
+    config = SaturationScalingConfig(scale_up_max_step=3)
+    variants = [VariantInput("a", cost=5, current_replicas=2, previous_desired=2)]
+    decision = decide_group(MODEL, NS, variants, _busy(2, 0.1, 10), config, now=100.0)
+    assert decision.outcome("a").target == 5
+
+
+@pytest.mark.parametrize("bad", ["0", "2.5", "true", "'3'", "1001"])
+def test_scale_up_max_step_must_be_a_whole_number(bad: str) -> None:
+    parsed = parse_saturation_config_data({"default": f"scaleUpMaxStep: {bad}\n"})
+    assert "scaleUpMaxStep" in parsed.errors["default"] and "whole number" in parsed.errors["default"]

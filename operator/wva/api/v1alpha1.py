@@ -249,7 +249,9 @@ class ScaleToZeroSpec(_Model):
     """This variant's word on its model's scale-to-zero; it overrides the ConfigMap (docs/configuration.md)."""
 
     enabled: Bool | None = None
-    retention: Annotated[str, Field(max_length=32, pattern=DURATION_PATTERN), AfterValidator(_positive_duration)] | None = None
+    retention: Annotated[
+        str, Field(max_length=32, pattern=DURATION_PATTERN), AfterValidator(_positive_duration)
+    ] | None = None
 
 
 class VariantAutoscalingSpec(_Model):

@@ -7,6 +7,7 @@ variant's target with a reason code and a one-line message about that variant, t
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -163,6 +164,35 @@ def _scale_to_zero(
         for v in variants
     )
     return None, None, (guard,), outcomes, "scale-to-zero", f"idle for {retention:.0f}s: scale to zero"
+
+
+def _up_step(
+    analysis: ModelSaturationAnalysis, config: SaturationScalingConfig, rows: Sequence[ReplicaMetrics]
+) -> tuple[int, str]:
+    """How many replicas a scale-up adds at once: 1, or up to ``scaleUpMaxStep`` when the load needs more.
+
+    The estimate spreads the model's total KV usage and total queue over the replicas needed to bring
+    every one back to the trigger's spare (KV at most kvCacheThreshold - kvSpareTrigger, queue at most
+    queueLengthThreshold - queueSpareTrigger). KV usage does not grow exactly linearly with load, so the
+    estimate is capped by ``scaleUpMaxStep``; the next cycle corrects it either way.
+    """
+    if config.scale_up_max_step <= 1 or not analysis.should_scale_up:
+        return 1, ""
+    kv = [r.kv_cache_usage for r in rows if r.kv_known]
+    queue = [float(r.queue_length) for r in rows if r.queue_known]
+    reporting = len({r.pod_name for r in rows if r.kv_known or r.queue_known})
+    if not reporting:
+        return 1, ""
+    needed = reporting + 1
+    kv_room = config.kv_cache_threshold - config.kv_spare_trigger
+    queue_room = config.queue_length_threshold - config.queue_spare_trigger
+    if kv and kv_room > 0:
+        needed = max(needed, math.ceil(sum(kv) / kv_room - 1e-9))
+    if queue and queue_room > 0:
+        needed = max(needed, math.ceil(sum(queue) / queue_room - 1e-9))
+    step = min(config.scale_up_max_step, needed - reporting)
+    return step, (f"total KV {sum(kv):.3f} and queue {sum(queue):g} need about {needed} replicas, "
+                  f"{reporting} report: +{step} at once (scaleUpMaxStep {config.scale_up_max_step})")
 
 
 def _rows_load(rows: Sequence[ReplicaMetrics]) -> tuple[float, float] | None:
@@ -345,7 +375,11 @@ def _evaluate(
         if v.cold_start is not None and v.name in past.history.scaled_up_at
         and now - past.history.scaled_up_at[v.name] < v.cold_start
     )
-    plan = plan_saturation_targets(analysis, states, bounds, waiting=waiting, skip=stuck, hold_down=cold)
+    step, step_why = (1, "") if config.strict_upstream else _up_step(analysis, config, rows)
+    plan = plan_saturation_targets(analysis, states, bounds, waiting=waiting, skip=stuck, hold_down=cold,
+                                   up_step=step)
+    if plan.step > 1:
+        guards.append(Guard("scale-up-step", plan.chosen or "*", step_why))
     for name in plan.cold:
         v = next(x for x in variants if x.name == name)
         age = now - past.history.scaled_up_at[name]
@@ -456,7 +490,9 @@ def _explain_variant(
             why = f"all {analysis.total_replicas} reporting replicas are saturated (no spare capacity)"
         else:
             why = f"{spare} over {analysis.non_saturated_count} non-saturated replicas"
-        return scale_up_code(kv_low, queue_low), f"{base}→{target}: {why}; cheapest variant below its maximum"
+        at_once = f"; +{plan.step} at once, as the load needs" if plan.step > 1 else ""
+        return (scale_up_code(kv_low, queue_low),
+                f"{base}→{target}: {why}; cheapest variant below its maximum{at_once}")
     if plan.chosen == v.name and plan.direction == "down":
         check = analysis.scale_down_check
         after = ""

@@ -291,6 +291,7 @@ def _choice_dict(plan: TargetPlan | None, variants: Sequence[VariantInput]) -> d
         "waitingOnPending": plan.waiting_on,
         "skippedStuck": list(plan.skipped),
         "chosen": plan.chosen,
+        "step": plan.step,
     }
 
 

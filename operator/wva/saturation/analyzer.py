@@ -257,6 +257,7 @@ class TargetPlan:
     waiting_on: str | None = None  # the step waits for this variant's pending replicas
     skipped: tuple[str, ...] = ()  # passed over: their pending replicas are stuck
     cold: tuple[str, ...] = ()  # kept out of a scale-down: they scaled up within their cold-start time
+    step: int = 0  # replicas the chosen variant gained (+) or gave back (-)
 
 
 def calculate_saturation_targets(
@@ -285,13 +286,15 @@ def plan_saturation_targets(
     waiting: frozenset[str] = frozenset(),
     skip: frozenset[str] = frozenset(),
     hold_down: frozenset[str] = frozenset(),
+    up_step: int = 1,
 ) -> TargetPlan:
     """:func:`calculate_saturation_targets` with the reasons kept.
 
     wva's pending-replica guard: when the cheapest variant that could take a +1 is in ``waiting``
     (it has replicas on the way), the model waits for them instead of adding more; a variant in
     ``skip`` (its pending replicas are stuck) is passed over, so the next one by cost takes the step;
-    a variant in ``hold_down`` (it scaled up less than its cold-start time ago) gives no replica back.
+    a variant in ``hold_down`` (it scaled up less than its cold-start time ago) gives no replica back;
+    ``up_step`` replicas are added at once (never past the variant's maximum; upstream: 1).
     """
     if analysis is None or not analysis.variant_analyses:
         return TargetPlan({state.variant_name: state.current_replicas for state in states})
@@ -326,6 +329,7 @@ def plan_saturation_targets(
     chosen: str | None = None
     waiting_on: str | None = None
     held: list[str] = []
+    moved = 0
     if direction == "up":
         candidates = [n for n in movable if _below_max(targets[n], limits.get(n))]
         at_bound = [n for n in movable if n not in candidates]
@@ -336,7 +340,10 @@ def plan_saturation_targets(
                 waiting_on = cheapest
             else:
                 chosen = cheapest
-                targets[chosen] += 1
+                room = limits.get(chosen, (0, None))[1]
+                step = max(1, up_step if room is None else min(up_step, room - targets[chosen]))
+                targets[chosen] += step
+                moved = step
     elif direction == "down":
         candidates = [n for n in movable if targets[n] > max(1, limits.get(n, (1, None))[0])]
         at_bound = [n for n in movable if n not in candidates]
@@ -345,6 +352,7 @@ def plan_saturation_targets(
         if candidates:
             chosen = max(candidates, key=lambda n: (costs[n], n))
             targets[chosen] -= 1
+            moved = -1
     return TargetPlan(
         targets=targets,
         preserved=frozenset(preserved) if preserved else _NONE,
@@ -356,6 +364,7 @@ def plan_saturation_targets(
         waiting_on=waiting_on,
         skipped=tuple(sorted(skip & set(movable))) if direction == "up" else (),
         cold=tuple(sorted(held)) if direction == "down" else (),
+        step=moved,
     )
 
 

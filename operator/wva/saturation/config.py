@@ -66,6 +66,7 @@ RULE_FIELDS: Final[Mapping[str, str]] = {
     "pending_stuck_after": "pendingStuckAfter",
     "scale_to_zero": "scaleToZero",
     "scale_to_zero_retention": "scaleToZeroRetention",
+    "scale_up_max_step": "scaleUpMaxStep",
 }
 
 TUNABLE_FIELDS: Final[Mapping[str, str]] = {**THRESHOLD_FIELDS, **RULE_FIELDS}
@@ -125,6 +126,8 @@ class SaturationScalingConfig(BaseModel):
     # a model that served no request for the whole retention window goes to 0 on every variant
     scale_to_zero: bool = Field(default=False, alias="scaleToZero")
     scale_to_zero_retention: float = Field(default=600.0, alias="scaleToZeroRetention")
+    # a scale-up adds up to this many replicas at once when the load needs them (1: upstream's +1)
+    scale_up_max_step: int = Field(default=1, alias="scaleUpMaxStep")
     model_id: str | None = None
     namespace: str | None = None
     # a candidate configuration evaluated next to this one and never acted on (shadow mode)
@@ -164,6 +167,13 @@ class SaturationScalingConfig(BaseModel):
         if number < 0:
             raise ValueError(f"must be a duration >= 0 (e.g. 300s or 5m), got {value!r}")
         return number
+
+    @field_validator("scale_up_max_step", mode="before")
+    @classmethod
+    def _check_step(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+            raise ValueError(f"must be a whole number from 1 to 1000, got {value!r}")
+        return value
 
     @field_validator("model_id", "namespace", mode="before")
     @classmethod
