@@ -227,7 +227,7 @@ def test_builtin_scenarios_parse_and_fit_the_demo_story() -> None:
 def test_scenario_file_and_validation(tmp_path: Path) -> None:
     data = {
         "name": "mine", "duration": 300, "speed": 5, "load": [[0, 1], [100, 9]],
-        "variants": [{"name": "a", "cost": 1, "capacity": 2, "maxReplicas": 3}],
+        "variants": [{"name": "a", "accelerator": "L4", "cost": 1, "capacity": 2, "maxReplicas": 3}],
     }
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -237,9 +237,10 @@ def test_scenario_file_and_validation(tmp_path: Path) -> None:
     bad = [
         ({**data, "load": [[10, 1], [5, 1]]}, "time order"),
         ({**data, "load": []}, "non-empty list"),
-        ({**data, "variants": [{"name": "a", "capacity": 0}]}, "capacity must be positive"),
-        ({**data, "variants": [{"name": "a", "capacity": 1, "replicas": 5, "maxReplicas": 2}]}, "replicas must be"),
-        ({**data, "variants": [{"name": "a", "capacity": 1}, {"name": "a", "capacity": 1}]}, "unique"),
+        ({**data, "variants": [{"name": "a", "accelerator": "L4", "capacity": 0}]}, r"capacity must be a number > 0"),
+        ({**data, "variants": [{"name": "a", "accelerator": "L4", "capacity": 1, "replicas": 5, "maxReplicas": 2}]},
+         "replicas must be"),
+        ({**data, "variants": [{"name": "a", "accelerator": "L4", "capacity": 1}] * 2}, "unique"),
         ([1, 2], "mapping"),
     ]
     for raw, message in bad:

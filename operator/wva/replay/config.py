@@ -7,14 +7,12 @@ names and rules (:class:`wva.saturation.config.SaturationScalingConfig`).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from wva import yamlfile
 from wva.collector.types import DEFAULT_VARIANT_COST
 from wva.decisions.record import VariantInput
 from wva.saturation.config import TUNABLE_FIELDS, SaturationScalingConfig
@@ -66,49 +64,33 @@ class ModelFile:
         return best
 
 
-class _LineLoader(yaml.SafeLoader):
-    """Keeps each mapping key's line, so errors can point at it."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = {}
-    lines: dict[Any, int] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        lines[key] = key_node.start_mark.line + 1
-    mapping["__lines__"] = lines
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load_model_file(path: str | Path) -> ModelFile:
-    where = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ModelFileError(f"{where}: cannot read: {exc.strerror or exc}") from None
-    return parse_model_file(text, where)
+        data = yamlfile.read(path)
+    except yamlfile.YamlFileError as exc:
+        raise ModelFileError(str(exc)) from None
+    return _model_file(data, str(path))
 
 
 def parse_model_file(text: str, where: str = "<model file>") -> ModelFile:
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f": line {mark.line + 1}" if mark is not None else ""
-        raise ModelFileError(f"{where}{line}: invalid YAML: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ModelFileError(f"{where}: invalid YAML: {exc}") from None
+        data = yamlfile.parse(text, where)
+    except yamlfile.YamlFileError as exc:
+        raise ModelFileError(str(exc)) from None
+    return _model_file(data, where)
+
+
+def _model_file(data: Any, where: str) -> ModelFile:
+    try:
+        return _parse(data, where)
+    except yamlfile.YamlFileError as exc:
+        raise ModelFileError(str(exc)) from None
+
+
+def _parse(data: Any, where: str) -> ModelFile:
     if not isinstance(data, dict):
         raise ModelFileError(f"{where}: expected a mapping with model, namespace and variants")
-    _check_keys(data, _TOP_KEYS, where, "")
+    yamlfile.check_keys(data, _TOP_KEYS, where)
     model = _text(data, "model", where, required=True)
     namespace = _text(data, "namespace", where, required=True)
     config = _thresholds(data.get("thresholds"), where, data, "thresholds")
@@ -118,28 +100,17 @@ def parse_model_file(text: str, where: str = "<model file>") -> ModelFile:
         config = config.model_copy(update={"shadow": shadow})
     raw_variants = data.get("variants")
     if not isinstance(raw_variants, list) or not raw_variants:
-        raise ModelFileError(f"{where}{_line(data, 'variants')}: 'variants' must be a non-empty list")
-    variants = tuple(_variant(v, where, i) for i, v in enumerate(raw_variants))
+        raise ModelFileError(f"{_at(where, data, 'variants')}: 'variants' must be a non-empty list")
+    variants = tuple(_variant(v, where, raw_variants, i) for i, v in enumerate(raw_variants))
     names = [v.name for v in variants]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
+    duplicate = next((i for i, n in enumerate(names) if names.index(n) != i), None)
     if duplicate is not None:
-        raise ModelFileError(f"{where}: variant name {duplicate!r} appears twice")
+        raise ModelFileError(f"{_at(where, raw_variants, duplicate)}: variant name {names[duplicate]!r} appears twice")
     return ModelFile(path=where, model=model, namespace=namespace, config=config, variants=variants)
 
 
-def _line(data: Mapping[str, Any], key: str) -> str:
-    lines = data.get("__lines__") or {}
-    return f": line {lines[key]}" if key in lines else ""
-
-
-def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str, context: str) -> None:
-    for key in data:
-        if key == "__lines__":
-            continue
-        if key not in allowed:
-            near = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(allowed)})"
-            raise ModelFileError(f"{where}{_line(data, key)}: unknown key {context + str(key)!r}{hint}")
+def _at(where: str, node: Any, key: Any) -> str:
+    return yamlfile.at(where, node, key)
 
 
 def _text(data: Mapping[str, Any], key: str, where: str, *, required: bool) -> str:
@@ -147,7 +118,7 @@ def _text(data: Mapping[str, Any], key: str, where: str, *, required: bool) -> s
     if value is None and not required:
         return ""
     if not isinstance(value, str) or not value.strip():
-        raise ModelFileError(f"{where}{_line(data, key)}: {key!r} must be a non-empty string, got {value!r}")
+        raise ModelFileError(f"{_at(where, data, key)}: {key!r} must be a non-empty string, got {value!r}")
     return value.strip()
 
 
@@ -157,9 +128,9 @@ def _thresholds(
     if raw is None:
         return base or SaturationScalingConfig()
     if not isinstance(raw, dict):
-        raise ModelFileError(f"{where}{_line(parent, key)}: {key!r} must be a mapping of thresholds")
-    _check_keys(raw, tuple(TUNABLE_FIELDS.values()), where, f"{key}.")
-    values = {k: v for k, v in raw.items() if k != "__lines__"}
+        raise ModelFileError(f"{_at(where, parent, key)}: {key!r} must be a mapping of thresholds")
+    yamlfile.check_keys(raw, TUNABLE_FIELDS.values(), where, f"{key}.")
+    values = dict(raw)
     try:
         config = SaturationScalingConfig.from_mapping(values)
         if base is not None:
@@ -168,7 +139,7 @@ def _thresholds(
             config = SaturationScalingConfig.model_validate(merged)
         config.validate_thresholds()
     except ValueError as exc:
-        raise ModelFileError(f"{where}{_line(parent, key)}: {key}: {exc}") from None
+        raise ModelFileError(f"{_at(where, parent, key)}: {key}: {exc}") from None
     return config
 
 
@@ -177,26 +148,26 @@ def _int(raw: Mapping[str, Any], key: str, where: str, default: int | None, mini
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelFileError(f"{where}{_line(raw, key)}: {key!r} must be an integer >= {minimum}, got {value!r}")
+        raise ModelFileError(f"{_at(where, raw, key)}: {key!r} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
-def _variant(raw: Any, where: str, index: int) -> VariantSpec:
+def _variant(raw: Any, where: str, parent: Any, index: int) -> VariantSpec:
     if not isinstance(raw, dict):
-        raise ModelFileError(f"{where}: variants[{index}] must be a mapping, got {raw!r}")
-    _check_keys(raw, _VARIANT_KEYS, where, f"variants[{index}].")
+        raise ModelFileError(f"{_at(where, parent, index)}: variants[{index}] must be a mapping, got {raw!r}")
+    yamlfile.check_keys(raw, _VARIANT_KEYS, where, f"variants[{index}].")
     name = _text(raw, "name", where, required=True)
     deployment = _text(raw, "deployment", where, required=False) or name
     accelerator = _text(raw, "accelerator", where, required=False)
     cost = raw.get("cost", DEFAULT_VARIANT_COST)
     if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0 or cost != cost:
-        raise ModelFileError(f"{where}{_line(raw, 'cost')}: 'cost' must be a number >= 0, got {cost!r}")
+        raise ModelFileError(f"{_at(where, raw, 'cost')}: 'cost' must be a number >= 0, got {cost!r}")
     minimum = _int(raw, "minReplicas", where, 1, 0)
     maximum = _int(raw, "maxReplicas", where, None, 1)
     assert minimum is not None
     if maximum is not None and maximum < minimum:
         raise ModelFileError(
-            f"{where}{_line(raw, 'maxReplicas')}: variants[{index}]: maxReplicas {maximum} < minReplicas {minimum}"
+            f"{_at(where, raw, 'maxReplicas')}: variants[{index}]: maxReplicas {maximum} < minReplicas {minimum}"
         )
     initial = _int(raw, "initialReplicas", where, max(1, minimum), 0)
     assert initial is not None

@@ -98,8 +98,12 @@ def main(args: argparse.Namespace) -> int:
         scenario, collector=args.collector, metrics_source=args.metrics_source, ui=not args.no_ui,
         output=Path(args.output),
     )
-    options.output.mkdir(parents=True, exist_ok=True)
-    _log_to_file(options.output / "demo.log")
+    try:
+        options.output.mkdir(parents=True, exist_ok=True)
+        _log_to_file(options.output / "demo.log")
+    except OSError as exc:
+        print(f"wva demo: cannot write to --output {str(options.output)!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(run_demo(options))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario", default="default",
-        help="built-in scenario (default, spike, steady, scale-to-zero, cold-start) or a YAML file",
+        help="built-in scenario (see --list-scenarios) or a YAML file (docs/demo.md#scenario-files)",
     )
+    parser.add_argument("--list-scenarios", action="store_true", help="list the built-in scenarios and exit")
     parser.add_argument(
         "--duration", type=float, default=None, help="scenario length in simulated seconds (default: the scenario's)"
     )
@@ -27,6 +29,23 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.list_scenarios:
+        return list_scenarios()
     from wva.sim.demo import main as demo_main
 
     return demo_main(args)
+
+
+def list_scenarios() -> int:
+    """One line per built-in scenario: name, length and speed, and what it shows."""
+    from wva.sim.loadmodel import ScenarioError, describe_builtin_scenarios
+
+    try:
+        rows = describe_builtin_scenarios()
+    except ScenarioError as exc:
+        print(f"wva demo: {exc}", file=sys.stderr)
+        return 2
+    width = max(len(name) for name, _ in rows)
+    for name, line in rows:
+        print(f"{name:<{width}}  {line}")
+    return 0
