@@ -26,10 +26,16 @@ def configure_logging(level: str) -> None:
     logging.getLogger("kopf").setLevel(max(logging.getLogger().level, logging.WARNING))
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. With ``command`` (the sub-command being run), only that sub-command's own
+    arguments are defined: the others are listed by ``wva --help`` but their modules are not imported,
+    so ``wva run`` never loads the demo's simulator or the replay tools. Without it, everything is."""
     parser = argparse.ArgumentParser(prog="wva", description="Workload-Variant-Autoscaler for vLLM on Kubernetes")
     parser.add_argument("--version", action="version", version=f"wva {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
 
     run = sub.add_parser(
         "run",
@@ -51,14 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default=None, help="debug, info, warning or error (default: LOG_LEVEL or info)")
 
     demo = sub.add_parser("demo", help="run the whole autoscaler locally on an embedded environment")
-    from wva.sim.demo_cli import add_demo_arguments
+    if wanted("demo"):
+        from wva.sim.demo_cli import add_demo_arguments
 
-    add_demo_arguments(demo)
+        add_demo_arguments(demo)
 
     backtest = sub.add_parser("backtest", help="replay the engine over a model's recorded Prometheus history")
-    from wva.replay.backtest_cli import add_backtest_arguments
+    if wanted("backtest"):
+        from wva.replay.backtest_cli import add_backtest_arguments
 
-    add_backtest_arguments(backtest)
+        add_backtest_arguments(backtest)
 
     emulate = sub.add_parser("emulate", help="serve one emulated vLLM pod's /metrics (for e2e deployments)")
     emulate.add_argument(
@@ -72,12 +80,18 @@ def _parser() -> argparse.ArgumentParser:
     explain = sub.add_parser(
         "explain", help="explain a VariantAutoscaling's last decision (from the operator, a file or Prometheus)"
     )
-    from wva.replay.explain_cli import add_explain_arguments
+    if wanted("explain"):
+        from wva.replay.explain_cli import add_explain_arguments
 
-    add_explain_arguments(explain)
+        add_explain_arguments(explain)
 
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` runs: its first word that is not an option (``wva`` has no option with a value)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, log_level: str | None) -> int:
@@ -116,7 +130,8 @@ def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser(_command_of(argv)).parse_args(argv)
     if args.command == "version":
         print(f"wva {__version__}")
         return 0
