@@ -221,6 +221,7 @@ class Runtime:
             )
             return
         if data == self._saturation_data:
+            self._publish_config_errors()  # again: a new leader's gauge starts at 0
             return
         previous, self._saturation_data = self._saturation_data, data
         if data is None:
@@ -246,6 +247,10 @@ class Runtime:
                 except KubeError as exc:
                     log.warning("Event post failed configmap=%s error=%s", s.saturation_config_map_name, exc)
         self._reported_config_errors = dict(errors)
+        self._publish_config_errors()
+
+    def _publish_config_errors(self) -> None:
+        self.emitter.operator.config_errors.labels("saturation_config").set(len(self._reported_config_errors))
 
     async def _lead(self) -> None:
         self.emitter.operator.leader.set(1)
@@ -382,6 +387,10 @@ def _build_collector(
             if same_model and METRICS_SOURCE_ANNOTATION in annotations:
                 return str(annotations[METRICS_SOURCE_ANNOTATION])
         return None
+
+    if metrics is not None:  # both series from the start: increase() then counts the first failover too
+        metrics.errors.labels("collector", "failover")
+        metrics.errors.labels("collector", "failback")
 
     def on_switch(model_id: str, namespace: str, old: str, new: str) -> None:
         if metrics is not None:

@@ -14,10 +14,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 DECISION_LABELS = ("variant_name", "namespace", "accelerator_type")
+REASON_LABELS = ("variant_name", "namespace", "model_id", "reason")
+CONFIG_ERROR_KINDS = ("saturation_config", "variant")
+"""``wva_config_errors{kind}``: invalid entries of the saturation ConfigMap; VAs rejected as invalid."""
 
 
 class OperatorMetrics:
-    """Self-metrics: cycle duration, queries, cache, API calls, errors, leadership, scale from zero."""
+    """Self-metrics: cycle duration, queries, cache, API calls, errors, leadership, scale from zero, config."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.cycle_duration = Histogram(
@@ -83,6 +86,15 @@ class OperatorMetrics:
             "wva_scale_from_zero_models", "Models at zero replicas watched by the scale-from-zero poller.",
             registry=registry,
         )
+        self.config_errors = Gauge(
+            "wva_config_errors",
+            "Configuration problems in force, by kind: invalid saturation ConfigMap entries (saturation_config), "
+            "VariantAutoscalings rejected as invalid (variant).",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in CONFIG_ERROR_KINDS:
+            self.config_errors.labels(kind).set(0)
 
 
 class MetricsEmitter:
@@ -116,8 +128,25 @@ class MetricsEmitter:
             labels,
             registry=self.registry,
         )
+        self.ready = Gauge(
+            "wva_ready_replicas", "Ready replicas of the variant's Deployment.", labels, registry=self.registry
+        )
+        self.reporting = Gauge(
+            "wva_reporting_replicas",
+            "Replicas of the variant whose KV-cache usage and queue length both reached the last decision.",
+            labels,
+            registry=self.registry,
+        )
+        reason_labels = [*REASON_LABELS, "controller_instance"] if controller_instance else list(REASON_LABELS)
+        self.decision_reason = Gauge(
+            "wva_decision_reason",
+            "1 for the reason code of the variant's last decision (see wva.decisions.codes).",
+            reason_labels,
+            registry=self.registry,
+        )
         self.operator = OperatorMetrics(self.registry)
         self._lock = threading.Lock()
+        self._reason_series: dict[tuple[str, str], tuple[str, ...]] = {}
         self._cold_series: dict[tuple[str, str], tuple[str, ...]] = {}
         self._series: dict[tuple[str, str], tuple[str, ...]] = {}
         self._shadow_series: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -126,8 +155,22 @@ class MetricsEmitter:
         base = (variant_name, namespace, accelerator)
         return (*base, self.controller_instance) if self.controller_instance else base
 
-    def emit(self, variant_name: str, namespace: str, accelerator: str, desired: int, current: int) -> None:
-        """Publish one variant's decision; a changed accelerator replaces the old series."""
+    def emit(
+        self,
+        variant_name: str,
+        namespace: str,
+        accelerator: str,
+        desired: int,
+        current: int,
+        *,
+        ready: int | None = None,
+        reporting: int | None = None,
+    ) -> None:
+        """Publish one variant's decision; a changed accelerator replaces the old series.
+
+        ``ready`` (the Deployment's ready replicas) and ``reporting`` (replicas whose signals reached
+        the decision) are published when given; None leaves their last value.
+        """
         labels = self._labels(variant_name, namespace, accelerator)
         with self._lock:
             previous = self._series.get((namespace, variant_name))
@@ -137,6 +180,25 @@ class MetricsEmitter:
             self.desired.labels(*labels).set(desired)
             self.current.labels(*labels).set(current)
             self.ratio.labels(*labels).set(desired / current if current > 0 else desired)
+            if ready is not None:
+                self.ready.labels(*labels).set(ready)
+            if reporting is not None:
+                self.reporting.labels(*labels).set(reporting)
+
+    def emit_reason(self, variant_name: str, namespace: str, model_id: str, reason: str | None) -> None:
+        """Publish (or, with None, drop) the reason code of a variant's last decision: one series at a time."""
+        key = (namespace, variant_name)
+        base = (variant_name, namespace, model_id, reason or "")
+        labels = (*base, self.controller_instance) if self.controller_instance else base
+        with self._lock:
+            previous = self._reason_series.get(key)
+            if previous is not None and (reason is None or previous != labels):
+                with contextlib.suppress(KeyError):
+                    self.decision_reason.remove(*previous)
+                self._reason_series.pop(key, None)
+            if reason is not None:
+                self._reason_series[key] = labels
+                self.decision_reason.labels(*labels).set(1)
 
     def emit_shadow(self, variant_name: str, namespace: str, accelerator: str, desired: int | None) -> None:
         """Publish (or, with None, drop) what the shadow configuration would decide for one variant."""
@@ -169,6 +231,7 @@ class MetricsEmitter:
     def remove(self, variant_name: str, namespace: str) -> bool:
         """Drop a deleted variant's series. Returns whether it had any."""
         self.emit_cold_start(variant_name, namespace, "", None)
+        self.emit_reason(variant_name, namespace, "", None)
         with self._lock:
             shadow = self._shadow_series.pop((namespace, variant_name), None)
             if shadow is not None:
@@ -194,13 +257,19 @@ class MetricsEmitter:
                 with contextlib.suppress(KeyError):
                     self.cold_start.remove(*labels)
             self._cold_series.clear()
+            for labels in self._reason_series.values():
+                with contextlib.suppress(KeyError):
+                    self.decision_reason.remove(*labels)
+            self._reason_series.clear()
+            for kind in CONFIG_ERROR_KINDS:  # the leader's configuration problems are its own
+                self.operator.config_errors.labels(kind).set(0)
 
     def series(self) -> dict[tuple[str, str], tuple[str, ...]]:
         with self._lock:
             return dict(self._series)
 
     def _remove_labels(self, labels: tuple[str, ...]) -> None:
-        for gauge in (self.desired, self.current, self.ratio):
+        for gauge in (self.desired, self.current, self.ratio, self.ready, self.reporting):
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
 

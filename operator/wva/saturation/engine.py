@@ -252,6 +252,7 @@ class SaturationEngine:
                 members = [(rec, dep) for rec, dep in members if dep.spec_replicas > 0]
             if members:
                 groups[key] = members
+        self.emitter.operator.config_errors.labels("variant").set(len(report.invalid))
         return groups, side_writes
 
     def group_config(self, model_id: str, namespace: str, records: Iterable[VariantRecord]) -> SaturationScalingConfig:
@@ -324,7 +325,11 @@ class SaturationEngine:
                                     woken)
             self._histories[key] = next_history(self._histories.get(key), decision.record)
             self.decisions.add(decision.record, (record.key for record in records))
-            await asyncio.gather(*(self._apply(rec, dep, collected, decision, report) for rec, dep in members))
+            reporting = _reporting_counts(decision)
+            await asyncio.gather(
+                *(self._apply(rec, dep, collected, decision, report, reporting.get(rec.name, 0))
+                  for rec, dep in members)
+            )
         except Exception as exc:
             report.group_errors[key] = f"{type(exc).__name__}: {exc}"
             self.emitter.operator.errors.labels("engine", "group").inc()
@@ -409,6 +414,7 @@ class SaturationEngine:
         collected: _GroupMetrics,
         group: GroupDecision,
         report: CycleReport,
+        reporting: int = 0,
     ) -> None:
         previous = record.previous_desired
         current = deployment.current_replicas
@@ -451,7 +457,9 @@ class SaturationEngine:
 
         if decided:
             conditions.append(await self._replicas_condition(record, group, outcome.code))
-        self.emitter.emit(record.name, record.namespace, record.accelerator, target, deployment.status_replicas)
+        self.emitter.emit(record.name, record.namespace, record.accelerator, target, deployment.status_replicas,
+                          ready=deployment.ready_replicas, reporting=reporting)
+        self.emitter.emit_reason(record.name, record.namespace, record.model_id, outcome.code)
         given = next((v for v in group.record.variants if v.name == record.name), None)
         self.emitter.emit_cold_start(record.name, record.namespace, record.accelerator,
                                      given.cold_start if given is not None else None)
@@ -623,3 +631,13 @@ def _decimal(value: float) -> str:
     if value != value or value in (float("inf"), float("-inf")) or value < 0:
         value = 0.0
     return f"{value:.2f}"
+
+
+def _reporting_counts(decision: GroupDecision) -> dict[str, int]:
+    """Per variant, the replicas whose KV-cache usage and queue length both reached this decision."""
+    inputs = decision.record.inputs
+    counts: dict[str, int] = {}
+    for variant, kv, queue in zip(inputs.variants, inputs.kv, inputs.queue, strict=True):
+        if kv == kv and queue == queue:  # NaN marks an unknown signal
+            counts[variant] = counts.get(variant, 0) + 1
+    return counts
