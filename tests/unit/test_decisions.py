@@ -566,7 +566,7 @@ def test_a_saw_tooth_load_does_not_flap_with_the_stabilization_window() -> None:
 
 
 def test_a_pod_reporting_one_signal_is_recorded_with_the_other_unknown() -> None:
-    """Upstream reads the missing signal as 0 in the rules (spec 3.8); the record says it was unknown."""
+    """The record says which signal was unknown (the rules' use of it is pinned below)."""
     meta = ReplicaMetricsMetadata(collected_at=10.0, source="prometheus")
     rows = [ReplicaMetrics("a-1", 0.5, 0, "a", NS, MODEL, metadata=meta, queue_known=False),
             ReplicaMetrics("a-2", 0.0, 3, "a", NS, MODEL, metadata=meta, kv_known=False)]
@@ -576,7 +576,7 @@ def test_a_pod_reporting_one_signal_is_recorded_with_the_other_unknown() -> None
     one, two = pods["a-1"], pods["a-2"]
     assert (one["kvState"], one["queueState"], one["queueLength"]) == ("value", "unknown", None)
     assert (two["kvState"], two["kvCacheUsage"], two["queueState"]) == ("unknown", None, "value")
-    assert record.analysis is not None and record.analysis.non_saturated_count == 2  # the rules used 0 for them
+    assert record.analysis is not None and record.analysis.non_saturated_count == 2
 
 
 def test_scale_to_zero_needs_every_replica_reporting() -> None:
@@ -695,3 +695,94 @@ def test_the_queue_alone_can_ask_for_a_bigger_step() -> None:
 def test_scale_up_max_step_must_be_a_whole_number(bad: str) -> None:
     parsed = parse_saturation_config_data({"default": f"scaleUpMaxStep: {bad}\n"})
     assert "scaleUpMaxStep" in parsed.errors["default"] and "whole number" in parsed.errors["default"]
+
+
+# --- complete tri-state: a missing signal is unknown, not 0; coverage gates scale-down ----------------
+def _partial(pod: str, kv: float | None, queue: int | None, variant: str = "a") -> ReplicaMetrics:
+    meta = ReplicaMetricsMetadata(collected_at=10.0, source="prometheus")
+    return ReplicaMetrics(pod, kv if kv is not None else 0.0, queue if queue is not None else 0, variant, NS, MODEL,
+                          metadata=meta, kv_known=kv is not None, queue_known=queue is not None)
+
+
+def test_a_missing_signal_is_left_out_of_its_average_instead_of_read_as_zero() -> None:
+    # a-1 knows only KV (0.5), a-2 only its queue (3). Upstream reads the gaps as 0: spare KV (0.3 + 0.8) / 2
+    # = 0.55 and spare queue (5 + 2) / 2 = 3.5, no trigger. Known values only: spare queue 2 < 3, scale up.
+    rows = [_partial("a-1", 0.5, None), _partial("a-2", None, 3)]
+    variants = [VariantInput("a", current_replicas=2, previous_desired=2)]
+    tri = decide_group(MODEL, NS, variants, rows, SaturationScalingConfig(), now=10.0)
+    assert tri.record.analysis is not None
+    assert (tri.record.analysis.avg_spare_kv_capacity, tri.record.analysis.avg_spare_queue_length) == \
+        pytest.approx((0.3, 2.0))
+    assert tri.outcome("a").target == 3 and tri.outcome("a").code == ReasonCode.SCALE_UP_QUEUE_SPARE_LOW
+    upstream = decide_group(MODEL, NS, variants, rows, SaturationScalingConfig(strict_upstream=True), now=10.0)
+    assert upstream.record.analysis is not None
+    assert (upstream.record.analysis.avg_spare_kv_capacity, upstream.record.analysis.avg_spare_queue_length) == \
+        pytest.approx((0.55, 3.5))
+    assert upstream.outcome("a").target == 2
+
+
+def test_only_a_known_signal_saturates_and_a_signal_nobody_knows_fires_no_trigger() -> None:
+    variants = [VariantInput("a", current_replicas=2, previous_desired=2)]
+    # every pod lacks KV (a renamed metric): the KV trigger cannot fire on made-up zeros, the queue decides
+    rows = [_partial("a-1", None, 1), _partial("a-2", None, 0)]
+    decision = decide_group(MODEL, NS, variants, rows, SaturationScalingConfig(), now=10.0)
+    assert decision.record.analysis is not None and not decision.record.analysis.should_scale_up
+    assert decision.outcome("a").code == ReasonCode.HOLD_UNKNOWN_SIGNAL  # coverage 0 of 2: held, and says so
+    assert "coverage 0.00" in decision.outcome("a").message
+    # a pod whose only known signal is at its threshold is saturated
+    rows = [_partial("a-1", None, 6), _partial("a-2", 0.1, 0)]
+    analysis = decide_group(MODEL, NS, variants, rows, SaturationScalingConfig(), now=10.0).record.analysis
+    assert analysis is not None and analysis.non_saturated_count == 1
+
+
+@pytest.mark.parametrize(("minimum", "strict", "target", "code"), [
+    (1.0, False, 3, ReasonCode.HOLD_UNKNOWN_SIGNAL),       # 2 of 3 serving replicas covered: no scale-down
+    (0.6, False, 2, ReasonCode.SCALE_DOWN_REDISTRIBUTABLE),  # 0.67 is enough for this model
+    (1.0, True, 2, ReasonCode.SCALE_DOWN_REDISTRIBUTABLE),  # upstream reads the gap as 0 and scales down
+])
+def test_coverage_below_the_minimum_holds_a_scale_down(
+    minimum: float, strict: bool, target: int, code: ReasonCode
+) -> None:
+    # three ready replicas at low load; a-3 reports its KV but not its queue
+    rows = [_partial("a-1", 0.1, 0), _partial("a-2", 0.1, 0), _partial("a-3", 0.1, None)]
+    variants = [VariantInput("a", current_replicas=3, previous_desired=3, ready_replicas=3)]
+    config = SaturationScalingConfig(min_signal_coverage=minimum, strict_upstream=strict,
+                                     scale_down_stabilization_window=0.0)
+    decision = decide_group(MODEL, NS, variants, rows, config, now=10.0)
+    outcome = decision.outcome("a")
+    assert (outcome.target, outcome.code) == (target, code)
+    if code == ReasonCode.HOLD_UNKNOWN_SIGNAL:
+        assert "signal coverage 0.67 (2 of 3 serving replicas" in outcome.message
+        assert "minSignalCoverage 1.00" in outcome.message
+
+
+def test_a_ready_replica_that_is_not_scraped_lowers_the_coverage_but_a_pending_one_blocks_anyway() -> None:
+    rows = [_partial("a-1", 0.1, 0), _partial("a-2", 0.1, 0)]
+    loose = SaturationScalingConfig(min_signal_coverage=0.5, scale_down_stabilization_window=0.0)
+    ready = [VariantInput("a", current_replicas=3, previous_desired=3, ready_replicas=3)]
+    assert decide_group(MODEL, NS, ready, rows, loose, now=10.0).outcome("a").target == 2  # 2/3 ≥ 0.5
+    pending = [VariantInput("a", current_replicas=3, previous_desired=3, ready_replicas=2)]
+    held = decide_group(MODEL, NS, pending, rows, loose, now=10.0)
+    assert held.outcome("a").target == 3  # a replica on the way: no scale-down before it reports
+    assert any(g.name == "unknown-signal-hold" and g.variant == "a" for g in held.record.guards)
+
+
+def test_low_coverage_never_scales_to_zero() -> None:
+    rows = [_partial("cheap-1", 0.0, 0, "cheap"), _partial("pricey-1", 0.0, None, "pricey")]
+    config = SaturationScalingConfig(scale_to_zero=True, min_signal_coverage=0.4)
+    decision = decide_group(MODEL, NS, TWO, rows, config, now=1000.0, idle=True, history=GroupHistory(awake_since=0.0))
+    assert decision.record.rule != "scale-to-zero" and all(t >= 1 for t in decision.targets.values())
+
+
+@pytest.mark.parametrize("bad", ["1.5", "-0.1", "true", "'0.5'"])
+def test_min_signal_coverage_must_be_a_share(bad: str) -> None:
+    parsed = parse_saturation_config_data({"default": f"minSignalCoverage: {bad}\n"})
+    assert "minSignalCoverage" in parsed.errors["default"]
+
+
+def test_a_queue_scale_up_with_kv_unknown_everywhere_is_coded_and_worded_as_queue_only() -> None:
+    rows = [_partial("a-1", None, 4), _partial("a-2", None, 4)]  # spare queue 1 < 3; KV unknown on both
+    variants = [VariantInput("a", current_replicas=2, previous_desired=2)]
+    outcome = decide_group(MODEL, NS, variants, rows, SaturationScalingConfig(), now=10.0).outcome("a")
+    assert (outcome.target, outcome.code) == (3, ReasonCode.SCALE_UP_QUEUE_SPARE_LOW)
+    assert "spare queue 1.0 < 3.0" in outcome.message and "spare KV" not in outcome.message

@@ -36,7 +36,8 @@ from wva.saturation.analyzer import (
 )
 from wva.saturation.config import SaturationScalingConfig
 
-__all__ = ["GroupDecision", "GroupHistory", "decide_group", "next_history", "pending_replicas", "record_id_for"]
+__all__ = ["Coverage", "GroupDecision", "GroupHistory", "decide_group", "next_history", "pending_replicas",
+           "record_id_for", "signal_coverage"]
 
 FALLING_TOLERANCE = 0.01
 DEFAULT_STABILIZATION_WINDOW = 300.0  # seconds, with direct actuation (as the HPA's default)
@@ -195,6 +196,38 @@ def _up_step(
                   f"{reporting} report: +{step} at once (scaleUpMaxStep {config.scale_up_max_step})")
 
 
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How many of the replicas that serve report both signals (pending, not-ready replicas serve nothing)."""
+
+    covered: int
+    serving: int
+
+    @property
+    def ratio(self) -> float:
+        return self.covered / self.serving if self.serving else 1.0
+
+    def describe(self) -> str:
+        return (f"signal coverage {self.ratio:.2f} ({self.covered} of {self.serving} serving replicas report "
+                "both KV-cache and queue)")
+
+
+def signal_coverage(variants: Sequence[VariantInput], rows: Sequence[ReplicaMetrics]) -> Coverage:
+    """Replicas reporting both signals over the replicas that serve: ready or reporting, at most existing."""
+    seen: dict[str, int] = {}
+    full: dict[str, int] = {}
+    for r in rows:
+        seen[r.variant_name] = seen.get(r.variant_name, 0) + 1
+        if r.kv_known and r.queue_known:
+            full[r.variant_name] = full.get(r.variant_name, 0) + 1
+    serving = covered = 0
+    for v in variants:
+        ready = v.current_replicas if v.ready_replicas is None else v.ready_replicas
+        serving += min(v.current_replicas, max(ready, seen.get(v.name, 0)))
+        covered += min(v.current_replicas, full.get(v.name, 0))
+    return Coverage(covered, serving)
+
+
 def _rows_load(rows: Sequence[ReplicaMetrics]) -> tuple[float, float] | None:
     kv = [r.kv_cache_usage for r in rows if r.kv_known]
     queue = [float(r.queue_length) for r in rows if r.queue_known]
@@ -343,22 +376,33 @@ def _evaluate(
         hold = ReasonCode.HOLD_METRICS_UNAVAILABLE
         return None, None, (), tuple(_held(v, hold, f"metrics unavailable ({why})") for v in variants), "no-metrics", ""
 
-    analysis = analyze_model_saturation(model_id, namespace, rows, config, now=now)
+    analysis = analyze_model_saturation(model_id, namespace, rows, config, now=now,
+                                        tri_state=not config.strict_upstream)
     guards: list[Guard] = []
     reporting = {v.variant_name: v.replica_count for v in analysis.variant_analyses}
     unknown_hold = False
+    low_coverage: Coverage | None = None
     if analysis.scale_down_safe:
+        # upstream: a replica without metrics blocks a scale-down; wva: a replica on the way (pending) does,
+        # and replicas that serve without reporting count against the coverage below
         for v in variants:
             got = reporting.get(v.name, 0)
-            if got < v.current_replicas:
+            if got < v.current_replicas and (config.strict_upstream or _pending_count(v, reporting)):
                 guards.append(Guard(
                     "unknown-signal-hold", v.name,
                     f"{got} of {v.current_replicas} replicas report metrics: the others' load is unknown, "
                     "so no scale-down",
                 ))
                 unknown_hold = True
-        if unknown_hold:
-            analysis = replace(analysis, scale_down_safe=False)
+    if not config.strict_upstream:
+        coverage = signal_coverage(variants, rows)
+        if coverage.ratio < config.min_signal_coverage:
+            low_coverage = coverage
+            unknown_hold = True
+            guards.append(Guard("unknown-signal-hold", "*", f"{coverage.describe()} is below minSignalCoverage "
+                                                            f"{config.min_signal_coverage:.2f}: no scale-down"))
+    if unknown_hold:
+        analysis = replace(analysis, scale_down_safe=False)
 
     if analysis.should_scale_up and not config.strict_upstream:
         falling = _falling_load(analysis, config, past)
@@ -420,7 +464,8 @@ def _evaluate(
             guards.append(Guard("clamp", v.name, f"the rules gave {raw}, the bounds allow {target}"))
         recommended = target
         code, message = _explain_variant(v, raw, target, plan, analysis, config, unknown_hold, reporting, variants,
-                                         falling_hold=any(g.name == "falling-load" for g in guards))
+                                         falling_hold=any(g.name == "falling-load" for g in guards),
+                                         low_coverage=low_coverage)
         base = v.previous_desired if v.previous_desired > 0 else v.current_replicas
         window = _window(config, past)
         if target < base and target == raw and window > 0 and not config.strict_upstream:
@@ -457,11 +502,13 @@ def _explain_variant(
     variants: Sequence[VariantInput],
     *,
     falling_hold: bool = False,
+    low_coverage: Coverage | None = None,
 ) -> tuple[ReasonCode, str]:
     kv, queue = analysis.avg_spare_kv_capacity, analysis.avg_spare_queue_length
-    kv_low = kv < config.kv_spare_trigger
-    queue_low = queue < config.queue_spare_trigger
-    spare = _spare_text(kv, queue, config, low_only=True)
+    kv_known, queue_known = _spares_known(analysis)
+    kv_low = kv_known and kv < config.kv_spare_trigger
+    queue_low = queue_known and queue < config.queue_spare_trigger
+    spare = _spare_text(analysis, config, low_only=True)
     base = v.previous_desired if v.previous_desired > 0 else v.current_replicas
     costs = {x.name: x.cost for x in variants}
     if target != raw:
@@ -526,6 +573,10 @@ def _explain_variant(
             return (ReasonCode.HOLD_COSTLIER_VARIANT_SCALED,
                     f"holding {target}: the model's -1 was taken from costlier variant {plan.chosen} "
                     f"(cost {costs.get(plan.chosen, 0):g} vs {v.cost:g})")
+    if low_coverage is not None:
+        return (ReasonCode.HOLD_UNKNOWN_SIGNAL,
+                f"holding {target}: {low_coverage.describe()}, below minSignalCoverage "
+                f"{config.min_signal_coverage:.2f}: unknown load is not zero, so no scale-down")
     if unknown_hold:
         missing = sum(max(0, x.current_replicas - reporting.get(x.name, 0)) for x in variants)
         return (ReasonCode.HOLD_UNKNOWN_SIGNAL,
@@ -537,19 +588,35 @@ def _explain_variant(
     return ReasonCode.HOLD_STEADY, f"holding {target}: {_steady_text(analysis, config)}"
 
 
-def _spare_text(kv: float, queue: float, config: SaturationScalingConfig, *, low_only: bool) -> str:
+def _spares_known(analysis: ModelSaturationAnalysis) -> tuple[bool, bool]:
+    """Whether any non-saturated replica knows its KV / queue (with none non-saturated, both spares are 0)."""
+    if analysis.non_saturated_count == 0:
+        return True, True
+    return (any(v.kv_known_count for v in analysis.variant_analyses),
+            any(v.queue_known_count for v in analysis.variant_analyses))
+
+
+def _spare_text(analysis: ModelSaturationAnalysis, config: SaturationScalingConfig, *, low_only: bool) -> str:
+    kv, queue = analysis.avg_spare_kv_capacity, analysis.avg_spare_queue_length
+    kv_known, queue_known = _spares_known(analysis)
     parts = []
-    if not low_only or kv < config.kv_spare_trigger:
+    if not kv_known:
+        if not low_only:
+            parts.append("spare KV unknown (no non-saturated replica reports it)")
+    elif not low_only or kv < config.kv_spare_trigger:
         sign = "<" if kv < config.kv_spare_trigger else "≥"
         parts.append(f"spare KV {kv:.3f} {sign} {config.kv_spare_trigger:.3f}")
-    if not low_only or queue < config.queue_spare_trigger:
+    if not queue_known:
+        if not low_only:
+            parts.append("spare queue unknown (no non-saturated replica reports it)")
+    elif not low_only or queue < config.queue_spare_trigger:
         sign = "<" if queue < config.queue_spare_trigger else "≥"
         parts.append(f"spare queue {queue:.1f} {sign} {config.queue_spare_trigger:.1f}")
     return " and ".join(parts)
 
 
 def _steady_text(analysis: ModelSaturationAnalysis, config: SaturationScalingConfig) -> str:
-    up = _spare_text(analysis.avg_spare_kv_capacity, analysis.avg_spare_queue_length, config, low_only=False)
+    up = _spare_text(analysis, config, low_only=False)
     check = analysis.scale_down_check
     if check is None or check.non_saturated < 2:
         n = check.non_saturated if check is not None else 0

@@ -42,7 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MIN_NON_SATURATED_REPLICAS_FOR_SCALE_DOWN = 2
-ANALYZER_VERSION = "saturation/1"
+ANALYZER_VERSION = "saturation/2"  # 2: tri-state signals (a missing one is unknown, not 0)
 """Names the rules below; decision records carry it, so a record says which rules made it."""
 
 
@@ -69,6 +69,9 @@ class VariantSaturationAnalysis:
     avg_spare_queue_length: float = 0.0
     max_kv_cache_usage: float = 0.0
     max_queue_length: int = 0
+    # non-saturated replicas whose KV / queue is known (the spares' denominators; upstream: all of them)
+    kv_known_count: int = 0
+    queue_known_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +104,12 @@ class ModelSaturationAnalysis:
     scale_down_check: ScaleDownCheck | None = None
 
 
-def _is_saturated(replica: ReplicaMetrics, config: SaturationScalingConfig) -> bool:
+def _is_saturated(replica: ReplicaMetrics, config: SaturationScalingConfig, tri_state: bool = False) -> bool:
+    """Upstream reads a missing signal as 0; with ``tri_state`` only a known signal can saturate a pod."""
+    if tri_state:
+        return (replica.kv_known and replica.kv_cache_usage >= config.kv_cache_threshold) or (
+            replica.queue_known and replica.queue_length >= config.queue_length_threshold
+        )
     return (
         replica.kv_cache_usage >= config.kv_cache_threshold
         or replica.queue_length >= config.queue_length_threshold
@@ -109,20 +117,27 @@ def _is_saturated(replica: ReplicaMetrics, config: SaturationScalingConfig) -> b
 
 
 def _analyze_variant(
-    name: str, replicas: Sequence[ReplicaMetrics], config: SaturationScalingConfig
+    name: str, replicas: Sequence[ReplicaMetrics], config: SaturationScalingConfig, tri_state: bool = False
 ) -> VariantSaturationAnalysis:
     saturated: list[str] = []
     non_saturated = 0
+    kv_known = queue_known = 0
     spare_kv_sum = 0.0
     spare_queue_sum = 0.0
     for replica in replicas:
-        if _is_saturated(replica, config):
+        if _is_saturated(replica, config, tri_state):
             saturated.append(replica.pod_name)
             continue
         non_saturated += 1
-        spare_kv_sum += config.kv_cache_threshold - replica.kv_cache_usage
-        spare_queue_sum += config.queue_length_threshold - float(replica.queue_length)
+        if not tri_state or replica.kv_known:
+            kv_known += 1
+            spare_kv_sum += config.kv_cache_threshold - replica.kv_cache_usage
+        if not tri_state or replica.queue_known:
+            queue_known += 1
+            spare_queue_sum += config.queue_length_threshold - float(replica.queue_length)
     first = replicas[0]
+    known_kv = [r.kv_cache_usage for r in replicas if not tri_state or r.kv_known]
+    known_queue = [r.queue_length for r in replicas if not tri_state or r.queue_known]
     return VariantSaturationAnalysis(
         variant_name=name,
         accelerator_name=first.accelerator_name,
@@ -130,16 +145,22 @@ def _analyze_variant(
         replica_count=len(replicas),
         non_saturated_count=non_saturated,
         saturated_replicas=saturated,
-        avg_spare_kv_capacity=spare_kv_sum / non_saturated if non_saturated else 0.0,
-        avg_spare_queue_length=spare_queue_sum / non_saturated if non_saturated else 0.0,
-        max_kv_cache_usage=max(r.kv_cache_usage for r in replicas),
-        max_queue_length=max(r.queue_length for r in replicas),
+        avg_spare_kv_capacity=spare_kv_sum / kv_known if kv_known else 0.0,
+        avg_spare_queue_length=spare_queue_sum / queue_known if queue_known else 0.0,
+        max_kv_cache_usage=max(known_kv, default=0.0),
+        max_queue_length=max(known_queue, default=0),
+        kv_known_count=kv_known,
+        queue_known_count=queue_known,
     )
 
 
-def _scale_up_reason(kv_spare: float, queue_spare: float, config: SaturationScalingConfig) -> str:
-    kv_trigger = kv_spare < config.kv_spare_trigger
-    queue_trigger = queue_spare < config.queue_spare_trigger
+def _scale_up_reason(
+    kv_spare: float, queue_spare: float, config: SaturationScalingConfig, *, kv_known: bool = True,
+    queue_known: bool = True,
+) -> str:
+    """Which trigger fired; a spare no non-saturated replica knows fires nothing (tri-state)."""
+    kv_trigger = kv_known and kv_spare < config.kv_spare_trigger
+    queue_trigger = queue_known and queue_spare < config.queue_spare_trigger
     kv_text = f"{kv_spare:.3f} < {config.kv_spare_trigger:.3f}"
     queue_text = f"{queue_spare:.1f} < {config.queue_spare_trigger:.1f}"
     if kv_trigger and queue_trigger:
@@ -151,13 +172,18 @@ def _scale_up_reason(kv_spare: float, queue_spare: float, config: SaturationScal
     return ""
 
 
-def _scale_down_check(replicas: Sequence[ReplicaMetrics], config: SaturationScalingConfig) -> ScaleDownCheck:
-    """Would the non-saturated replicas' load, spread over one replica fewer, keep both spares?"""
+def _scale_down_check(
+    replicas: Sequence[ReplicaMetrics], config: SaturationScalingConfig, tri_state: bool = False
+) -> ScaleDownCheck:
+    """Would the non-saturated replicas' load, spread over one replica fewer, keep both spares?
+
+    With ``tri_state`` only replicas that know both signals take part (the coverage guard decides
+    whether the others' unknown load allows a scale-down at all)."""
     kv_total = 0.0
     queue_total = 0
     count = 0
     for replica in replicas:
-        if _is_saturated(replica, config):
+        if _is_saturated(replica, config, tri_state) or (tri_state and not (replica.kv_known and replica.queue_known)):
             continue
         kv_total += replica.kv_cache_usage
         queue_total += replica.queue_length
@@ -185,11 +211,16 @@ def analyze_model_saturation(
     replicas: Sequence[ReplicaMetrics],
     config: SaturationScalingConfig,
     now: float | None = None,
+    *,
+    tri_state: bool = False,
 ) -> ModelSaturationAnalysis:
     """Classify every replica of one model group and derive the scale-up / scale-down signals.
 
     Variants are analysed in name order (upstream iterates a Go map, i.e. in random order), which
-    also fixes the floating-point summation order of the model averages.
+    also fixes the floating-point summation order of the model averages. ``tri_state`` (wva's
+    default, off with strictUpstream): a signal a replica does not report is unknown, not 0 — it
+    cannot saturate the replica and is left out of that signal's average; with every signal known
+    the result is upstream's to the bit.
     """
     analyzed_at = time.time() if now is None else now
     if not replicas:
@@ -198,20 +229,25 @@ def analyze_model_saturation(
     by_variant: dict[str, list[ReplicaMetrics]] = {}
     for replica in replicas:
         by_variant.setdefault(replica.variant_name, []).append(replica)
-    variants = [_analyze_variant(name, by_variant[name], config) for name in sorted(by_variant)]
+    variants = [_analyze_variant(name, by_variant[name], config, tri_state) for name in sorted(by_variant)]
 
     non_saturated = 0
+    kv_count = queue_count = 0
     weighted_kv = 0.0
     weighted_queue = 0.0
     for variant in variants:
         non_saturated += variant.non_saturated_count
-        weighted_kv += variant.avg_spare_kv_capacity * variant.non_saturated_count
-        weighted_queue += variant.avg_spare_queue_length * variant.non_saturated_count
-    avg_kv = weighted_kv / non_saturated if non_saturated else 0.0
-    avg_queue = weighted_queue / non_saturated if non_saturated else 0.0
+        kv_count += variant.kv_known_count
+        queue_count += variant.queue_known_count
+        weighted_kv += variant.avg_spare_kv_capacity * variant.kv_known_count
+        weighted_queue += variant.avg_spare_queue_length * variant.queue_known_count
+    avg_kv = weighted_kv / kv_count if kv_count else 0.0
+    avg_queue = weighted_queue / queue_count if queue_count else 0.0
 
-    reason = _scale_up_reason(avg_kv, avg_queue, config)
-    check = _scale_down_check(replicas, config)
+    # all saturated: both spares are 0 and fire; some non-saturated but none knows a signal: that one can't fire
+    reason = _scale_up_reason(avg_kv, avg_queue, config, kv_known=kv_count > 0 or non_saturated == 0,
+                              queue_known=queue_count > 0 or non_saturated == 0)
+    check = _scale_down_check(replicas, config, tri_state)
     analysis = ModelSaturationAnalysis(
         model_id=model_id,
         namespace=namespace,

@@ -67,6 +67,7 @@ RULE_FIELDS: Final[Mapping[str, str]] = {
     "scale_to_zero": "scaleToZero",
     "scale_to_zero_retention": "scaleToZeroRetention",
     "scale_up_max_step": "scaleUpMaxStep",
+    "min_signal_coverage": "minSignalCoverage",
 }
 
 TUNABLE_FIELDS: Final[Mapping[str, str]] = {**THRESHOLD_FIELDS, **RULE_FIELDS}
@@ -128,6 +129,8 @@ class SaturationScalingConfig(BaseModel):
     scale_to_zero_retention: float = Field(default=600.0, alias="scaleToZeroRetention")
     # a scale-up adds up to this many replicas at once when the load needs them (1: upstream's +1)
     scale_up_max_step: int = Field(default=1, alias="scaleUpMaxStep")
+    # below this share of serving replicas reporting both signals, no scale-down (and never to zero)
+    min_signal_coverage: float = Field(default=1.0, alias="minSignalCoverage")
     model_id: str | None = None
     namespace: str | None = None
     # a candidate configuration evaluated next to this one and never acted on (shadow mode)
@@ -145,7 +148,7 @@ class SaturationScalingConfig(BaseModel):
             raise ValueError(f"expected true or false, got {value!r}")
         return value
 
-    @field_validator("near_saturation_margin", mode="before")
+    @field_validator("near_saturation_margin", "min_signal_coverage", mode="before")
     @classmethod
     def _check_margin(cls, value: Any) -> Any:
         number = _number(value)
