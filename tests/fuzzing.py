@@ -72,6 +72,16 @@ AWKWARD_STRINGS = (
 HUGE_INTS = (10**400, -(10**400), 2**1024, 10**5000)
 
 
+def huge_integers() -> st.SearchStrategy[int]:
+    """Integers beyond the float range, some too long for ``str`` (Hypothesis cannot repr those in
+    ``sampled_from``, so they are built)."""
+    return st.one_of(
+        st.integers(min_value=2**1024, max_value=2**1100),
+        st.integers(min_value=-(2**1100), max_value=-(2**1024)),
+        st.integers(min_value=4301, max_value=4400).map(lambda digits: 10**digits),
+    )
+
+
 def awkward_text(max_size: int = 40) -> st.SearchStrategy[str]:
     return st.one_of(st.sampled_from(AWKWARD_STRINGS), st.text(max_size=max_size))
 
@@ -80,7 +90,7 @@ def scalars(*, huge_ints: bool = True, non_finite: bool = True) -> st.SearchStra
     """JSON-ish leaves: None, bools, ints (optionally beyond float range), floats, awkward strings."""
     ints: st.SearchStrategy[int] = st.integers(min_value=-(2**70), max_value=2**70)
     if huge_ints:
-        ints = st.one_of(ints, st.sampled_from(HUGE_INTS))
+        ints = st.one_of(ints, huge_integers())
     return st.one_of(
         st.none(),
         st.booleans(),

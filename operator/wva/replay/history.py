@@ -9,7 +9,7 @@ refuses more than 11,000 points per series), whatever the number of steps or pod
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -111,17 +111,22 @@ def _fill(
         raise HistoryError(f"Prometheus query failed: {_one_line(exc)}") from None
     if not isinstance(result, list):
         raise HistoryError(f"Prometheus answered a range query with {type(result).__name__}, not a matrix")
-    for series in result:
+    for series in result:  # a malformed series or point is skipped: it cannot be one of our pods' samples
         if not isinstance(series, dict):
             continue
         labels = series.get("metric") or {}
-        pod = str(labels.get(promql.LABEL_POD) or labels.get(promql.LABEL_POD_FALLBACK) or "")
-        if not pod:
+        if not isinstance(labels, Mapping):
             continue
-        for point in series.get("values") or ():
+        pod = labels.get(promql.LABEL_POD) or labels.get(promql.LABEL_POD_FALLBACK) or ""
+        points = series.get("values") or ()
+        if not pod or not isinstance(pod, str) or not isinstance(points, list | tuple):
+            continue
+        for point in points:
             try:
                 stamp, raw = float(point[0]), float(point[1])
-            except (TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+                continue
+            if not math.isfinite(stamp):
                 continue
             position = (stamp - origin) / step
             i = round(position)
@@ -183,11 +188,18 @@ def parse_time(text: str, now: float) -> float:
     if raw == "now":
         return now
     if raw.startswith("now-"):
-        return now - parse_duration(raw[4:])
+        try:
+            return now - parse_duration(raw[4:])
+        except ValueError as exc:
+            raise ValueError(f"invalid time {text!r}: {exc}") from None
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"invalid time {text!r}: Unix seconds must be a finite number")
+        return seconds
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:

@@ -90,21 +90,46 @@ def is_vector(result: Any) -> bool:
     return all(isinstance(item, Mapping) and "value" in item for item in result)
 
 
+def text_labels(labels: object) -> dict[str, str] | None:
+    """A sample's labels with keys and values as text; None unless it is a mapping of strings or scalars.
+
+    Prometheus sends strings only; a list, a mapping or a number too long for ``str`` (over 4300
+    digits) as a label value makes the sample unattributable instead of raising.
+    """
+    if not isinstance(labels, Mapping):
+        return None
+    result: dict[str, str] = {}
+    try:
+        for key, value in labels.items():
+            if type(value) is not str:
+                if value is not None and not isinstance(value, bool | int | float):
+                    return None
+                value = str(value)
+            result[key if type(key) is str else str(key)] = value
+    except ValueError:
+        return None
+    return result
+
+
 def samples(result: Any) -> Iterator[Sample]:
-    """The well-formed samples of a vector payload, values with NaN/Inf turned into 0."""
+    """The well-formed samples of a vector payload, values with NaN/Inf turned into 0.
+
+    Anything else in the payload (a malformed pair, a number beyond the float range, labels that are
+    not text) is skipped, never raised.
+    """
     if not is_vector(result):
         return
     for item in result:
         raw = item.get("value")
-        labels = item.get("metric") or {}
-        if not isinstance(raw, (list, tuple)) or len(raw) != 2 or not isinstance(labels, Mapping):
+        labels = text_labels(item.get("metric") or {})
+        if not isinstance(raw, (list, tuple)) or len(raw) != 2 or labels is None:
             continue
         try:
             timestamp = float(raw[0])
             value = float(raw[1])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
-        yield Sample({str(k): str(v) for k, v in labels.items()}, timestamp, fix_value(value))
+        yield Sample(labels, timestamp, fix_value(value))
 
 
 def first_value(result: Any) -> float:

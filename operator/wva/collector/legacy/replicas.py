@@ -17,7 +17,14 @@ from typing import Any
 
 from wva.collector import promql as catalogue
 from wva.collector.legacy.errors import MetricsCollectionError
-from wva.collector.legacy.promql import is_vector, pod_existence_query, pod_of, render_model_query, samples
+from wva.collector.legacy.promql import (
+    is_vector,
+    pod_existence_query,
+    pod_of,
+    render_model_query,
+    samples,
+    text_labels,
+)
 from wva.collector.legacy.query import PromQueryRunner
 from wva.collector.types import PodResolver, ReplicaMetrics, VariantRef
 
@@ -66,13 +73,15 @@ def _invalid_pods(result: object) -> set[str]:
     invalid = set()
     for item in result:
         raw = item.get("value")
-        labels = item.get("metric") or {}
         try:
             value = float(raw[1])
+        except OverflowError:  # an integer beyond the float range: not a usable reading either
+            value = math.inf
         except (TypeError, ValueError, IndexError, KeyError):
             continue
         if not math.isfinite(value) or value < 0:
-            pod = pod_of({str(k): str(v) for k, v in labels.items()}) if isinstance(labels, Mapping) else ""
+            labels = text_labels(item.get("metric") or {})
+            pod = pod_of(labels) if labels is not None else ""
             if pod:
                 logger.warning("Ignoring invalid sample: pod=%s value=%s", pod, raw[1])
                 invalid.add(pod)

@@ -152,9 +152,35 @@ def _describe(exc: BaseException) -> str:
 
 
 def _sample(raw: Any) -> tuple[float, float]:
-    """(timestamp, value) from a ``[ts, "value"]`` pair; ValueError if it is not numeric."""
+    """(timestamp, value) from a ``[ts, "value"]`` pair; ValueError if it is not one.
+
+    The value may be NaN or infinite (Prometheus sends ``"NaN"``, ``"+Inf"``); the timestamp must be a
+    finite number. Integers beyond the float range are out of range, not an OverflowError.
+    """
+    if not isinstance(raw, list | tuple) or len(raw) != 2:
+        raise ValueError("not a [timestamp, value] pair")
     timestamp, value = raw
-    return float(timestamp), float(value)
+    try:
+        stamp, number = float(timestamp), float(value)
+    except OverflowError:
+        raise ValueError("number out of range") from None
+    if stamp - stamp != 0.0:  # NaN or infinite
+        raise ValueError("timestamp is not finite")
+    return stamp, number
+
+
+def _text_labels(labels: Mapping[Any, Any]) -> dict[str, str] | None:
+    """Labels with every key and value as text; None when one cannot be (a list, a 5000-digit number)."""
+    try:
+        return {str(k): v if type(v) is str else _scalar_text(v) for k, v in labels.items()}
+    except ValueError:
+        return None
+
+
+def _scalar_text(value: Any) -> str:
+    if value is None or isinstance(value, bool | int | float):
+        return str(value)  # ValueError for an int of more than 4300 digits
+    raise ValueError("a label value must be a string")
 
 
 def parse_query_result(data: Any) -> list[MetricValue]:
@@ -163,7 +189,9 @@ def parse_query_result(data: Any) -> list[MetricValue]:
     The client returns only ``data.result``: a list of ``{"metric", "value"}`` for a vector, of
     ``{"metric", "values"}`` for a matrix (the last point of each non-empty series is kept), or a
     ``[ts, "value"]`` pair for a scalar (no labels). A string result or anything unrecognised gives
-    no values. NaN and ±Inf become 0.
+    no values, and a series that is not well formed (labels that are not a mapping of strings, a
+    point that is not a ``[timestamp, value]`` pair of numbers) is skipped without affecting the
+    others; nothing in ``data`` makes it raise. NaN and ±Inf values become 0 (``finite=False``).
     """
     if not isinstance(data, list) or not data:
         return []
@@ -178,15 +206,20 @@ def parse_query_result(data: Any) -> list[MetricValue]:
     for series in data:
         if not isinstance(series, dict):
             continue
-        labels = dict(series.get("metric") or {})
-        for label_value in labels.values():
-            if type(label_value) is not str:  # JSON gives strings; convert only if something else slipped in
-                labels = {str(k): str(v) for k, v in labels.items()}
+        metric = series.get("metric") or {}
+        if not isinstance(metric, Mapping):
+            continue  # not a label set: the series cannot be attributed
+        labels: dict[str, str] | None = dict(metric)
+        for label_name, label_value in metric.items():
+            if type(label_value) is not str or type(label_name) is not str:  # JSON gives strings; else convert
+                labels = _text_labels(metric)
                 break
+        if labels is None:
+            continue
         point = series.get("value")
         if point is None:
             points = series.get("values")
-            if not points:
+            if not points or not isinstance(points, list):
                 continue
             point = points[-1]
         try:
