@@ -17,7 +17,7 @@ from wva.actuator.metrics import MetricsEmitter
 from wva.actuator.status import StatusWriter
 from wva.collector import MetricsCollector, new_metrics_collector
 from wva.collector.activity import RequestActivity
-from wva.collector.v2 import PodVAMapper
+from wva.collector.v2 import PodScrapingSource, PodVAMapper
 from wva.decisions import DecisionStore
 from wva.inventory import Inventory
 from wva.kube import KubeClient, KubeError, build_api_client
@@ -49,6 +49,7 @@ class Runtime:
     resync: InventoryResync | None = None
     from_zero: ScaleFromZeroPoller | None = None  # leader only, like the engine
     epp_source: Any = None
+    drain_source: PodScrapingSource | None = None  # scrapes in-flight counts for the drain wait
     main_config: dict[str, str] = field(default_factory=dict)
     prometheus_ok: bool = False
     started: bool = False
@@ -91,8 +92,13 @@ class Runtime:
         pods_only = settings.metrics_source is MetricsSourceMode.PODS
         if prom is None and collector is None and not pods_only:
             prom = build_prometheus_connect(settings, on_query=on_query)
+        direct = settings.actuation_mode is ActuationMode.DIRECT
+        shared = collector is None and settings.metrics_source is not MetricsSourceMode.PROMETHEUS
+        # the drain wait polls the victims' in-flight requests with a fresh scrape of each (Prometheus lags)
+        pod_source = pod_scraping_source(settings, inventory, metrics=ops) \
+            if shared or (direct and settings.drain_timeout > 0) else None
         if collector is None:
-            collector = _build_collector(settings, prom, mapper, inventory, metrics=ops)
+            collector = _build_collector(settings, prom, mapper, inventory, metrics=ops, pod_source=pod_source)
         config_store = SaturationConfigStore()
         status_writer = StatusWriter(kube, inventory, heartbeat=max(10 * settings.global_opt_interval, 60.0))
         engine = SaturationEngine(
@@ -106,12 +112,15 @@ class Runtime:
             direct_actuation=settings.actuation_mode is ActuationMode.DIRECT,
             group_by_accelerator=settings.group_by_accelerator,
             decisions=DecisionStore(settings.decision_ring_size),
-            drain=DrainAwareScaler.from_settings(settings, kube, inventory.ready_pods, metrics=emitter.operator)
-            if settings.actuation_mode is ActuationMode.DIRECT else None,
+            drain=DrainAwareScaler.from_settings(
+                settings, kube, inventory.ready_pods, metrics=emitter.operator,
+                in_flight=pod_source.in_flight if pod_source is not None and settings.drain_timeout > 0 else None,
+            ) if direct else None,
         )
         if prom is not None:
             engine.activity = RequestActivity(prom, timeout=settings.prometheus_query_timeout)
         runtime = cls(settings, inventory, config_store, emitter, kube, collector, engine, prom=prom)
+        runtime.drain_source = None if shared else pod_source  # a source of its own, stopped with the runtime
         runtime.run_engine_loop = run_engine_loop
         engine.before_cycle = runtime.refresh_config
         runtime_ref["rt"] = runtime
@@ -174,6 +183,8 @@ class Runtime:
         if self.resync is not None:
             await self.resync.stop()
         await self.collector.stop()
+        if self.drain_source is not None:
+            await self.drain_source.stop()
         if self.epp_source is not None and hasattr(self.epp_source, "stop"):
             await self.epp_source.stop()
         if self.server is not None:
@@ -318,29 +329,10 @@ class Runtime:
 
 
 # --- metrics source selection (METRICS_SOURCE) ---------------------------------------------------------
-def _build_collector(
-    settings: Settings, prom: Any, mapper: PodVAMapper, inventory: Inventory, *, metrics: Any = None
-) -> MetricsCollector:
-    """The collector METRICS_SOURCE selects: Prometheus, pod scraping, or Prometheus with pod failover.
+def pod_scraping_source(settings: Settings, inventory: Inventory, *, metrics: Any = None) -> PodScrapingSource:
+    """The pod-scraping source the WVA_POD_METRICS_* settings describe (the collector's, and the drain wait's)."""
+    from wva.collector.v2 import InventoryPodDiscovery, PodScrapingConfig, PodScrapingSource
 
-    ``metrics`` (the emitter's OperatorMetrics) receives pod-scrape outcomes and failover switches.
-    A VA annotation ``wva.llmd.ai/metrics-source`` overrides the mode for its model (in ``auto``).
-    """
-    from wva.collector.failover import FailoverCollector
-    from wva.collector.v2 import (
-        METRICS_SOURCE_ANNOTATION,
-        InventoryPodDiscovery,
-        PodScrapingConfig,
-        PodScrapingSource,
-        SourceRegistry,
-        V2MetricsCollector,
-    )
-    mode = settings.metrics_source
-    if mode is MetricsSourceMode.PROMETHEUS:
-        return new_metrics_collector(
-            settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout,
-            batch_queries=settings.batch_queries,
-        )
     template = settings.pod_metrics_url_template
 
     def target_url(namespace: str, pod: str, ip: str, port: int) -> str:
@@ -362,7 +354,7 @@ def _build_collector(
             if str(outcome) != "ok":
                 metrics.errors.labels("pod_scraping", str(outcome)).inc()
 
-    source = PodScrapingSource(
+    return PodScrapingSource(
         discovery,
         PodScrapingConfig(
             scrape_timeout=settings.pod_scrape_timeout,
@@ -373,6 +365,26 @@ def _build_collector(
         ),
         on_scrape=on_scrape,
     )
+
+
+def _build_collector(
+    settings: Settings, prom: Any, mapper: PodVAMapper, inventory: Inventory, *, metrics: Any = None,
+    pod_source: PodScrapingSource | None = None,
+) -> MetricsCollector:
+    """The collector METRICS_SOURCE selects: Prometheus, pod scraping, or Prometheus with pod failover.
+
+    ``metrics`` (the emitter's OperatorMetrics) receives pod-scrape outcomes and failover switches.
+    A VA annotation ``wva.llmd.ai/metrics-source`` overrides the mode for its model (in ``auto``).
+    """
+    from wva.collector.failover import FailoverCollector
+    from wva.collector.v2 import METRICS_SOURCE_ANNOTATION, SourceRegistry, V2MetricsCollector
+    mode = settings.metrics_source
+    if mode is MetricsSourceMode.PROMETHEUS:
+        return new_metrics_collector(
+            settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout,
+            batch_queries=settings.batch_queries,
+        )
+    source = pod_source or pod_scraping_source(settings, inventory, metrics=metrics)
     registry = SourceRegistry()
     registry.register("pods", source)
     pods = V2MetricsCollector(registry, mapper, source_name="pods")

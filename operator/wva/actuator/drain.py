@@ -340,7 +340,8 @@ class DrainAwareScaler:
         while True:
             remaining = deadline - self.clock()
             values = await asyncio.gather(*(self._fetch(namespace, pod, max(remaining, 0.0)) for pod in waiting))
-            last.update(zip(waiting, values, strict=True))
+            # the last count each pod reported (a fetch cut short by the deadline does not erase it)
+            last.update((pod, value) for pod, value in zip(waiting, values, strict=True) if value is not None)
             waiting = [pod for pod, value in zip(waiting, values, strict=True) if value is None or value > 0]
             if not waiting:
                 self.stats["drained"] += 1

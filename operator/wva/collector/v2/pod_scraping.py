@@ -130,18 +130,29 @@ class InventoryPodDiscovery:
                 continue
             if getattr(record, "problem", None) is not None or not record.deployment_name:
                 continue
-            port = _port_override(record) or self.port
             for pod in self._inventory.ready_pods(record.namespace, record.deployment_name):
-                if not pod.ip:
-                    continue
-                if self._target_url is not None:
-                    url = self._target_url(record.namespace, pod.name, pod.ip, port)
-                else:
-                    url = default_url(self.scheme, pod.ip, port, self.path)
-                targets[(record.namespace, pod.name)] = PodTarget(
-                    record.namespace, pod.name, model_id, url, record.name
-                )
+                if pod.ip:
+                    targets[(record.namespace, pod.name)] = self._target(record, pod)
         return [targets[k] for k in sorted(targets)]
+
+    def target_for_pod(self, namespace: str, pod_name: str) -> PodTarget | None:
+        """The scrape target of one Ready pod of a VA's Deployment (None: not known, not ready, no IP)."""
+        for record in self._inventory.variants():
+            if record.namespace != namespace or getattr(record, "problem", None) is not None \
+                    or not record.deployment_name:
+                continue
+            for pod in self._inventory.ready_pods(namespace, record.deployment_name):
+                if pod.name == pod_name and pod.ip:
+                    return self._target(record, pod)
+        return None
+
+    def _target(self, record: Any, pod: Any) -> PodTarget:
+        port = _port_override(record) or self.port
+        if self._target_url is not None:
+            url = self._target_url(record.namespace, pod.name, pod.ip, port)
+        else:
+            url = default_url(self.scheme, pod.ip, port, self.path)
+        return PodTarget(record.namespace, pod.name, record.model_id, url, record.name)
 
 
 def _port_override(record: object) -> int | None:
@@ -321,6 +332,20 @@ class PodScrapingSource:
 
     def tracked_pods(self) -> int:
         return len(self._pods)
+
+    async def in_flight(self, namespace: str, pod: str) -> float | None:
+        """One fresh scrape of ``pod``: its requests in flight (``vllm:num_requests_running`` of its
+        model), None when unknown (pod not found, scrape failed, series absent). The drain wait polls it."""
+        find = getattr(self._discovery, "target_for_pod", None)
+        target = find(namespace, pod) if find is not None else None
+        if target is None:
+            return None
+        try:
+            reading = await self._scrape_one(target)
+        except _ScrapeError as exc:
+            logger.debug("In-flight scrape failed namespace=%s pod=%s outcome=%s", namespace, pod, exc.outcome)
+            return None
+        return reading.running
 
     # --- answering -----------------------------------------------------------------------------
 
