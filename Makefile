@@ -6,7 +6,7 @@ HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-test-$(HASH)
 DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
 
-.PHONY: help venv demo test lint typecheck unit controlplane test-e2e bench sync-crds clean
+.PHONY: help venv demo test lint typecheck unit controlplane test-e2e bench sync-crds sync-monitoring clean
 
 help:
 	@echo "make demo      - run the whole autoscaler locally on an embedded environment"
@@ -36,10 +36,11 @@ demo: $(DEMO_STAMP)
 	$(BIN)/wva demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check operator tests bench deploy/grafana
 
 typecheck: $(STAMP)
 	$(BIN)/mypy operator/wva
+	$(BIN)/mypy deploy/grafana/build_dashboard.py
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -73,6 +74,12 @@ bench: $(STAMP)
 
 sync-crds:
 	bash deploy/sync-crds.sh
+
+# The Grafana dashboard is generated (deploy/grafana/build_dashboard.py) and the alert rules are
+# edited in deploy/prometheus/; both are copied into the chart's files/ (tests fail on drift).
+sync-monitoring: $(STAMP)
+	$(BIN)/python deploy/grafana/build_dashboard.py
+	cp deploy/prometheus/wva-alerts.yaml charts/workload-variant-autoscaler/files/wva-alerts.yaml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist operator/*.egg-info

@@ -1,5 +1,5 @@
 """Where the tests find the command-line tools they drive: kubectl from the virtualenv, helm from the
-control-plane build cache."""
+control-plane build cache, promtool from the Prometheus package."""
 
 from __future__ import annotations
 
@@ -28,4 +28,29 @@ def require_kubectl() -> str:
         if os.environ.get("CI"):
             pytest.fail(KUBECTL_HINT)
         pytest.skip(KUBECTL_HINT)
+    return path
+
+
+PROMTOOL_HINT = "promtool is not installed; it comes with the Prometheus server: sudo apt-get install -y prometheus"
+
+
+def find_promtool() -> str | None:
+    """promtool beside the Prometheus server binary the tests use, else the first one on PATH."""
+    from wva.sim.prometheus import find_prometheus_binary
+
+    server = find_prometheus_binary()
+    if server is not None:
+        beside = Path(server).resolve().parent / "promtool"
+        if beside.exists():
+            return str(beside)
+    return shutil.which("promtool")
+
+
+def require_promtool() -> str:
+    """promtool's path; skip (or fail under CI, which installs it) when it is missing."""
+    path = find_promtool()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(PROMTOOL_HINT)
+        pytest.skip(PROMTOOL_HINT)
     return path
