@@ -203,6 +203,33 @@ def test_scales_down_when_idle(kubectl: Kubectl, prometheus: Prometheus, variant
     )
 
 
+def test_an_idle_model_that_opted_in_goes_to_zero(
+    kubectl: Kubectl, prometheus: Prometheus, variant: str, actuation: str
+) -> None:
+    """spec.scaleToZero on the VA: no request for the retention window, so wva_desired_replicas goes to 0;
+    with direct actuation the Deployment follows (an HPA keeps its minReplicas of 1 unless the
+    HPAScaleToZero gate is on, and KEDA needs minReplicaCount 0: docs/scaling-algorithm.md)."""
+    tick = lambda: set_load(kubectl, variant, IDLE)  # noqa: E731
+    patch = {"spec": {"scaleToZero": {"enabled": True, "retention": "30s"}}}
+    kubectl.run("patch", "variantautoscaling", VARIANT, "-n", variant, "--type=merge", "-p", json.dumps(patch))
+    try:
+        poll(
+            "wva_desired_replicas == 0 after the idle retention window",
+            lambda: True if desired(prometheus, variant) == [0.0] else None,
+            on_tick=tick,
+        )
+        va = kubectl.get("variantautoscaling", VARIANT, "-n", variant)
+        assert va["status"]["lastDecision"]["reason"] in ("ScaleToZeroIdle", "HoldAtZero")
+        if actuation == "direct":
+            poll("the Deployment at 0 replicas",
+                 lambda: True if deployment_replicas(kubectl, variant) == 0 else None)
+    finally:
+        off = {"spec": {"scaleToZero": {"enabled": False}}}
+        kubectl.run("patch", "variantautoscaling", VARIANT, "-n", variant, "--type=merge", "-p", json.dumps(off))
+        kubectl.run("scale", "deployment", DEPLOYMENT, "-n", variant, "--replicas=1")
+        poll("the emulator pod Ready again", lambda: kubectl.ready_pods(variant, f"app={DEPLOYMENT}") or None)
+
+
 def test_prometheus_scrapes_the_operator(prometheus: Prometheus, wva_installed: dict[str, Any]) -> None:
     up = prometheus.values(f'up{{namespace="{WVA_NAMESPACE}",service=~".*-metrics"}}')
     assert up and max(up) == 1.0, (
