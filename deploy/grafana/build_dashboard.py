@@ -101,14 +101,17 @@ def _row(pid: int, title: str, y: int) -> dash.Row:
     return dash.Row(title).id(pid).grid_pos(_pos(0, y, 24, 1)).collapsed(False)
 
 
-def _variable(name: str, label: str, query: str, description: str) -> dash.QueryVariable:
-    return (
+def _variable(name: str, label: str, query: str, description: str, *, all_matches_any: bool) -> dash.QueryVariable:
+    """A multi-value variable; "All" is ``.*`` (also series without the label) when ``all_matches_any``,
+    else the list of the current options (so that "All" variants are those of the selected models)."""
+    variable = (
         dash.QueryVariable(name).label(label).description(description).datasource(DATASOURCE)
         .query({"query": query, "refId": f"{name}-values"})
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(model.VariableSort.ALPHABETICAL_ASC)
         .multi(True).include_all(True)
         .current(model.VariableOption(selected=True, text="All", value="$__all"))
     )
+    return variable.all_value(".*") if all_matches_any else variable
 
 
 def build() -> dict[str, Any]:
@@ -124,16 +127,16 @@ def build() -> dict[str, Any]:
         )
         .with_variable(_variable(
             "namespace", "Namespace", "label_values(wva_decision_reason, exported_namespace)",
-            "Namespace of the VariantAutoscalings (exported_namespace on wva's series).",
+            "Namespace of the VariantAutoscalings (exported_namespace on wva's series).", all_matches_any=True,
         ))
         .with_variable(_variable(
             "model", "Model", 'label_values(wva_decision_reason{exported_namespace=~"$namespace"}, model_id)',
-            "The VariantAutoscalings' modelID (model_name on vLLM's series).",
+            "The VariantAutoscalings' modelID (model_name on vLLM's series).", all_matches_any=True,
         ))
         .with_variable(_variable(
             "variant", "Variant",
             'label_values(wva_decision_reason{exported_namespace=~"$namespace",model_id=~"$model"}, variant_name)',
-            "VariantAutoscaling names of the selected models.",
+            "VariantAutoscaling names of the selected models.", all_matches_any=False,
         ))
     )
 

@@ -110,14 +110,16 @@ async def test_every_dashboard_query_and_alert_expression_returns_series_from_a_
             exposition = await asyncio.to_thread(_get, f"http://127.0.0.1:{metrics_port}/metrics")
 
             values = {"namespace": ns, "model": MODEL, "variant": f"{CHEAP}|{PREMIUM}"}
+            everything = {"namespace": ".*", "model": ".*", "variant": f"{CHEAP}|{PREMIUM}"}  # "All" selected
             empty: list[str] = []
-            for q in monitoring.queries(board):
-                expr = monitoring.substitute(q.expr, values)
-                if q.panel_title in EVENT_ONLY:
-                    continue
-                result = await asyncio.to_thread(prometheus.query, expr)
-                if not result:
-                    empty.append(f"{q.panel_title} [{q.ref_id}]: {expr}")
+            for selection in (values, everything):
+                for q in monitoring.queries(board):
+                    expr = monitoring.substitute(q.expr, selection)
+                    if q.panel_title in EVENT_ONLY:
+                        continue
+                    result = await asyncio.to_thread(prometheus.query, expr)
+                    if not result:
+                        empty.append(f"{q.panel_title} [{q.ref_id}]: {expr}")
             assert empty == [], "dashboard queries without series:\n" + "\n".join(empty)
 
             # the variables list this test's namespace, model and variants

@@ -95,6 +95,10 @@ def test_the_datasource_is_a_variable_every_panel_uses(board: dict[str, Any]) ->
         assert variables[name]["type"] == "query"
         assert variables[name]["datasource"] == DATASOURCE_REF
         monitoring.label_values(monitoring.variable_query(variables[name]))  # a label_values() query
+        assert variables[name]["multi"] is True and variables[name]["includeAll"] is True
+    # "All" namespaces and models match any value (also a missing label); "All" variants are the listed ones
+    assert variables["namespace"]["allValue"] == variables["model"]["allValue"] == ".*"
+    assert variables["variant"].get("allValue") in (None, "")
     for panel in monitoring.panels(board):
         if panel["type"] == "row":
             continue
