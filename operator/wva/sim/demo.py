@@ -272,6 +272,7 @@ class _Env:
     loads: dict[str, dict[str, Any]]  # current emulator values per variant; new pods start with them
     operator_task: asyncio.Task[Any]
     epp: EppEmulator | None = None  # the gateway's queue, for scale-to-zero scenarios
+    kubeconfig: Path | None = None  # kubectl --kubeconfig FILE sees the embedded API while the demo runs
 
 
 def _choose_metrics_source(requested: str | None) -> tuple[str, str | None]:
@@ -296,7 +297,7 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
     from wva.settings import Settings
     from wva.sim.cluster import SimulatedCluster
     from wva.sim.epp import EppEmulator, EppEmulatorThread
-    from wva.sim.local_api import LocalKubernetesAPI
+    from wva.sim.local_api import LocalKubernetesAPI, write_kubeconfig
     from wva.sim.prometheus import LocalPrometheus
     from wva.sim.vllm import EmulatorThread
 
@@ -322,6 +323,8 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
         async with LocalKubernetesAPI() as api, kmock.Server(api):
             api.declare_resources()
             say(f"embedded local Kubernetes API (kmock) at {api.base_url}")
+            kubeconfig = write_kubeconfig(options.output / "kubeconfig", api.base_url, scenario.namespace)
+            say(f"watch it with kubectl: kubectl --kubeconfig {kubeconfig} get va -w")
             loads: dict[str, dict[str, Any]] = {}
             async with SimulatedCluster(api.base_url, emulator, lambda dep, _pod: dict(loads.get(dep, {}))) as cluster:
                 env_vars = {
@@ -360,7 +363,8 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
                 async with _running_operator(runtime) as operator_task:
                     collector = options.collector if source == "prometheus" else "v2"
                     say(f"operator running: kopf + collector {collector} + saturation engine, direct actuation")
-                    env = _Env(api, emulator, cluster, runtime, prometheus, source, clock, loads, operator_task, epp)
+                    env = _Env(api, emulator, cluster, runtime, prometheus, source, clock, loads, operator_task, epp,
+                               kubeconfig=kubeconfig)
                     await _wait_until_observed(env, scenario)
                     yield env
     finally:
@@ -602,7 +606,8 @@ class _Driver:
         s = self.scenario
         period = s.interval / s.speed
         if not self.options.ui:
-            self.say.json({"event": "start", **_meta(self.options, self.env.metrics_source)})
+            self.say.json({"event": "start", **_meta(self.options, self.env.metrics_source),
+                           "kubeconfig": str(self.env.kubeconfig) if self.env.kubeconfig else None})
         else:
             self.say(f"scenario {s.name!r}: {s.duration:g}s simulated at {s.speed:g}x "
                      f"= {s.duration / s.speed:.0f}s; one engine cycle every {s.interval:g}s simulated")
