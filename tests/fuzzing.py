@@ -163,7 +163,7 @@ def yaml_texts(max_size: int = 200, *, tags: bool = True) -> st.SearchStrategy[s
 
 
 def mutate(doc: Any, path: tuple[str | int, ...], value: Any) -> Any:
-    """A deep copy of ``doc`` with the item at ``path`` replaced by ``value`` (``DELETE`` removes it)."""
+    """A deep copy of ``doc`` with the item at ``path`` replaced by ``value`` (``DELETE`` removes it, if there)."""
     import copy
 
     result = copy.deepcopy(doc)
@@ -171,7 +171,10 @@ def mutate(doc: Any, path: tuple[str | int, ...], value: Any) -> Any:
     for step in path[:-1]:
         target = target[step]
     if value is DELETE:
-        del target[path[-1]]
+        if isinstance(target, dict):
+            target.pop(path[-1], None)
+        else:
+            del target[path[-1]]
     else:
         target[path[-1]] = value
     return result

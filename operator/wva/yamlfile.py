@@ -51,6 +51,21 @@ class LineList(list[Any]):
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, building :class:`LineMap` / :class:`LineList` and refusing duplicate keys."""
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's scalar constructors raise plain exceptions for values their tag cannot hold: KeyError for
+        # `!!bool x`, IndexError for `!!int ""`, AttributeError for `!!timestamp x`, ValueError for `!!int ::`,
+        # `2026-99-99` or an integer of more than 4300 digits. Report them like any other YAML error, at the
+        # value's line.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, LookupError, AttributeError, TypeError, OverflowError):
+            kind = str(node.tag).rsplit(":", 1)[-1]
+            shown = node.value if isinstance(node.value, str) else ""
+            shown = shown if len(shown) <= 40 else f"{shown[:40]}... ({len(shown)} characters)"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{shown!r} is not a valid {kind}", node.start_mark
+            ) from None
+
 
 _KINDS: dict[type, str] = {LineMap: "mapping", LineList: "list"}
 
@@ -120,6 +135,8 @@ def parse(text: str, where: str) -> Any:
         raise YamlFileError(f"{where_line}: invalid YAML: unacceptable character {char}: {reason}") from None
     except yaml.YAMLError as exc:
         raise YamlFileError(f"{where}: invalid YAML: {_one_line(str(exc))}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise YamlFileError(f"{where}: invalid YAML: nested too deeply") from None
 
 
 def read(path: str | Path) -> Any:
