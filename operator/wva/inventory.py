@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -106,36 +107,63 @@ class PodRecord:
     ready_since: float | None = None  # the Ready condition's lastTransitionTime, when it is True
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlevel = 3
+
+
+def _shown(value: object) -> str:
+    """A short repr of a rejected value: bounded however large or deep it is."""
+    try:
+        return _SHOWN.repr(value)
+    except ValueError:  # an int of more than 4300 digits has no decimal repr
+        return f"<{type(value).__name__}>"
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """``spec.variantCost: String should match pattern ...`` — the path of each bad field first."""
     parts = []
     for error in exc.errors()[:5]:
         path = ".".join(str(p) for p in error.get("loc", ()))
-        parts.append(f"{path}: {error.get('msg', 'invalid')} (got {error.get('input')!r})"[:300])
+        parts.append(f"{path}: {error.get('msg', 'invalid')} (got {_shown(error.get('input'))})"[:300])
     return "; ".join(parts)
 
 
+def _text(value: object) -> str:
+    """A string field of the object as text; anything else (the API server never sends it) is empty."""
+    return value if isinstance(value, str) else ""
+
+
+def _texts(value: object) -> dict[str, str]:
+    """A string map (labels, annotations); entries that are not text are left out."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 def parse_variant(body: Mapping[str, Any]) -> VariantRecord:
-    """Turn a VA object into a record; invalid content becomes ``problem`` instead of an exception."""
-    meta = body.get("metadata") or {}
-    name = str(meta.get("name", ""))
-    namespace = str(meta.get("namespace", ""))
+    """Turn a VA object into a record; invalid content becomes ``problem`` instead of an exception.
+
+    Never raises, whatever ``body`` holds; a VA without a string name and namespace gets empty ones
+    (:meth:`Inventory.apply_variant` does not store it).
+    """
+    meta = body.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
     spec = body.get("spec") if isinstance(body.get("spec"), Mapping) else {}
     assert isinstance(spec, Mapping)
     target = spec.get("scaleTargetRef") if isinstance(spec.get("scaleTargetRef"), Mapping) else {}
     assert isinstance(target, Mapping)
-    labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
-    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+    generation = meta.get("generation")
     base: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "model_id": str(spec.get("modelID", "") or ""),
-        "deployment_name": str(target.get("name", "") or ""),
-        "labels": dict(labels or {}),
-        "annotations": {str(k): str(v) for k, v in (annotations or {}).items()},
-        "uid": meta.get("uid"),
-        "resource_version": str(meta["resourceVersion"]) if meta.get("resourceVersion") else None,
-        "generation": meta.get("generation") if isinstance(meta.get("generation"), int) else None,
+        "name": _text(meta.get("name")),
+        "namespace": _text(meta.get("namespace")),
+        "model_id": _text(spec.get("modelID")),
+        "deployment_name": _text(target.get("name")),
+        "labels": _texts(meta.get("labels")),
+        "annotations": _texts(meta.get("annotations")),
+        "uid": _text(meta.get("uid")) or None,
+        "resource_version": _text(meta.get("resourceVersion")) or None,
+        "generation": generation if isinstance(generation, int) and not isinstance(generation, bool) else None,
     }
     try:
         va = VariantAutoscaling.model_validate(dict(body))

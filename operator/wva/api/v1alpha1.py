@@ -11,6 +11,7 @@ prunes them; ``metadata`` keeps every field it is given.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -375,7 +376,7 @@ def accelerator_name(va: VariantAutoscaling) -> str:
 
 
 def variant_cost(va: VariantAutoscaling) -> float:
-    """``spec.variantCost`` as a float; ValueError naming the value when it is not a decimal string.
+    """``spec.variantCost`` as a finite float; ValueError naming the value when it is not a decimal string.
 
     The model already enforces the pattern on validation; this also guards objects built with
     ``model_construct`` or mutated after validation.
@@ -383,7 +384,11 @@ def variant_cost(va: VariantAutoscaling) -> float:
     raw = va.spec.variant_cost
     if not isinstance(raw, str) or not _DECIMAL_RE.fullmatch(raw):
         raise ValueError(f"invalid variantCost {raw!r}: expected a decimal string such as '10.0'")
-    return float(raw)
+    cost = float(raw)
+    if not math.isfinite(cost):  # a decimal of more than 308 digits
+        shown = raw if len(raw) <= 40 else f"{raw[:20]}...({len(raw)} digits)"
+        raise ValueError(f"invalid variantCost {shown!r}: too large for a number")
+    return cost
 
 
 def get_condition(conditions: Iterable[Condition], type: str) -> Condition | None:
