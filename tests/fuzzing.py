@@ -13,10 +13,8 @@ outside the fuzz files keep their own ``@settings``; nothing here loads a profil
 
 from __future__ import annotations
 
-import math
 import os
 import string
-from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
@@ -77,13 +75,9 @@ AWKWARD_STRINGS = (
     "{}", "[]", "{{", "}}", "%s", "%(x)s", "'", '"', "\\", "é", "\U0001f600", "\ud800", "a" * 300,
 )
 
-#: Integers that do not fit a float (OverflowError on float()) or a str() (more than 4300 digits).
-HUGE_INTS = (10**400, -(10**400), 2**1024, 10**5000)
-
-
 def huge_integers() -> st.SearchStrategy[int]:
-    """Integers beyond the float range, some too long for ``str`` (Hypothesis cannot repr those in
-    ``sampled_from``, so they are built)."""
+    """Integers beyond the float range (OverflowError on ``float()``), some too long for ``str`` (more
+    than 4300 digits: ValueError). Built, not sampled: ``sampled_from`` cannot repr the long ones."""
     return st.one_of(
         st.integers(min_value=2**1024, max_value=2**1100),
         st.integers(min_value=-(2**1100), max_value=-(2**1024)),
@@ -182,11 +176,3 @@ def mutate(doc: Any, path: tuple[str | int, ...], value: Any) -> Any:
 
 DELETE: Any = object()
 
-
-def finite(x: float) -> bool:
-    return isinstance(x, float) and math.isfinite(x)
-
-
-def bounded_repr(limit: int) -> Callable[[object], bool]:
-    """A predicate: the object's text stays within ``limit`` characters (messages must stay short)."""
-    return lambda text: len(str(text)) <= limit

@@ -157,10 +157,11 @@ def test_one_bad_entry_leaves_every_other_entry_and_its_last_good_version(
 
 
 @pytest.mark.xfail(
-    strict=True, raises=(KeyError, AttributeError, AssertionError),
+    strict=True, raises=(KeyError, IndexError, AttributeError, AssertionError),
     reason="parse_saturation_config_entry catches only yaml.YAMLError around yaml.safe_load, but PyYAML's "
-    "constructors raise other errors for bad scalars: '!!bool x' a KeyError and '!!timestamp x' an "
-    "AttributeError (both escape SaturationConfigStore.update, so no entry of that ConfigMap applies); "
+    "constructors raise other errors for bad scalars: '!!bool x' a KeyError, '!!int \"\"' an IndexError and "
+    "'!!timestamp x' an AttributeError (all escape SaturationConfigStore.update, so no entry of that "
+    "ConfigMap applies); "
     "'!!int ::', '!!float .', an implicit date such as 'kvCacheThreshold: 2026-99-99' and an integer of "
     "more than 4300 digits a bare ValueError whose message names neither the entry nor the field",
 )

@@ -156,6 +156,7 @@ def test_a_huge_answer_is_parsed_in_full() -> None:
 @example(kv=[{"metric": {"pod": "p"}, "value": [1, 10**400]}], queue=[])  # was OverflowError
 @example(kv=[{"metric": {"pod": 10**5000}, "value": [1, "2"]}], queue=[])  # was ValueError
 @example(kv=[{"metric": {"pod": "p"}, "value": [1, "NaN"]}], queue=[{"metric": {"pod": "p"}, "value": [1, "3"]}])
+@example(kv=[], queue=[{"metric": {"pod": "p"}, "value": [0.0, 10**4301]}])  # its warning could not be formatted
 def test_legacy_parsing_never_raises_and_never_reads_a_bad_value_as_load(kv: Any, queue: Any) -> None:
     for sample in samples(kv):
         assert math.isfinite(sample.value)

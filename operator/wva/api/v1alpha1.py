@@ -270,9 +270,17 @@ class VariantAutoscalingSpec(_Model):
         if self.max_replicas is not None and self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"minReplicas must be less than or equal to maxReplicas "
-                f"(minReplicas={self.min_replicas}, maxReplicas={self.max_replicas})"
+                f"(minReplicas={_count(self.min_replicas)}, maxReplicas={_count(self.max_replicas)})"
             )
         return self
+
+
+def _count(value: int) -> str:
+    """An integer for a message; one of more than 4300 digits has no decimal text (str() raises)."""
+    try:
+        return str(value)
+    except ValueError:
+        return f"a number of {value.bit_length()} bits"
 
 
 class LoadProfile(_Model):

@@ -83,7 +83,8 @@ def _invalid_pods(result: object) -> set[str]:
             labels = text_labels(item.get("metric") or {})
             pod = pod_of(labels) if labels is not None else ""
             if pod:
-                logger.warning("Ignoring invalid sample: pod=%s value=%s", pod, raw[1])
+                shown = raw[1] if isinstance(raw[1], str) else value  # a 5000-digit int cannot be printed
+                logger.warning("Ignoring invalid sample: pod=%s value=%s", pod, shown)
                 invalid.add(pod)
     return invalid
 

@@ -225,7 +225,7 @@ def parse_query_result(data: Any) -> list[MetricValue]:
         try:
             timestamp, value = _sample(point)
         except (TypeError, ValueError):
-            logger.debug("Skipping unparseable sample: %r", point)
+            logger.debug("Skipping unparseable sample of type %s", type(point).__name__)  # no repr: it may not have one
             continue
         append(MetricValue(value, timestamp, labels))
     return values
