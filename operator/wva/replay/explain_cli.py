@@ -22,7 +22,8 @@ from typing import Any
 
 from wva.decisions.explain import render_explanation
 
-__all__ = ["add_explain_arguments", "run_explain"]
+__all__ = ["ExplainError", "add_explain_arguments", "choose_record", "records_from_answer", "records_from_file",
+           "records_from_operator", "run_explain"]
 
 PROG = "wva explain"
 
@@ -86,20 +87,25 @@ def _find(args: argparse.Namespace, namespace: str, name: str) -> dict[str, Any]
     if args.config:
         raise ExplainError("--config is only used with --prometheus")
     if args.records:
-        records = _records_from_file(Path(args.records), namespace, name)
+        records = records_from_file(Path(args.records), namespace, name)
     else:
-        records = _records_from_operator(args.operator or "http://localhost:8080", namespace, name,
+        records = records_from_operator(args.operator or "http://localhost:8080", namespace, name,
                                          args.insecure_skip_tls_verify)
-    if args.record:
-        chosen = next((r for r in records if r.get("id") == args.record), None)
+    return choose_record(records, args.record, namespace, name)
+
+
+def choose_record(records: list[dict[str, Any]], record_id: str | None, namespace: str, name: str) -> dict[str, Any]:
+    """The record with ``record_id``, else the latest."""
+    if record_id:
+        chosen = next((r for r in records if r.get("id") == record_id), None)
         if chosen is None:
             ids = ", ".join(str(r.get("id")) for r in records[-5:])
-            raise ExplainError(f"no record {args.record!r} for {namespace}/{name} (latest: {ids})")
+            raise ExplainError(f"no record {record_id!r} for {namespace}/{name} (latest: {ids})")
         return chosen
     return records[-1]
 
 
-def _records_from_file(path: Path, namespace: str, name: str) -> list[dict[str, Any]]:
+def records_from_file(path: Path, namespace: str, name: str) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -120,7 +126,7 @@ def _records_from_file(path: Path, namespace: str, name: str) -> list[dict[str, 
     return [r for r in records if isinstance(r, dict)]
 
 
-def _records_from_operator(base: str, namespace: str, name: str, insecure: bool) -> list[dict[str, Any]]:
+def records_from_operator(base: str, namespace: str, name: str, insecure: bool) -> list[dict[str, Any]]:
     url = f"{base.rstrip('/')}/debug/decisions/{urllib.parse.quote(namespace)}/{urllib.parse.quote(name)}"
     context = None
     if insecure and url.startswith("https:"):
@@ -140,10 +146,15 @@ def _records_from_operator(base: str, namespace: str, name: str, insecure: bool)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ExplainError(f"cannot read {url}: {reason}") from None
+    return records_from_answer(data, url)
+
+
+def records_from_answer(data: Any, where: str) -> list[dict[str, Any]]:
+    """The records of a ``/debug/decisions/<ns>/<name>`` answer."""
     records = data.get("records") if isinstance(data, dict) else None
     if not isinstance(records, list) or not records:
-        raise ExplainError(f"{url}: the answer holds no records")
-    return records
+        raise ExplainError(f"{where}: the answer holds no records")
+    return [r for r in records if isinstance(r, dict)]
 
 
 def _recompute(args: argparse.Namespace, url: str, namespace: str, name: str) -> dict[str, Any]:

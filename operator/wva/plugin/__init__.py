@@ -1,0 +1,1 @@
+"""``kubectl wva``: the kubectl plugin that shows wva's decisions and configuration."""
