@@ -26,6 +26,9 @@ from wva.settings import Settings, SettingsError
 #: Every variable from_env reads, taken from its source so a new variable is fuzzed too.
 VARIABLES = tuple(re.findall(r'take\("([A-Z0-9_]+)"', inspect.getsource(Settings.from_env)))
 
+#: Problems that are about two variables together rather than one value.
+CROSS_CHECKS = (" needs ", "must differ", "must be set together", "is required", "need WVA_EPP_NAMESPACE_LABEL")
+
 _TOKENS = (
     "http://", "https://", "ftp://", "://", "prometheus", "[::1", "[::1]", ":", "9090", "/", "/metrics", "?", "#",
     "{", "}", "{ip}", "{port}", "{pod}", "{namespace}", "{port[0]}", "{ip.real}", "{ip!r}", "{ip:>9}", "{0}", "{}",
@@ -79,6 +82,7 @@ def test_every_variable_is_fuzzed() -> None:
 @example(var="WVA_POD_METRICS_URL_TEMPLATE", value="http://{ip:>999999999}/")  # a 1 GB URL on every scrape
 @example(var="GLOBAL_OPT_INTERVAL", value="9" * 400 + "h")
 @example(var="WVA_POD_SCRAPE_CONCURRENCY", value="9" * 5000)
+@example(var="WVA_EPP_METRICS_SOURCE", value="PROMETHEUS")  # valid, but needs PROMETHEUS_BASE_URL
 def test_one_variable_fails_only_with_settings_error_naming_it(var: str, value: str) -> None:
     try:
         s = Settings.from_env({var: value})
@@ -87,9 +91,9 @@ def test_one_variable_fails_only_with_settings_error_naming_it(var: str, value: 
         assert var in str(exc)
         for problem in exc.problems:
             assert any(name in problem for name in VARIABLES), problem
-        own = [p for p in exc.problems if p.startswith(f"{var}=")]
-        for problem in own:  # the variable's own problem quotes the value as given
-            assert problem.startswith(f"{var}={value!r}: ")
+        for problem in exc.problems:  # the variable's own problem quotes the value; else a named cross-check
+            if not problem.startswith(f"{var}={value!r}: "):
+                assert any(phrase in problem for phrase in CROSS_CHECKS), problem
     else:
         _check_ranges(s)
 
@@ -100,7 +104,7 @@ def test_every_problem_of_an_environment_is_reported(env: dict[str, str]) -> Non
     combined = _problems(env)
     for var, value in env.items():
         for problem in _problems({var: value}):
-            if problem.startswith(f"{var}="):  # the variable's own problem, not a cross-check
+            if problem.startswith(f"{var}={value!r}: "):  # the variable's own problem, not a cross-check
                 assert problem in combined
     if not combined:
         _check_ranges(Settings.from_env(env))
