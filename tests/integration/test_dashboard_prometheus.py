@@ -55,6 +55,22 @@ def _get(url: str) -> str:
         return str(response.read().decode())
 
 
+async def _wait_all_seen(runtime: Runtime, prometheus: LocalPrometheus, ns: str, replicas: dict[str, int]) -> None:
+    def ready() -> bool:
+        if runtime.inventory.sizes()["pods"] < sum(replicas.values()):
+            return False
+        for name, count in replicas.items():
+            dep = runtime.inventory.deployment(ns, name)
+            if dep is None or dep.ready_replicas != count:
+                return False
+        return True
+
+    await wait_for(ready, what="ready replicas in the inventory")
+    total = sum(replicas.values())
+    query = f'count(max by (pod) (max_over_time(vllm:kv_cache_usage_perc{{namespace="{ns}"}}[1m])))'
+    await prometheus.wait_for(query, lambda r: int(float(r[0]["value"][1])) == total, timeout=30.0)
+
+
 @pytest.fixture()
 def own_prometheus(vllm_emulator: VLLMEmulator) -> Any:
     port = free_port()
@@ -97,10 +113,13 @@ async def test_every_dashboard_query_and_alert_expression_returns_series_from_a_
 
         async with running_operator(runtime):
             await wait_for(lambda: runtime.inventory.sizes()["pods"] >= 3, what="pods in the inventory")
+            replicas = {CHEAP: 2, PREMIUM: 1}
             for _ in range(2):  # two cycles a few scrapes apart: rate() and histogram_quantile() have data
+                # every pod is ready and in Prometheus first: each ready replica reports (no coverage gap)
+                await _wait_all_seen(runtime, prometheus, ns, replicas)
                 report = await runtime.engine.run_cycle()
                 assert not report.group_errors, report.group_errors
-                await cluster.reconcile()
+                replicas = await cluster.reconcile()
                 await prometheus.wait_for(
                     f'wva_engine_cycles_total{{job="wva",outcome="ok"}} >= {runtime.engine.cycles}', timeout=20.0
                 )
