@@ -407,7 +407,9 @@ async def test_a_failed_scrape_is_unknown_and_counted(epp: EppEmulator, fault: s
     epp.set_queue("a", 0)
     epp.fault = fault
     seen: list[EppScrapeOutcome] = []
-    source = EppScrapingSource([EppTarget(epp.metrics_url, NS)], on_scrape=lambda o, _s: seen.append(o))
+    # a small body limit and a generous timeout: the outcome must not depend on how loaded the machine is
+    config = EppScrapingConfig(scrape_timeout=10.0, max_body_bytes=64 * 1024)
+    source = EppScrapingSource([EppTarget(epp.metrics_url, NS)], config, on_scrape=lambda o, _s: seen.append(o))
     try:
         readings = await source.read_queues([(NS, "a")])
         assert readings[(NS, "a")].state is QueueState.UNKNOWN

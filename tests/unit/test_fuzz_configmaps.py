@@ -8,8 +8,8 @@ and the bad entry's last good version in force (nothing half-applied, the versio
 Main ConfigMap properties: any data loads without an exception; each bad key keeps its default with
 a warning naming the key and the value; a bad key never changes another key's value.
 
-Tests marked xfail are bugs found by fuzzing in ``wva.saturation.config``, not fixed yet;
-each reason says what goes wrong.
+The tests after the saturation properties pin what fuzzing found in ``wva.saturation.config``
+(bugs, fixed): each names the input that used to escape as another exception or an unbounded message.
 """
 
 from __future__ import annotations
@@ -153,18 +153,10 @@ def test_one_bad_entry_leaves_every_other_entry_and_its_last_good_version(
         assert store.get(model, "any").model_dump() == before[key]
 
 
-# Bugs found by fuzzing in wva.saturation.config, kept as strict xfails until that module fixes them.
+# What fuzzing found in wva.saturation.config (each was a bug, now fixed): PyYAML's plain errors for bad or
+# huge scalars and deep nesting, integers beyond the float range, unnamed shadow fields, alias bombs.
 
 
-@pytest.mark.xfail(
-    strict=True, raises=(KeyError, IndexError, AttributeError, AssertionError),
-    reason="parse_saturation_config_entry catches only yaml.YAMLError around yaml.safe_load, but PyYAML's "
-    "constructors raise other errors for bad scalars: '!!bool x' a KeyError, '!!int \"\"' an IndexError and "
-    "'!!timestamp x' an AttributeError (all escape SaturationConfigStore.update, so no entry of that "
-    "ConfigMap applies); "
-    "'!!int ::', '!!float .', an implicit date such as 'kvCacheThreshold: 2026-99-99' and an integer of "
-    "more than 4300 digits a bare ValueError whose message names neither the entry nor the field",
-)
 @fuzz_known_bug(200)
 @given(key=entry_keys, text=yaml_texts(tags=True))
 @example(key="default", text="kvCacheThreshold: !!bool x")
@@ -183,12 +175,6 @@ def test_any_yaml_scalar_is_rejected_naming_the_entry(key: str, text: str) -> No
         assert _stored(store) == before
 
 
-@pytest.mark.xfail(
-    strict=True, raises=OverflowError,
-    reason="wva.saturation.config._number calls float() on any int: an integer beyond the float range "
-    "(e.g. kvCacheThreshold: 1 followed by 400 zeros) raises OverflowError out of "
-    "parse_saturation_config_entry instead of a ValueError naming the field",
-)
 @fuzz_known_bug(30)
 @given(key=entry_keys, field=st.sampled_from(NUMERIC_FIELDS), value=huge_integers().filter(lambda n: n < 10**4000))
 def test_numbers_beyond_the_float_range_are_rejected_naming_the_field(key: str, field: str, value: int) -> None:
@@ -197,11 +183,6 @@ def test_numbers_beyond_the_float_range_are_rejected_naming_the_field(key: str, 
         parse_saturation_config_entry(key, _dump(doc))
 
 
-@pytest.mark.xfail(
-    strict=True, raises=OverflowError,
-    reason="SaturationConfigStore.update lets the OverflowError of one entry (a number beyond the float "
-    "range) escape, so no entry of that ConfigMap version is applied and refresh_config fails",
-)
 def test_an_overflowing_entry_does_not_stop_the_others() -> None:
     store = SaturationConfigStore()
     data = {DEFAULT_ENTRY_KEY: "kvCacheThreshold: 0.7\n", "bad": "model_id: m\nkvCacheThreshold: 1" + "0" * 400}
@@ -210,12 +191,6 @@ def test_an_overflowing_entry_does_not_stop_the_others() -> None:
     assert store.get("other", "ns").kv_cache_threshold == 0.7
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="parse_saturation_config_entry catches only yaml.YAMLError around yaml.safe_load: an integer of more "
-    "than 4300 digits makes PyYAML's int() raise a bare ValueError ('Exceeds the limit (4300 digits) for "
-    "integer string conversion ...') whose message names neither the entry nor the field",
-)
 @fuzz_known_bug(10)
 @given(key=entry_keys, field=st.sampled_from(NUMERIC_FIELDS), digits=st.integers(4301, 4400))
 def test_integers_too_long_for_text_are_rejected_naming_the_entry(key: str, field: str, digits: int) -> None:
@@ -225,12 +200,6 @@ def test_integers_too_long_for_text_are_rejected_naming_the_entry(key: str, fiel
     assert repr(key) in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=RecursionError,
-    reason="yaml.safe_load's composer recurses once per nesting level: a document nested 1000 deep "
-    "(e.g. 'kvCacheThreshold: ' + '[' * 1000 + ']' * 1000, a 2 KB value) raises RecursionError out of "
-    "parse_saturation_config_entry; ConfigMap values may be up to 1 MiB",
-)
 @fuzz_known_bug(10)
 @given(key=entry_keys, depth=st.integers(1000, 3000), as_value=st.booleans(), closed=st.booleans())
 @example(key="default", depth=1000, as_value=True, closed=True)
@@ -242,12 +211,6 @@ def test_deeply_nested_entries_are_rejected_with_value_error(
         parse_saturation_config_entry(key, f"kvCacheThreshold: {body}" if as_value else body)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="_describe_validation_error keys each error by loc[0] only: a bad field inside the shadow "
-    "(shadow: {kvCacheThreshold: x}) is reported as \"shadow: expected a number, got 'x'\", without the "
-    "field's name",
-)
 @fuzz_known_bug(50)
 @given(key=entry_keys, field=st.sampled_from(NUMERIC_FIELDS),
        value=st.one_of(st.text(max_size=5), st.lists(st.integers(), max_size=2), st.booleans()))
@@ -265,12 +228,6 @@ def _alias_bomb(levels: int, field: str) -> str:
     return "\n".join([*lines, f"{field}: *a{levels}"]) + "\n"
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="error messages embed repr() of the rejected value: YAML aliases make a 1 KB entry whose value "
-    "repr()s to 10**levels elements (5 levels: a 5 MB message, 7 levels: 500 MB and ~10 s, more: out of "
-    "memory) in parse_saturation_config_entry, the Warning Event and the log line",
-)
 @pytest.mark.parametrize("field", ["kvCacheThreshold", "model_id"])
 def test_an_alias_bomb_is_rejected_with_a_short_message(field: str) -> None:
     text = _alias_bomb(5, field)

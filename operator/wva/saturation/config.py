@@ -24,6 +24,7 @@ Parsing is pure (no I/O, no logging); :class:`SaturationConfigStore` adds the lo
 from __future__ import annotations
 
 import math
+import reprlib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,16 @@ RULE_FIELDS: Final[Mapping[str, str]] = {
 TUNABLE_FIELDS: Final[Mapping[str, str]] = {**THRESHOLD_FIELDS, **RULE_FIELDS}
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, 60, 60, 40
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 6
+
+
+def _short(value: Any) -> str:
+    """A rejected value as messages show it: bounded, however large or deep (YAML aliases multiply)."""
+    return _REPR.repr(value)
+
+
 def _number(value: Any) -> Any:
     """Accept real numbers only: ints become floats; bools, strings, lists, NaN and ±Inf are rejected.
 
@@ -81,10 +92,13 @@ def _number(value: Any) -> Any:
     validation while disabling all comparisons in the analyzer.
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number, got {value!r}")
-    number = float(value)
+        raise ValueError(f"expected a number, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"expected a finite number, got {_short(value)}") from None
     if not math.isfinite(number):
-        raise ValueError(f"expected a finite number, got {value!r}")
+        raise ValueError(f"expected a finite number, got {_short(value)}")
     return number
 
 
@@ -92,7 +106,7 @@ def _optional_text(value: Any) -> Any:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
+        raise ValueError(f"expected a string, got {_short(value)}")
     return value.strip() or None
 
 
@@ -145,7 +159,7 @@ class SaturationScalingConfig(BaseModel):
     @classmethod
     def _check_bool(cls, value: Any) -> Any:
         if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
+            raise ValueError(f"expected true or false, got {_short(value)}")
         return value
 
     @field_validator("near_saturation_margin", "min_signal_coverage", mode="before")
@@ -153,7 +167,7 @@ class SaturationScalingConfig(BaseModel):
     def _check_margin(cls, value: Any) -> Any:
         number = _number(value)
         if not 0 <= number <= 1:
-            raise ValueError(f"must be between 0 and 1, got {value!r}")
+            raise ValueError(f"must be between 0 and 1, got {_short(value)}")
         return number
 
     @field_validator("scale_down_stabilization_window", "pending_stuck_after", "scale_to_zero_retention",
@@ -168,14 +182,14 @@ class SaturationScalingConfig(BaseModel):
             return parse_duration(value)
         number = _number(value)
         if number < 0:
-            raise ValueError(f"must be a duration >= 0 (e.g. 300s or 5m), got {value!r}")
+            raise ValueError(f"must be a duration >= 0 (e.g. 300s or 5m), got {_short(value)}")
         return number
 
     @field_validator("scale_up_max_step", mode="before")
     @classmethod
     def _check_step(cls, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-            raise ValueError(f"must be a whole number from 1 to 1000, got {value!r}")
+            raise ValueError(f"must be a whole number from 1 to 1000, got {_short(value)}")
         return value
 
     @field_validator("model_id", "namespace", mode="before")
@@ -189,7 +203,7 @@ class SaturationScalingConfig(BaseModel):
         if value is None or isinstance(value, SaturationScalingConfig):
             return value
         if not isinstance(value, Mapping):
-            raise ValueError(f"expected a mapping of thresholds, got {value!r}")
+            raise ValueError(f"expected a mapping of thresholds, got {_short(value)}")
         extra = sorted(str(k) for k in value if str(k) not in TUNABLE_FIELDS.values() and k not in TUNABLE_FIELDS)
         if extra:
             raise ValueError(f"a shadow holds thresholds only, not {', '.join(extra)}")
@@ -239,11 +253,13 @@ class SaturationScalingConfig(BaseModel):
 def _describe_validation_error(exc: ValidationError, data: Mapping[str, Any]) -> str:
     problems: list[str] = []
     for err in exc.errors(include_url=False):
-        key = str(err["loc"][0]) if err["loc"] else "?"
+        loc = [str(p) for p in err["loc"]]
+        key = loc[0] if loc else "?"
+        where = ".".join(loc) if loc else "?"
         message = str(err["msg"]).removeprefix("Value error, ")
         if "got " not in message and key in data:
-            message = f"{message}, got {data[key]!r}"
-        problems.append(f"{key}: {message}")
+            message = f"{message}, got {_short(data[key])}"
+        problems.append(f"{where}: {message}")
     return "; ".join(problems)
 
 
@@ -308,11 +324,16 @@ def parse_saturation_config_entry(key: str, text: str) -> SaturationScalingConfi
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).split())
-        raise ValueError(f"entry {key!r}: invalid YAML: {detail}") from None
+        raise ValueError(f"entry {key!r}: invalid YAML: {detail[:500]}") from None
+    except RecursionError:
+        raise ValueError(f"entry {key!r}: invalid YAML: nested too deeply") from None
+    except Exception as exc:  # PyYAML's constructors raise plain errors for bad scalars ('!!bool x', huge ints)
+        detail = " ".join(str(exc).split())
+        raise ValueError(f"entry {key!r}: invalid YAML value: {type(exc).__name__}: {detail[:300]}") from None
     if loaded is None:
         loaded = {}
     if not isinstance(loaded, Mapping):
-        raise ValueError(f"entry {key!r}: expected a YAML mapping, got {type(loaded).__name__} {loaded!r}")
+        raise ValueError(f"entry {key!r}: expected a YAML mapping, got {type(loaded).__name__} {_short(loaded)}")
     try:
         entry = SaturationScalingConfig.from_mapping({str(k): v for k, v in loaded.items()})
     except ValueError as exc:
