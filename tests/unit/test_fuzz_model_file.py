@@ -89,7 +89,7 @@ def test_the_documented_example_parses() -> None:
     assert model.config.shadow is not None and model.config.shadow.kv_spare_trigger == 0.05
 
 
-@fuzz(400)
+@fuzz(200)
 @given(path=st.sampled_from(sorted(PATHS, key=repr)), value=values)
 @example(path=("variants", 1, "name"), value="a")  # duplicate names
 @example(path=("variants", 0, "maxReplicas"), value=0)
@@ -109,7 +109,7 @@ def test_a_rejected_model_file_names_the_file_the_line_and_the_field(path: tuple
         _check(model)
 
 
-@fuzz(400)
+@fuzz(200)
 @given(text=yaml_texts())
 @example(text="? [a, b]\n: 1\n")  # an unhashable key
 @example(text="model: !!bool x")
@@ -129,7 +129,7 @@ def test_any_text_is_a_model_file_or_a_model_file_error(text: str) -> None:
         _one_line_naming(str(exc), "m.yaml")
 
 
-@fuzz(100)
+@fuzz(50)
 @given(data=st.binary(max_size=64))
 @example(data=b"model: \xff\n")
 @example(data=b"\xef\xbb\xbfmodel: m\n")

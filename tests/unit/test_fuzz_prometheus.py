@@ -84,7 +84,7 @@ def _check_values(values: Sequence[MetricValue]) -> None:
 # --- collector v2 ----------------------------------------------------------------------------------
 
 
-@fuzz(400)
+@fuzz(200)
 @given(responses)
 @example([{"metric": "ab", "value": [1, "2"]}])  # was ValueError from dict("ab")
 @example([{"metric": 5, "value": [1, "2"]}])  # was TypeError
@@ -102,7 +102,7 @@ def test_parse_query_result_never_raises_and_gives_clean_values(data: Any) -> No
         assert len(values) <= len(data)
 
 
-@fuzz(200)
+@fuzz(100)
 @given(good=st.lists(good_series, min_size=1, max_size=5), data=st.data())
 def test_a_malformed_series_never_costs_the_well_formed_ones(good: list[dict[str, Any]], data: st.DataObject) -> None:
     mixed: list[Any] = []
@@ -118,7 +118,7 @@ def test_a_malformed_series_never_costs_the_well_formed_ones(good: list[dict[str
     assert all(any(f == e for f in found) for e in expected), expected  # a subsequence, in order
 
 
-@fuzz(150)
+@fuzz(75)
 @given(responses)
 def test_batch_splitting_and_epp_readings_take_any_parsed_answer(data: Any) -> None:
     result = MetricResult("q", parse_query_result(data), collected_at=1.0)
@@ -150,7 +150,7 @@ def test_a_huge_answer_is_parsed_in_full() -> None:
 # --- collector v1 ----------------------------------------------------------------------------------
 
 
-@fuzz(200)
+@fuzz(100)
 @given(kv=responses, queue=responses)
 @example(kv=[{"metric": {"pod": "p"}, "value": [10**400, "2"]}], queue=[])  # was OverflowError
 @example(kv=[{"metric": {"pod": "p"}, "value": [1, 10**400]}], queue=[])  # was OverflowError
@@ -170,7 +170,7 @@ def test_legacy_parsing_never_raises_and_never_reads_a_bad_value_as_load(kv: Any
     assert existing_pods(kv, signals.candidates) <= signals.candidates
 
 
-@fuzz(100)
+@fuzz(50)
 @given(pod=st.text(min_size=1, max_size=8), raw=st.sampled_from(["NaN", "+Inf", "-Inf", "-1", "1e309"]),
        other=st.sampled_from(["0.25", "3"]))
 def test_legacy_drops_a_pod_with_any_bad_reading_from_both_signals(pod: str, raw: str, other: str) -> None:
@@ -197,7 +197,7 @@ expositions = st.one_of(
 )
 
 
-@fuzz(500)
+@fuzz(250)
 @given(expositions)
 @example('a{b="c} 1\n')
 @example("# TYPE a histogram\na_bucket{le=\"x\"} 1\n")
@@ -253,7 +253,7 @@ range_series = st.one_of(
 )
 
 
-@fuzz(200)
+@fuzz(100)
 @given(st.one_of(st.lists(range_series, max_size=6), json_values(), deep_documents()))
 @example([{"metric": {"pod": "p"}, "values": [["NaN", "1"]]}])  # was ValueError from round(nan)
 @example([{"metric": {"pod": "p"}, "values": [[10**400, "1"]]}])  # was OverflowError
@@ -275,7 +275,7 @@ def test_range_answers_give_history_error_or_clean_samples(answer: Any) -> None:
                 assert value is None or (math.isfinite(value) and value >= 0)
 
 
-@fuzz(200)
+@fuzz(100)
 @given(st.one_of(awkward_text(), st.floats().map(str), st.sampled_from(["now", "now-1h", "now-1e400", "now-x"]),
                  st.datetimes().map(lambda d: d.isoformat() + "Z")))
 @example("nan")

@@ -73,7 +73,7 @@ def test_the_builtin_scenarios_parse() -> None:
         _check(load_scenario(name))
 
 
-@fuzz(300)
+@fuzz(150)
 @given(json_values(huge_ints=False))
 def test_any_document_is_a_scenario_or_a_scenario_error(data: Any) -> None:
     try:
@@ -84,7 +84,7 @@ def test_any_document_is_a_scenario_or_a_scenario_error(data: Any) -> None:
         _check(scenario)
 
 
-@fuzz(400)
+@fuzz(200)
 @given(path=st.sampled_from(sorted(PATHS, key=repr)), value=values)
 @example(path=("variants", 1, "name"), value=BASE["variants"][0]["name"])  # duplicate names
 @example(path=("variants", 1, "replicas"), value=7)  # above maxReplicas
@@ -104,7 +104,7 @@ def test_a_rejected_scenario_names_the_file_the_line_and_the_field(path: tuple[s
         _check(scenario)
 
 
-@fuzz(300)
+@fuzz(150)
 @given(text=yaml_texts())
 @example(text="load: [")
 @example(text="variants: !!bool x")  # was a KeyError out of PyYAML

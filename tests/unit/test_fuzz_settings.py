@@ -75,7 +75,7 @@ def test_every_variable_is_fuzzed() -> None:
     )
 
 
-@fuzz(400)
+@fuzz(200)
 @given(var=st.sampled_from(VARIABLES), value=values)
 @example(var="WVA_POD_METRICS_URL_TEMPLATE", value="http://{ip}:{port[0]}/metrics")  # was a TypeError
 @example(var="WVA_POD_METRICS_URL_TEMPLATE", value="http://{ip.real}/metrics")  # was an AttributeError
@@ -98,7 +98,7 @@ def test_one_variable_fails_only_with_settings_error_naming_it(var: str, value: 
         _check_ranges(s)
 
 
-@fuzz(150)
+@fuzz(75)
 @given(env=st.dictionaries(st.sampled_from(VARIABLES), values, max_size=8))
 def test_every_problem_of_an_environment_is_reported(env: dict[str, str]) -> None:
     combined = _problems(env)
@@ -110,7 +110,7 @@ def test_every_problem_of_an_environment_is_reported(env: dict[str, str]) -> Non
         _check_ranges(Settings.from_env(env))
 
 
-@fuzz(100)
+@fuzz(50)
 @given(var=st.sampled_from(VARIABLES), value=values, pad=st.sampled_from([" ", "\t", "  \n"]))
 def test_surrounding_whitespace_never_changes_the_outcome(var: str, value: str, pad: str) -> None:
     def outcome(v: str) -> object:
@@ -122,7 +122,7 @@ def test_surrounding_whitespace_never_changes_the_outcome(var: str, value: str, 
     assert outcome(pad + value + pad) == outcome(value)
 
 
-@fuzz(300)
+@fuzz(150)
 @given(st.one_of(values, st.floats().map(repr), st.integers().map(str)))
 @example("1e400")
 @example("nan")
@@ -143,13 +143,13 @@ def test_durations_are_finite_non_negative_or_a_value_error(text: str) -> None:
         assert math.isfinite(go)
 
 
-@fuzz(100)
+@fuzz(50)
 @given(st.floats(min_value=0, max_value=1e7))
 def test_go_durations_round_trip(seconds: float) -> None:
     assert parse_go_duration(format_go_duration(seconds)) == pytest.approx(seconds, abs=1e-3)
 
 
-@fuzz(200)
+@fuzz(100)
 @given(values)
 def test_flag_parsers_accept_exactly_the_flag_words(text: str) -> None:
     word = flag_word(text)
