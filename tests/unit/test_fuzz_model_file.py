@@ -4,8 +4,8 @@
 Properties: a file is either accepted, with its variants and thresholds in range, or rejected with
 ``ModelFileError`` (what both commands catch) in one line that names the file, the line where known
 and the field at fault, whatever the file holds: syntax errors, bad tagged scalars, unhashable keys,
-deep nesting, bytes that are not UTF-8. Tests marked xfail are bugs found by fuzzing in
-``wva.replay.config`` and ``wva.saturation.config``, not fixed yet; each reason says what goes wrong.
+deep nesting, bytes that are not UTF-8, thresholds beyond the float range. Tests marked xfail are bugs
+found by fuzzing in ``wva.replay.config``, not fixed yet; each reason says what goes wrong.
 """
 
 from __future__ import annotations
@@ -148,7 +148,17 @@ def test_a_missing_file_is_a_model_file_error(tmp_path: Path) -> None:
         load_model_file(tmp_path / "absent.yaml")
 
 
-# Bugs found by fuzzing, kept as strict xfails until their modules fix them.
+@fuzz(20)
+@given(field=st.sampled_from(["kvCacheThreshold", "queueSpareTrigger", "pendingStuckAfter"]),
+       value=huge_integers().filter(lambda n: n < 10**4000), where=st.sampled_from(["thresholds", "shadow"]))
+@example(field="kvCacheThreshold", value=10**400, where="thresholds")
+def test_a_huge_threshold_is_a_model_file_error(field: str, value: int, where: str) -> None:
+    # was an OverflowError out of wva.saturation.config._number
+    with pytest.raises(ModelFileError, match=field):
+        parse_model_file(yaml.safe_dump(mutate(BASE, (where, field), value)), "m.yaml")
+
+
+# Bugs found by fuzzing in wva.replay.config, kept as strict xfails until that module fixes them.
 
 
 @pytest.mark.xfail(
@@ -162,21 +172,6 @@ def test_a_missing_file_is_a_model_file_error(tmp_path: Path) -> None:
 def test_a_huge_cost_is_a_model_file_error(value: int) -> None:
     with pytest.raises(ModelFileError, match="cost"):
         parse_model_file(yaml.safe_dump(mutate(BASE, ("variants", 0, "cost"), value)), "m.yaml")
-
-
-@pytest.mark.xfail(
-    strict=True, raises=OverflowError,
-    reason="wva.saturation.config._number calls float() on any int: a threshold beyond the float range in a "
-    "model file (thresholds: {kvCacheThreshold: 1 followed by 400 zeros}) raises OverflowError out of "
-    "parse_model_file instead of ModelFileError",
-)
-@fuzz_known_bug(20)
-@given(field=st.sampled_from(["kvCacheThreshold", "queueSpareTrigger", "pendingStuckAfter"]),
-       value=huge_integers().filter(lambda n: n < 10**4000), where=st.sampled_from(["thresholds", "shadow"]))
-@example(field="kvCacheThreshold", value=10**400, where="thresholds")
-def test_a_huge_threshold_is_a_model_file_error(field: str, value: int, where: str) -> None:
-    with pytest.raises(ModelFileError, match=field):
-        parse_model_file(yaml.safe_dump(mutate(BASE, (where, field), value)), "m.yaml")
 
 
 @pytest.mark.xfail(
