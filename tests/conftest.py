@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from binaries import unavailable
 from wva.sim.epp import EppEmulator, EppEmulatorThread
 from wva.sim.local_api import LocalKubernetesAPI
 from wva.sim.prometheus import INSTALL_HINT, LocalPrometheus, find_prometheus_binary
@@ -79,10 +80,7 @@ def vllm_emulator() -> Iterator[VLLMEmulator]:
 @pytest.fixture(scope="session")
 def prometheus(vllm_emulator: VLLMEmulator) -> Iterator[LocalPrometheus]:
     if find_prometheus_binary() is None:
-        message = f"the Prometheus server binary is required; {INSTALL_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"the Prometheus server binary is required; {INSTALL_HINT}")
     server = LocalPrometheus(targets=[f"127.0.0.1:{vllm_emulator.port}"])
     server.start()
     try:

@@ -9,7 +9,6 @@ would at startup.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from binaries import unavailable
 from wva import settings as wva_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,10 +47,7 @@ def helm() -> Any:
     try:
         import helm_python
     except ImportError:
-        message = "helm-python-sdk is not installed: pip install helm-python-sdk (or '.[test]')"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("helm-python-sdk is not installed: pip install helm-python-sdk (or '.[test]')")
     return helm_python
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 import monitoring
+from binaries import unavailable
 from monitoring import CHART_DASHBOARD, DASHBOARD, REPO
 
 GENERATOR = REPO / "deploy" / "grafana" / "build_dashboard.py"
@@ -31,10 +31,7 @@ def generator() -> Any:
     try:
         import grafana_foundation_sdk  # noqa: F401
     except ImportError:
-        message = "grafana-foundation-sdk is not installed: pip install -e '.[test]'"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("grafana-foundation-sdk is not installed: pip install -e '.[test]'")
     name = "wva_build_dashboard"
     spec = importlib.util.spec_from_file_location(name, GENERATOR)
     assert spec is not None and spec.loader is not None
