@@ -56,6 +56,16 @@ def _query(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False
     return q.instant().format(prometheus_model.PromQueryFormat.TABLE) if instant else q.range()
 
 
+def _quantiles(histogram: str, by: str, legend: str) -> list[prometheus.Dataquery]:
+    """p50 and p99 of a histogram (``<histogram>_bucket``), grouped by ``le`` and ``by``."""
+    group = ", ".join(["le", *([by] if by else [])])
+    return [
+        _query(f"histogram_quantile({q}, sum by ({group}) (rate({histogram}_bucket[$__rate_interval])))",
+               f"{legend}p{int(q * 100)}", ref)
+        for q, ref in ((0.5, "A"), (0.99, "B"))
+    ]
+
+
 def _pos(x: int, y: int, w: int, h: int) -> model.GridPos:
     return model.GridPos(h=h, w=w, x=x, y=y)
 
@@ -287,11 +297,7 @@ def build() -> dict[str, Any]:
         "Wall time of one engine cycle (wva_engine_cycle_duration_seconds); keep it well below "
         "GLOBAL_OPT_INTERVAL.",
         _pos(0, 44, 8, 8),
-        [
-            _query(f"histogram_quantile({q}, sum by (le) (rate(wva_engine_cycle_duration_seconds_bucket"
-                   "[$__rate_interval])))", f"p{int(q * 100)}", ref)
-            for q, ref in ((0.5, "A"), (0.99, "B"))
-        ],
+        _quantiles("wva_engine_cycle_duration_seconds", "", ""),
         unit="s",
     ))
     board = board.with_panel(_series(
@@ -314,11 +320,7 @@ def build() -> dict[str, Any]:
         "Latency of one metrics query, retries included, by source: prometheus, pods (direct scrape), epp "
         "(wva_metrics_query_duration_seconds).",
         _pos(0, 52, 12, 8),
-        [
-            _query(f"histogram_quantile({q}, sum by (le, source) (rate(wva_metrics_query_duration_seconds_bucket"
-                   "[$__rate_interval])))", f"{{{{source}}}} p{int(q * 100)}", ref)
-            for q, ref in ((0.5, "A"), (0.99, "B"))
-        ],
+        _quantiles("wva_metrics_query_duration_seconds", "source", "{{source}} "),
         unit="s",
     ))
     board = board.with_panel(_series(
