@@ -13,11 +13,11 @@ from wva.saturation.config import (
     BUILTIN_DEFAULT,
     DEFAULT_ENTRY_KEY,
     TUNABLE_FIELDS,
-    ParsedSaturationConfig,
     SaturationScalingConfig,
     parse_saturation_config_data,
     with_variant_overrides,
 )
+from wva.sim.tables import human_duration
 
 __all__ = ["ConfigView", "FieldSource", "effective_config", "render_config", "render_status"]
 
@@ -39,11 +39,7 @@ def _age(stamp: Any, now: datetime.datetime) -> str:
         then = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return ""
-    seconds = max(0, int((now - then).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return human_duration((now - then).total_seconds())
 
 
 def status_rows(vas: Sequence[Mapping[str, Any]], now: datetime.datetime) -> list[tuple[str, ...]]:
@@ -101,15 +97,6 @@ class ConfigView:
         }
 
 
-def _entry_for(parsed: ParsedSaturationConfig, model_id: str, namespace: str) -> str:
-    """The key of the entry that applies (the same order as the operator's store)."""
-    for wanted in (namespace, None):
-        for key, cfg in sorted(parsed.entries.items()):
-            if key != DEFAULT_ENTRY_KEY and (cfg.model_id, cfg.namespace) == (model_id, wanted):
-                return key
-    return DEFAULT_ENTRY_KEY
-
-
 def effective_config(
     va: Mapping[str, Any],
     model_vas: Sequence[Mapping[str, Any]],
@@ -129,7 +116,7 @@ def effective_config(
     namespace, name, model_id = str(meta.get("namespace", "")), str(meta.get("name", "")), str(spec.get("modelID", ""))
     data = {str(k): str(v) for k, v in ((config_map or {}).get("data") or {}).items()}
     parsed = parse_saturation_config_data(data)
-    key = _entry_for(parsed, model_id, namespace)
+    key = parsed.entry_key(model_id, namespace)
     base: SaturationScalingConfig = parsed.entries.get(key, BUILTIN_DEFAULT)
     records = [parse_variant(v) for v in model_vas]
     effective = with_variant_overrides(base, (r.scale_to_zero for r in records))

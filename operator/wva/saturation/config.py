@@ -363,6 +363,15 @@ class ParsedSaturationConfig:
     def default(self) -> SaturationScalingConfig:
         return self.entries.get(DEFAULT_ENTRY_KEY, BUILTIN_DEFAULT)
 
+    def entry_key(self, model_id: str, namespace: str) -> str:
+        """The key of the entry that applies to a model, in :meth:`SaturationConfigStore.get`'s order:
+        the namespace-specific override, else the namespace-less one, else ``default``."""
+        for wanted in (namespace, None):
+            for key, cfg in sorted(self.entries.items()):
+                if key != DEFAULT_ENTRY_KEY and (cfg.model_id, cfg.namespace) == (model_id, wanted):
+                    return key
+        return DEFAULT_ENTRY_KEY
+
 
 def _resolve(
     key: str, raw: SaturationScalingConfig, base: SaturationScalingConfig
