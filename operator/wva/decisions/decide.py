@@ -168,31 +168,30 @@ def _scale_to_zero(
 
 
 def _up_step(
-    analysis: ModelSaturationAnalysis, config: SaturationScalingConfig, rows: Sequence[ReplicaMetrics]
+    analysis: ModelSaturationAnalysis, config: SaturationScalingConfig, load: tuple[float, float] | None,
+    rows: Sequence[ReplicaMetrics],
 ) -> tuple[int, str]:
     """How many replicas a scale-up adds at once: 1, or up to ``scaleUpMaxStep`` when the load needs more.
 
-    The estimate spreads the model's total KV usage and total queue over the replicas needed to bring
-    every one back to the trigger's spare (KV at most kvCacheThreshold - kvSpareTrigger, queue at most
-    queueLengthThreshold - queueSpareTrigger). KV usage does not grow exactly linearly with load, so the
-    estimate is capped by ``scaleUpMaxStep``; the next cycle corrects it either way.
+    ``load`` is the cycle's total KV usage and total queue (:func:`_rows_load`). The estimate spreads
+    them over the replicas needed to bring every one back to the trigger's spare (KV at most
+    kvCacheThreshold - kvSpareTrigger, queue at most queueLengthThreshold - queueSpareTrigger). KV usage
+    does not grow exactly linearly with load, so the estimate is capped by ``scaleUpMaxStep``; the next
+    cycle corrects it either way.
     """
-    if config.scale_up_max_step <= 1 or not analysis.should_scale_up:
+    if config.scale_up_max_step <= 1 or not analysis.should_scale_up or load is None:
         return 1, ""
-    kv = [r.kv_cache_usage for r in rows if r.kv_known]
-    queue = [float(r.queue_length) for r in rows if r.queue_known]
+    kv, queue = load
     reporting = len({r.pod_name for r in rows if r.kv_known or r.queue_known})
-    if not reporting:
-        return 1, ""
     needed = reporting + 1
     kv_room = config.kv_cache_threshold - config.kv_spare_trigger
     queue_room = config.queue_length_threshold - config.queue_spare_trigger
-    if kv and kv_room > 0:
-        needed = max(needed, math.ceil(sum(kv) / kv_room - 1e-9))
-    if queue and queue_room > 0:
-        needed = max(needed, math.ceil(sum(queue) / queue_room - 1e-9))
+    if kv_room > 0:
+        needed = max(needed, math.ceil(kv / kv_room - 1e-9))
+    if queue_room > 0:
+        needed = max(needed, math.ceil(queue / queue_room - 1e-9))
     step = min(config.scale_up_max_step, needed - reporting)
-    return step, (f"total KV {sum(kv):.3f} and queue {sum(queue):g} need about {needed} replicas, "
+    return step, (f"total KV {kv:.3f} and queue {queue:g} need about {needed} replicas, "
                   f"{reporting} report: +{step} at once (scaleUpMaxStep {config.scale_up_max_step})")
 
 
@@ -419,7 +418,7 @@ def _evaluate(
         if v.cold_start is not None and v.name in past.history.scaled_up_at
         and now - past.history.scaled_up_at[v.name] < v.cold_start
     )
-    step, step_why = (1, "") if config.strict_upstream else _up_step(analysis, config, rows)
+    step, step_why = (1, "") if config.strict_upstream else _up_step(analysis, config, past.load, rows)
     plan = plan_saturation_targets(analysis, states, bounds, waiting=waiting, skip=stuck, hold_down=cold,
                                    up_step=step)
     if plan.step > 1:
