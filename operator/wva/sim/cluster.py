@@ -43,8 +43,9 @@ class SimDeployment:
         return [p for p in self.pods if p not in self.starting]
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now(at: float | None = None) -> str:
+    moment = datetime.datetime.now(datetime.UTC) if at is None else datetime.datetime.fromtimestamp(at, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class SimulatedCluster:
@@ -225,14 +226,18 @@ class SimulatedCluster:
         return pod
 
     async def _mark_ready(self, dep: SimDeployment, pod: str) -> None:
-        """The model has loaded: the pod turns Ready and starts serving metrics."""
-        del dep.starting[pod]
+        """The model has loaded: the pod turns Ready and starts serving metrics.
+
+        The Ready transition is stamped with the moment the start was due, as a kubelet records when the
+        probe passed: a reconcile that runs late on a busy machine does not lengthen the cold start."""
+        due = dep.starting.pop(pod)
+        ready_at = time.time() - max(0.0, time.monotonic() - due)
         self.emulator.add_pod(pod, dep.namespace, dep.model, **self.pod_values(dep.name, pod))
         await self.request(
             "PATCH",
             f"/api/v1/namespaces/{dep.namespace}/pods/{pod}",
             {"status": {"phase": "Running", "podIP": "127.0.0.1",
-                        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": _now()}]}},
+                        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": _now(ready_at)}]}},
             "application/merge-patch+json",
         )
 
