@@ -59,11 +59,14 @@ async def test_replica_metrics_from_real_prometheus(
         return [(r.variant_name, r.pod_name, r.kv_cache_usage, r.queue_length, r.accelerator_name, r.cost)
                 for r in rows]
 
-    rows = await eventually(collect, lambda rows: len(rows) == 2)
-    assert rows == [
+    expected = [
         ("va-a100", "llama-7d9f-aaaaa", 0.25, 2, "A100", 40.0),
         ("va-h100", "llama-h100-5c6d-bbbbb", 0.5, 6, "H100", 80.0),
     ]
+    # The KV and queue queries run in parallel, so a scrape landing between them can show a pod's KV
+    # before its queue (the row then says queue unknown); wait for a cycle that saw both.
+    rows = await eventually(collect, lambda rows: rows == expected)
+    assert rows == expected
 
     # the cache answers without Prometheus noticing a change ...
     vllm_emulator.set_values(ns, "llama-7d9f-aaaaa", kv_cache_usage=0.75)
