@@ -116,6 +116,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "serverName": "prometheus.monitoring",
         },
     },
+    "hardened": {
+        "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}},
+        "extraEnv": [{"name": "METRICS_SOURCE", "value": "auto"}],
+    },
 }
 WATCH = {"namespaced": ("llm-a", "llm-b")}
 MODES = {"direct-keda": "direct"}
@@ -480,3 +484,148 @@ def test_every_value_is_documented() -> None:
 
     assert len(nodes) > 50
     assert [n["key"] for n in nodes if not documented(n)] == []
+
+
+# --- hardening: ServiceAccount tokens and the NetworkPolicy --------------------------------------
+def test_only_the_operator_pod_mounts_the_service_account_token(chart: Any) -> None:
+    """The ServiceAccount mounts nothing by default; the operator pod (which talks to the API server)
+    asks for its token explicitly, so it keeps it whatever the account says."""
+    out = render(chart)
+    assert out.one("ServiceAccount")["automountServiceAccountToken"] is False
+    pod = out.one("Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == out.one("ServiceAccount")["metadata"]["name"]
+
+
+def network_policy(chart: Any, values: dict[str, Any] | None = None) -> tuple[dict[str, Any], Rendered]:
+    out = render(chart, {"networkPolicy": {"enabled": True}} | (values or {}))
+    (policy,) = out.kind("NetworkPolicy")
+    assert checks.validate_objects([policy]) == []
+    return policy, out
+
+
+def rule_ports(rule: Mapping[str, Any]) -> set[tuple[Any, str]]:
+    return {(p["port"], p["protocol"]) for p in rule["ports"]}
+
+
+def container_port(deployment: Mapping[str, Any], flag: str) -> int:
+    """The port a container flag (``--metrics-port``, ``--probe-port``) sets; it must be a declared containerPort."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    (value,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith(f"{flag}=")]
+    assert int(value) in {p["containerPort"] for p in container["ports"]}
+    return int(value)
+
+
+MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+
+
+def test_network_policy_only_when_enabled(chart: Any) -> None:
+    for name, values in VALUE_SETS.items():
+        enabled = values.get("networkPolicy", {}).get("enabled", False)
+        assert len(render(chart, values).kind("NetworkPolicy")) == int(enabled), name
+    assert any(v.get("networkPolicy", {}).get("enabled") for v in VALUE_SETS.values())
+
+
+def test_network_policy_default_rules(chart: Any) -> None:
+    policy, out = network_policy(chart)
+    deployment = out.one("Deployment")
+    spec = policy["spec"]
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
+    # it selects the operator pods, and only by the selector labels (not by chart version labels)
+    assert spec["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels(deployment).items()
+
+    metrics, probes = spec["ingress"]
+    assert rule_ports(metrics) == {(container_port(deployment, "--metrics-port"), "TCP")}
+    assert metrics["from"] == [MONITORING]
+    assert rule_ports(probes) == {(container_port(deployment, "--probe-port"), "TCP")}
+    assert "from" not in probes  # kubelet probes from anywhere
+
+    api, prometheus, dns = spec["egress"]
+    assert rule_ports(api) == {(443, "TCP"), (6443, "TCP")} and "to" not in api
+    assert rule_ports(prometheus) == {(9090, "TCP")}  # the port of the default prometheus.baseURL
+    assert prometheus["to"] == [MONITORING]
+    assert rule_ports(dns) == {(53, "UDP"), (53, "TCP")}
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}]
+
+
+def test_network_policy_follows_the_metrics_and_probe_ports(chart: Any) -> None:
+    policy, out = network_policy(chart, {"metrics": {"port": 9443}, "probes": {"port": 9444}})
+    deployment = out.one("Deployment")
+    metrics, probes = policy["spec"]["ingress"]
+    assert rule_ports(metrics) == {(container_port(deployment, "--metrics-port"), "TCP")} == {(9443, "TCP")}
+    assert rule_ports(probes) == {(container_port(deployment, "--probe-port"), "TCP")} == {(9444, "TCP")}
+
+
+@pytest.mark.parametrize(
+    ("prometheus", "ports"),
+    [
+        ({"baseURL": "https://thanos-querier.openshift-monitoring.svc:9091"}, {9091}),
+        ({"baseURL": "https://prometheus.example.com"}, {443}),
+        ({"baseURL": "http://prometheus.monitoring.svc/prom"}, {80}),
+        ({"baseURL": "http://[fd00::1]:9095"}, {9095}),
+    ],
+)
+def test_network_policy_prometheus_port_comes_from_the_base_url(
+    chart: Any, prometheus: dict[str, Any], ports: set[int]
+) -> None:
+    policy, _ = network_policy(chart, {"prometheus": prometheus})
+    assert {p for p, _ in rule_ports(policy["spec"]["egress"][1])} == ports
+
+
+def test_network_policy_explicit_peers_ports_and_cidrs(chart: Any) -> None:
+    thanos = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "openshift-monitoring"}},
+              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "thanos-query"}}}
+    nodes = {"ipBlock": {"cidr": "10.0.0.0/16"}}
+    epp = {"to": [{"podSelector": {"matchLabels": {"app": "epp"}}, "namespaceSelector": {}}],
+           "ports": [{"port": 9090, "protocol": "TCP"}]}
+    policy, _ = network_policy(chart, {"networkPolicy": {
+        "enabled": True,
+        "metrics": {"from": [thanos]},
+        "probes": {"from": [nodes]},
+        "apiServer": {"ports": [6443], "cidrs": ["10.0.0.1/32", "10.0.0.2/32"]},
+        "prometheus": {"to": [thanos], "ports": [9091, "web"]},
+        "dns": {"to": [{"ipBlock": {"cidr": "169.254.20.10/32"}}]},
+        "extraEgress": [epp],
+        "extraIngress": [{"from": [thanos], "ports": [{"port": 9999}]}],
+    }})
+    spec = policy["spec"]
+    metrics, probes, extra_in = spec["ingress"]
+    assert metrics["from"] == [thanos] and probes["from"] == [nodes]
+    assert extra_in["ports"] == [{"port": 9999}]
+    api, prometheus, dns, extra_out = spec["egress"]
+    assert rule_ports(api) == {(6443, "TCP")}
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}, {"ipBlock": {"cidr": "10.0.0.2/32"}}]
+    assert rule_ports(prometheus) == {(9091, "TCP"), ("web", "TCP")} and prometheus["to"] == [thanos]
+    assert dns["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
+    assert extra_out == epp
+
+
+@pytest.mark.parametrize(
+    ("values", "port"),
+    [
+        ({"networkPolicy": {"enabled": True, "podMetrics": {"enabled": True}}}, 8000),
+        ({"networkPolicy": {"enabled": True, "podMetrics": {"enabled": True}},
+          "extraEnv": [{"name": "WVA_POD_METRICS_PORT", "value": "8001"}]}, 8001),
+        ({"extraEnv": [{"name": "METRICS_SOURCE", "value": "pods"}]}, 8000),
+        ({"extraEnv": [{"name": "METRICS_SOURCE", "value": "Auto"},
+                       {"name": "WVA_POD_METRICS_PORT", "value": "9400"}]}, 9400),
+        ({"extraEnv": [{"name": "METRICS_SOURCE", "value": "prometheus"}]}, None),
+    ],
+)
+def test_network_policy_allows_pod_scraping_when_wva_scrapes_pods(
+    chart: Any, values: dict[str, Any], port: int | None
+) -> None:
+    policy, out = network_policy(chart, values)
+    egress = policy["spec"]["egress"]
+    scraping = [r for r in egress if r.get("to") == [{"namespaceSelector": {}}]]
+    if port is None:
+        assert len(egress) == 3 and not scraping
+        return
+    (rule,) = scraping
+    assert rule_ports(rule) == {(port, "TCP")}
+    # the operator reads the same port from its environment
+    env = {e["name"]: e["value"] for e in out.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+           if "value" in e}
+    assert wva_settings.Settings.from_env(env).pod_metrics_port == port

@@ -520,3 +520,18 @@ def test_dockerfile_contract() -> None:
     assert not any(ln.startswith("HEALTHCHECK") for ln in lines)
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert "*" in ignore and "!operator/" in ignore and "!pyproject.toml" in ignore
+
+
+@pytest.mark.parametrize("rel", KUSTOMIZATIONS)
+def test_only_the_operator_pod_mounts_the_service_account_token(rel: str) -> None:
+    objects = render_kustomization(rel)
+    account = one(objects, "ServiceAccount")
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert account["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is True  # wva talks to the API server
+
+
+def test_emulator_example_has_no_service_account_token() -> None:
+    deployment = one(load_documents((DEPLOY / "examples" / "vllm-emulator.yaml").read_text()), "Deployment")
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
