@@ -61,8 +61,8 @@ DRY_RUN_LINE = re.compile(r"^(\S+)/(\S+) serverside-applied \(server dry run\)$"
 
 # Value sets for lint and the dry run: the defaults, every optional template on (namespace-scoped
 # RBAC, direct actuation, HPA + KEDA + adapter rules + ServiceMonitor, inline CA, token and client
-# certificate Secrets, overrides), and the remaining branches (no ServiceAccount/RBAC, CA from a
-# Secret, the pod's own token, a single replica without leader election).
+# certificate Secrets, overrides, the NetworkPolicy with every rule), and the remaining branches (no
+# ServiceAccount/RBAC, CA from a Secret, the pod's own token, a single replica without leader election).
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "all-features": {
@@ -93,6 +93,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "hpa": {"enabled": True},
         "keda": {"enabled": True, "triggerAuthenticationName": "prom-auth"},
         "prometheusAdapter": {"rulesConfigMap": True},
+        "networkPolicy": {
+            "enabled": True,
+            "probes": {"from": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]},
+            "apiServer": {"cidrs": ["10.96.0.1/32"]},
+            "podMetrics": {"enabled": True},
+            "extraEgress": [{"to": [{"podSelector": {"matchLabels": {"app": "epp"}}}],
+                             "ports": [{"port": 9090, "protocol": "TCP"}]}],
+        },
     },
     "minimal": {
         "replicaCount": 1,
@@ -301,7 +309,7 @@ def test_helm_template_is_accepted_by_a_server_side_dry_run(
         assert objects and any(o["kind"] == "CustomResourceDefinition" for o in objects)
         if value_set == "all-features":
             kinds = {o["kind"] for o in objects}
-            assert {"ServiceMonitor", "ScaledObject", "HorizontalPodAutoscaler"} <= kinds, kinds
+            assert {"ServiceMonitor", "ScaledObject", "HorizontalPodAutoscaler", "NetworkPolicy"} <= kinds, kinds
             assert {o["metadata"].get("namespace") for o in objects if o["kind"] == "Role"} == {namespace, extra}
 
         result = kubectl(control_plane, "apply", "--server-side", "--dry-run=server", "--validate=strict",
