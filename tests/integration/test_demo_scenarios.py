@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import demo_doc
 from test_demo import _finish, _start_demo
+from wva.sim.report import LiveView
 
 
 @pytest.mark.prometheus
@@ -18,7 +22,9 @@ def test_default_demo_never_grows_a_variant_in_its_quiet_tail(tmp_path: Path) ->
     scale down after the spike, no variant grows again (the flap the falling-load guard removes)."""
     code, out, err = _finish(_start_demo("--no-ui", "--output", str(tmp_path)), timeout=240.0)
     assert code == 0, err[-3000:]
-    cycles = [c for c in map(json.loads, out.splitlines()) if c["event"] == "cycle"]
+    lines = [json.loads(line) for line in out.splitlines()]
+    cycles = [c for c in lines if c["event"] == "cycle"]
+    _check_against_the_walkthrough(lines[0], cycles, lines[-1])
     first_down = next(i for i, c in enumerate(cycles) if any(v["decision"] == "down" for v in c["variants"].values()))
     grown = [(c["t"], name, v["code"]) for c in cycles[first_down:] for name, v in c["variants"].items()
              if v["decision"] == "up"]
@@ -26,6 +32,49 @@ def test_default_demo_never_grows_a_variant_in_its_quiet_tail(tmp_path: Path) ->
     assert cycles[-1]["t"] >= 2300  # the whole tail ran
     held = {v["code"] for c in cycles[first_down:] for v in c["variants"].values()}
     assert "ScaleDownRedistributable" in held
+
+
+def _check_against_the_walkthrough(start: dict[str, Any], cycles: list[dict[str, Any]], end: dict[str, Any]) -> None:
+    """docs/demo.md's walkthrough of the default scenario and its JSON lines, held to this run."""
+    doc = demo_doc.default_walkthrough()
+    cheap, premium = "llama-8b-l4", "llama-8b-h100"
+    changes = [(c["t"], name, v["current"], v["desired"]) for c in cycles for name, v in c["variants"].items()
+               if v["decision"] in ("up", "down")]
+    ups = [ch for ch in changes if ch[3] > ch[2]]
+    downs = [ch for ch in changes if ch[3] < ch[2]]
+    assert all(desired == current + 1 for _t, _n, current, desired in ups), ups
+    assert all(desired == current - 1 for _t, _n, current, desired in downs), downs  # one per cycle
+    # the cheap variant takes the scale-ups until it is full, then the next step goes to the premium one
+    cheap_pods = [c["variants"][cheap]["pods"] for c in cycles]
+    premium_pods = [c["variants"][premium]["pods"] for c in cycles]
+    assert (cheap_pods[0], max(cheap_pods)) == (doc.cheap_start, doc.cheap_peak)
+    assert (premium_pods[0], max(premium_pods)) == (doc.premium_start, doc.premium_peak)
+    assert abs(ups[0][0] - doc.first_up_t) <= 30, ups[0]
+    cheap_full_at = next(c["t"] for c in cycles if c["variants"][cheap]["pods"] == doc.cheap_peak)
+    assert all(t > cheap_full_at for t, name, _c, _d in ups if name == premium), ups
+    # Prometheus' window holds them up; then down, the premium variant first
+    assert abs(downs[0][0] - doc.first_down_t) <= 150, downs[0]
+    premium_downs = [t for t, name, _c, _d in downs if name == premium]
+    cheap_downs = [t for t, name, _c, _d in downs if name == cheap]
+    assert premium_downs and cheap_downs and max(premium_downs) < min(cheap_downs), downs
+    assert (max(premium_pods), premium_pods[-1]) == doc.premium_down
+    assert (max(cheap_pods), cheap_pods[-1]) == doc.cheap_down
+    # the JSON lines carry what the doc says they carry
+    assert set(start) == demo_doc.start_line_keys()
+    assert set(end) == demo_doc.end_line_keys()
+    example = demo_doc.cycle_example()
+    assert set(cycles[0]) == set(example)
+    example_variants = example["variants"]
+    assert isinstance(example_variants, dict)
+    for c in cycles:
+        for name, v in c["variants"].items():
+            assert set(v) == set(example_variants[name]), (c["t"], name)
+    # and the live view prints decision lines like its example
+    view = LiveView(start, io.StringIO(), keep=1000)
+    for c in cycles:
+        view.update(c)
+    pattern = demo_doc.live_view_pattern()
+    assert any(pattern.fullmatch(line) for line in view.recent), (pattern.pattern, view.recent[:3])
 
 
 @pytest.mark.prometheus

@@ -238,10 +238,10 @@ def pod_labels(deployment: Mapping[str, Any]) -> dict[str, str]:
     return dict(deployment["spec"]["template"]["metadata"]["labels"])
 
 
-def _settings_env(out: Rendered, tmp_path: Path) -> dict[str, str]:
+def _settings_env(objects: list[dict[str, Any]], tmp_path: Path) -> dict[str, str]:
     """The container environment as the kubelet would build it; mounted files become temp files."""
-    deployment = out.one("Deployment")
-    cms = {c["metadata"]["name"]: c["data"] for c in out.kind("ConfigMap")}
+    deployment = checks.one(objects, "Deployment")
+    cms = {c["metadata"]["name"]: c["data"] for c in checks.by_kind(objects, "ConfigMap")}
     mounts = {
         m["name"]: m["mountPath"]
         for m in deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
@@ -271,7 +271,7 @@ def _settings_env(out: Rendered, tmp_path: Path) -> dict[str, str]:
 
 def test_rendered_environment_is_accepted_by_settings(rendered: tuple[str, Rendered], tmp_path: Path) -> None:
     name, out = rendered
-    env = _settings_env(out, tmp_path)
+    env = _settings_env(out.objects, tmp_path)
     s = wva_settings.Settings.from_env(env)
     assert s.pod_namespace == NAMESPACE
     assert s.config_map_name == f"{FULLNAME}-variantautoscaling-config"
@@ -291,6 +291,78 @@ def test_rendered_args_are_accepted_by_the_cli(rendered: tuple[str, Rendered]) -
     assert list(parsed.namespace) == list(WATCH.get(name, ()))
     assert parsed.all_namespaces is (name not in WATCH)
     assert (parsed.metrics_port, parsed.probe_port, parsed.log_level) == (8080, 8081, "info")
+
+
+# What a deployment decides for itself (its names, where its Prometheus is), not a default to agree on.
+DEPLOYMENT_IDENTITY = {
+    "pod_namespace", "pod_name", "config_map_name", "saturation_config_map_name", "prometheus_base_url",
+}
+
+
+def _effective_defaults(objects: list[dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
+    """Every setting a rendered install runs with, read through wva's own parsers."""
+    from wva.collector.legacy.config import load_cache_config
+    from wva.saturation.config import parse_saturation_config_data
+
+    settings = wva_settings.Settings.from_env(_settings_env(objects, tmp_path))
+    container = checks.one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    args = checks.parse_operator_args(container["args"])
+    cms = {c["metadata"]["name"]: c["data"] for c in checks.by_kind(objects, "ConfigMap")}
+    cache, warnings = load_cache_config(cms[settings.config_map_name])
+    assert warnings == []
+    saturation = parse_saturation_config_data(cms[settings.saturation_config_map_name])
+    assert saturation.errors == {}
+    return {
+        "settings": settings.model_dump(exclude=DEPLOYMENT_IDENTITY),
+        "metrics_port": args.metrics_port,
+        "probe_port": args.probe_port,
+        "log_level": (args.log_level or settings.log_level).upper(),
+        "cache": cache,
+        "saturation_default": saturation.default,
+    }
+
+
+def _code_defaults() -> dict[str, Any]:
+    from wva import cli
+    from wva.collector.legacy.config import CacheConfig
+    from wva.saturation.config import BUILTIN_DEFAULT
+
+    settings = wva_settings.Settings.from_env({})
+    args = cli._parser().parse_args(["run"])
+    return {
+        "settings": settings.model_dump(exclude=DEPLOYMENT_IDENTITY),
+        "metrics_port": args.metrics_port,
+        "probe_port": args.probe_port,
+        "log_level": settings.log_level.upper(),
+        "cache": CacheConfig(),
+        "saturation_default": BUILTIN_DEFAULT,
+    }
+
+
+@pytest.mark.parametrize("install", ["chart", "kustomize"])
+def test_shipped_defaults_are_the_codes_own(install: str, chart: Any, tmp_path: Path) -> None:
+    """The chart's default values and deploy/base configure exactly what wva does with nothing set
+    (docs/configuration.md, "One set of defaults"): collector, intervals, ports, cache, thresholds."""
+    objects = render(chart).objects if install == "chart" else list(checks.render_kustomization("base"))
+    shipped, code = _effective_defaults(objects, tmp_path), _code_defaults()
+    differ = {
+        f"{part}.{key}" if isinstance(code[part], dict) else part: (shipped_value, code_value)
+        for part in code
+        for key, shipped_value, code_value in (
+            [(k, shipped[part].get(k), v) for k, v in code[part].items()] if isinstance(code[part], dict)
+            else [("", shipped[part], code[part])]
+        )
+        if shipped_value != code_value
+    }
+    assert differ == {}, f"{install} defaults (left) differ from the code's (right): {differ}"
+
+
+def test_shipped_defaults_comparison_sees_a_difference(chart: Any, tmp_path: Path) -> None:
+    """The comparison above can fail: a chart value that departs from the code shows up in it."""
+    objects = render(chart, {"collectorV2": True, "prometheus": {"metricsCache": {"ttl": "45s"}}}).objects
+    shipped, code = _effective_defaults(objects, tmp_path), _code_defaults()
+    assert shipped["settings"]["collector_v2"] != code["settings"]["collector_v2"]
+    assert shipped["cache"] != code["cache"]
 
 
 def test_prometheus_credentials_are_mounted_files(chart: Any) -> None:

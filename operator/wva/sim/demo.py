@@ -74,7 +74,7 @@ class DemoStopped(DemoError):
 @dataclass
 class DemoOptions:
     scenario: Scenario
-    collector: str = "v2"
+    collector: str = "v1"  # the operator's default (docs/configuration.md, "One set of defaults")
     metrics_source: str | None = None  # None: Prometheus when its binary is found, else pod scraping
     ui: bool = True
     output: Path = Path("demo-output")
@@ -327,23 +327,11 @@ async def _environment(options: DemoOptions, say: _Narrator) -> AsyncIterator[_E
             say(f"watch it with kubectl: kubectl --kubeconfig {kubeconfig} get va -w")
             loads: dict[str, dict[str, Any]] = {}
             async with SimulatedCluster(api.base_url, emulator, lambda dep, _pod: dict(loads.get(dep, {}))) as cluster:
-                env_vars = {
-                    "WVA_KUBE_API_URL": api.base_url,
-                    "POD_NAMESPACE": OPERATOR_NAMESPACE,
-                    "POD_NAME": "wva-demo-0",
-                    "LEADER_ELECTION": "false",
-                    "ACTUATION_MODE": "direct",
-                    "COLLECTOR_V2": "true" if options.collector == "v2" else "false",
-                    "GLOBAL_OPT_INTERVAL": f"{scenario.interval:g}s",
-                    "METRICS_SOURCE": source,
-                    # the variants run on different accelerators and should compete on cost
-                    "WVA_GROUP_BY_ACCELERATOR": "false",
-                }
-                if prometheus is not None:
-                    env_vars["PROMETHEUS_BASE_URL"] = prometheus.url
-                if epp is not None:
-                    env_vars["WVA_EPP_METRICS_SOURCE"] = "pods"
-                    env_vars["WVA_EPP_METRICS_URLS"] = f"{scenario.namespace}={epp.metrics_url}"
+                env_vars = demo_environment(
+                    scenario, source, options.collector, api.base_url,
+                    prometheus_url=prometheus.url if prometheus is not None else None,
+                    epp_url=epp.metrics_url if epp is not None else None,
+                )
                 settings = Settings.from_env(env_vars)
                 await _create_objects(cluster, scenario, settings.config_map_name, settings.saturation_config_map_name)
                 # the initial replicas were up before the demo began; the new ones load their model first
@@ -421,6 +409,41 @@ def _seen_by_engine(record: Any, variant: str) -> tuple[list[float | None], list
     return kv, queue
 
 
+# Where the demo departs from the operator's defaults, and why: docs/configuration.md ("The demo's
+# departures") lists exactly these, and a test compares the two.
+DEMO_MAIN_CONFIG: dict[str, str] = {
+    # collector v1 caches Prometheus answers for 30 real seconds; the demo's compressed cycles are
+    # faster than that, so it switches the cache off the way an operator would
+    "PROMETHEUS_METRICS_CACHE_ENABLED": "false",
+}
+
+
+def demo_environment(
+    scenario: Scenario, source: str, collector: str, kube_api_url: str,
+    prometheus_url: str | None = None, epp_url: str | None = None,
+) -> dict[str, str]:
+    """The operator's environment in the demo: the operator's defaults except where the demo's one
+    process, its missing HPA and its compressed clock need otherwise."""
+    env = {
+        "WVA_KUBE_API_URL": kube_api_url,
+        "POD_NAMESPACE": OPERATOR_NAMESPACE,
+        "POD_NAME": "wva-demo-0",
+        "LEADER_ELECTION": "false",  # one operator process
+        "ACTUATION_MODE": "direct",  # there is no HPA: the operator patches the Deployments itself
+        "COLLECTOR_V2": "true" if collector == "v2" else "false",
+        "GLOBAL_OPT_INTERVAL": f"{scenario.interval:g}s",
+        "METRICS_SOURCE": source,
+        # the variants run on different accelerators and should compete on cost
+        "WVA_GROUP_BY_ACCELERATOR": "false",
+    }
+    if prometheus_url is not None:
+        env["PROMETHEUS_BASE_URL"] = prometheus_url
+    if epp_url is not None:
+        env["WVA_EPP_METRICS_SOURCE"] = "pods"
+        env["WVA_EPP_METRICS_URLS"] = f"{scenario.namespace}={epp_url}"
+    return env
+
+
 def demo_rules(scenario: Scenario) -> dict[str, Any]:
     """wva's own rules on the demo's compressed clock: the engine's windows are real seconds, so the
     default 300 s scale-down stabilisation becomes 300 simulated seconds (300 / speed real ones)."""
@@ -435,8 +458,6 @@ async def _create_objects(
     cluster: SimulatedCluster, scenario: Scenario, main_config_map: str, saturation_config_map: str
 ) -> None:
     # (the embedded API keeps namespaced objects without a Namespace object, so none is created)
-    # collector v1 caches Prometheus answers for 30 real seconds by default; the demo's compressed
-    # cycles are faster than that, so it switches the cache off the way an operator would
     await cluster.request(
         "POST",
         f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps",
@@ -444,7 +465,7 @@ async def _create_objects(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": main_config_map, "namespace": OPERATOR_NAMESPACE},
-            "data": {"PROMETHEUS_METRICS_CACHE_ENABLED": "false"},
+            "data": dict(DEMO_MAIN_CONFIG),
         },
     )
     rules = "".join(f"{k}: {v}\n" for k, v in demo_rules(scenario).items())

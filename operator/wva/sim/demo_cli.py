@@ -19,7 +19,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--speed", type=float, default=None,
         help="simulated seconds per real second (default: the scenario's, 20 for 'default')",
     )
-    parser.add_argument("--collector", choices=("v1", "v2"), default="v2", help="metrics collector (default v2)")
+    parser.add_argument(
+        "--collector", choices=("v1", "v2"), default="v1",
+        help="metrics collector with Prometheus (default v1, the operator's own default; pod scraping is always v2)",
+    )
     parser.add_argument(
         "--metrics-source", choices=("prometheus", "pods"), default=None,
         help="where the operator reads pod metrics (default: real Prometheus if its binary is found, else pods)",
