@@ -35,6 +35,6 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # nothing is written outside /tmp (an emptyDir in the manifests).
 USER 65532:65532
 WORKDIR /tmp
-EXPOSE 8080 8081
+EXPOSE 8443 8081
 ENTRYPOINT ["wva"]
 CMD ["run"]

@@ -9,8 +9,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from wva import __version__
+
+if TYPE_CHECKING:
+    from wva.settings import Settings
 
 log = logging.getLogger("wva")
 
@@ -52,8 +56,21 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         "--namespace", "-n", action="append", default=[], metavar="NS",
         help="watch only this namespace (repeatable; also WATCH_NAMESPACE=a,b)",
     )
-    run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (default 8080; -1 disables)")
-    run.add_argument("--probe-port", type=int, default=8081, help="port of /healthz and /readyz (default 8081)")
+    run.add_argument("--metrics-port", type=int, default=8443,
+                     help="port of /metrics and /debug/decisions (default 8443; -1 disables)")
+    run.add_argument(
+        "--metrics-secure", nargs="?", const="true", default=None, metavar="BOOL",
+        help="serve the metrics port over HTTPS and authenticate and authorize every request with the "
+             "Kubernetes API (TokenReview, SubjectAccessReview); false: plain HTTP without authentication "
+             "(default: WVA_METRICS_SECURE, else true)",
+    )
+    run.add_argument(
+        "--metrics-cert-path", default=None, metavar="DIR",
+        help="folder with tls.crt and tls.key for the metrics port, reloaded when they change "
+             "(default: WVA_METRICS_CERT_PATH, else a self-signed certificate made at start)",
+    )
+    run.add_argument("--probe-port", type=int, default=8081,
+                     help="port of /healthz and /readyz, always plain HTTP (default 8081)")
     run.add_argument("--log-level", default=None, help="debug, info, warning or error (default: LOG_LEVEL or info)")
 
     demo = sub.add_parser("demo", help="run the whole autoscaler locally on an embedded environment")
@@ -94,13 +111,17 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, log_level: str | None) -> int:
+def run_operator(
+    namespaces: Sequence[str], metrics_port: int, probe_port: int, log_level: str | None,
+    metrics_secure: str | None = None, metrics_cert_path: str | None = None,
+) -> int:
     import kopf
 
     from wva.settings import Settings, SettingsError
 
     try:
         settings = Settings.from_env(require_prometheus=os.environ.get("METRICS_SOURCE", "").strip().lower() != "pods")
+        settings = _metrics_flags(settings, metrics_port, probe_port, metrics_secure, metrics_cert_path)
     except SettingsError as exc:
         configure_logging("INFO")
         for problem in exc.problems:
@@ -110,8 +131,13 @@ def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, 
     import wva.handlers  # noqa: F401  (registers the handlers)
     from wva.gctuning import tune_gc
     from wva.runtime import Runtime
+    from wva.servingcerts import ServingCertError
 
-    runtime = Runtime.build(settings, metrics_port=metrics_port, probe_port=probe_port)
+    try:
+        runtime = Runtime.build(settings, metrics_port=metrics_port, probe_port=probe_port)
+    except ServingCertError as exc:
+        log.error("Configuration error: metrics serving certificate %s: %s", settings.metrics_cert_path, exc)
+        return 2
     tune_gc()  # after the imports and the build: what exists now lives as long as the process
     watched = list(namespaces) or list(settings.watch_namespaces)
     if runtime.resync is not None:
@@ -129,6 +155,33 @@ def run_operator(namespaces: Sequence[str], metrics_port: int, probe_port: int, 
     return 0
 
 
+def _metrics_flags(
+    settings: Settings, metrics_port: int, probe_port: int, secure: str | None, cert_path: str | None
+) -> Settings:
+    """The settings with ``--metrics-secure`` / ``--metrics-cert-path`` applied over the environment's."""
+    from wva.settings import SettingsError, metrics_cert_dir, metrics_secure_flag
+
+    update: dict[str, object] = {}
+    problems: list[str] = []
+    for flag, raw, field, parse in (("--metrics-secure", secure, "metrics_secure", metrics_secure_flag),
+                                    ("--metrics-cert-path", cert_path, "metrics_cert_path", metrics_cert_dir)):
+        if raw is None:
+            continue
+        try:
+            update[field] = parse(raw)
+        except ValueError as exc:
+            problems.append(f"{flag}={raw!r}: {exc}")
+    merged = settings.model_copy(update=update)
+    if merged.metrics_cert_path and not merged.metrics_secure:
+        problems.append("--metrics-cert-path needs secure metrics (--metrics-secure is false)")
+    if merged.metrics_secure and metrics_port >= 0 and metrics_port == probe_port:
+        problems.append(f"--metrics-port and --probe-port are both {metrics_port}: with secure metrics the probes "
+                        "(plain HTTP, no token) need a port of their own")
+    if problems:
+        raise SettingsError(problems)
+    return merged
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser(_command_of(argv)).parse_args(argv)
@@ -136,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wva {__version__}")
         return 0
     if args.command == "run":
-        return run_operator(args.namespace, args.metrics_port, args.probe_port, args.log_level)
+        return run_operator(args.namespace, args.metrics_port, args.probe_port, args.log_level,
+                            args.metrics_secure, args.metrics_cert_path)
     if args.command == "emulate":
         configure_logging(os.environ.get("LOG_LEVEL", "info"))
         from wva.sim.vllm import serve_single_pod

@@ -42,7 +42,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if runtime is None:
         runtime = Runtime.build(
             Settings.from_env(require_prometheus=os.environ.get("METRICS_SOURCE", "").strip().lower() != "pods"),
-            metrics_port=int(getattr(memo, "metrics_port", 8080)),
+            metrics_port=int(getattr(memo, "metrics_port", 8443)),
             probe_port=int(getattr(memo, "probe_port", 8081)),
         )
         memo.runtime = runtime

@@ -2,8 +2,8 @@
 
 Calls run in a bounded thread pool with a per-request timeout; every call is counted by verb,
 resource and outcome (the benchmark and the RBAC test read these counts). Watches are kopf's job;
-this module only writes status, posts Events, patches scale and pod annotations, and manages the
-leader Lease.
+this module only writes status, posts Events, patches scale and pod annotations, manages the
+leader Lease, and sends the TokenReviews and SubjectAccessReviews of the metrics port's auth filter.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+REVIEW_WORKERS = 4  # threads for the metrics port's TokenReviews and SubjectAccessReviews
+REVIEW_TIMEOUT = 5.0  # seconds per review request
 
 
 class KubeError(Exception):
@@ -72,11 +74,15 @@ class KubeClient:
         self.apps = k8s.AppsV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
         self.coordination = k8s.CoordinationV1Api(api_client)
+        self.authentication = k8s.AuthenticationV1Api(api_client)
+        self.authorization = k8s.AuthorizationV1Api(api_client)
         self.request_timeout = request_timeout
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="wva-kube")
         # the leader Lease has threads of its own: a renewal queued behind a burst of status writes
         # would miss its deadline, and the leader would step down (or, late, renew an expired lease)
         self._lease_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wva-lease")
+        # the metrics port's reviews likewise: a scrape must not wait behind the engine's writes, nor they behind it
+        self._review_executor = ThreadPoolExecutor(max_workers=REVIEW_WORKERS, thread_name_prefix="wva-review")
         self.calls: Counter[tuple[str, str]] = Counter()
         self._on_request = on_request
         self.unreachable = False  # the last request failed in transport (no answer from the server)
@@ -85,6 +91,7 @@ class KubeClient:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._lease_executor.shutdown(wait=False, cancel_futures=True)
+        self._review_executor.shutdown(wait=False, cancel_futures=True)
         self.api_client.close()
 
     async def _call(self, verb: str, resource: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -93,7 +100,8 @@ class KubeClient:
         loop = asyncio.get_running_loop()
         outcome = "error"
         try:
-            executor = self._lease_executor if resource == "leases" else self._executor
+            executor = {"leases": self._lease_executor, "tokenreviews": self._review_executor,
+                        "subjectaccessreviews": self._review_executor}.get(resource, self._executor)
             result = await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
             outcome = "ok"
             return result
@@ -243,3 +251,25 @@ class KubeClient:
 
     async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> Any:
         return await self._call("patch", "leases", self.coordination.patch_namespaced_lease, name, namespace, body)
+
+    # --- reviews (the metrics port's auth filter) ---------------------------------------------------
+    async def create_token_review(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a TokenReview; only the answer's ``status`` is returned (the server echoes the token in
+        ``spec``, which is never kept)."""
+        from wva.authfilter import parse_review
+
+        response = await self._call(
+            "create", "tokenreviews", self.authentication.create_token_review, body,
+            _preload_content=False, _request_timeout=REVIEW_TIMEOUT,
+        )
+        return parse_review(response.data)
+
+    async def create_subject_access_review(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a SubjectAccessReview; the answer's ``status``."""
+        from wva.authfilter import parse_review
+
+        response = await self._call(
+            "create", "subjectaccessreviews", self.authorization.create_subject_access_review, body,
+            _preload_content=False, _request_timeout=REVIEW_TIMEOUT,
+        )
+        return parse_review(response.data)

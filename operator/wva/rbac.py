@@ -10,6 +10,11 @@ Scopes:
   follow the watched namespaces instead when the operator runs namespace-scoped (one Role per
   watched namespace).
 * ``"namespace"`` rules are granted by a Role in the operator's own namespace (``POD_NAMESPACE``).
+
+The metrics port (secure by default) asks the API server about each scraper: wva's own rules include
+``create`` on ``tokenreviews`` and ``subjectaccessreviews`` then. Whoever scrapes needs the other side,
+:data:`METRICS_READER_PATHS` (``get`` on those non-resource URLs), granted by the metrics-reader
+ClusterRole the manifests bind to the Prometheus ServiceAccount; :func:`is_allowed_path` checks it.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "METRICS_READER_PATHS",
     "RULES",
     "ApiRequest",
     "PermissionRule",
     "Scope",
     "is_allowed",
+    "is_allowed_path",
+    "metrics_reader_rules",
     "missing_permissions",
     "required_rules",
 ]
@@ -43,6 +51,8 @@ class PermissionRule:
     """In namespace-scoped mode this rule is granted in each watched namespace instead of cluster-wide."""
     direct_actuation_only: bool = False
     """Needed (and rendered) only when ``ACTUATION_MODE=direct``."""
+    secure_metrics_only: bool = False
+    """Needed (and rendered) only while the metrics port is secure (``--metrics-secure``, the default)."""
 
     @property
     def plural(self) -> str:
@@ -72,15 +82,29 @@ RULES: tuple[PermissionRule, ...] = (
     # kopf itself: CRD discovery and namespace tracking.
     PermissionRule("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), "cluster"),
     PermissionRule("", "namespaces", ("list", "watch"), "cluster"),
+    # The secure metrics port: who is this bearer token, and may it get this path (wva.authfilter).
+    PermissionRule("authentication.k8s.io", "tokenreviews", ("create",), "cluster", secure_metrics_only=True),
+    PermissionRule("authorization.k8s.io", "subjectaccessreviews", ("create",), "cluster", secure_metrics_only=True),
 )
 
+METRICS_READER_PATHS: tuple[str, ...] = ("/metrics", "/debug/decisions", "/debug/decisions/*")
+"""The metrics port's paths as RBAC non-resource URLs (``*`` at the end matches any rest of the path)."""
 
-def required_rules(actuation_mode: str = "hpa") -> tuple[PermissionRule, ...]:
-    """The rules needed for an actuation mode (``hpa`` or ``direct``)."""
+
+def metrics_reader_rules() -> list[dict[str, list[str]]]:
+    """The rules of the metrics-reader ClusterRole: ``get`` on :data:`METRICS_READER_PATHS`, nothing else."""
+    return [{"nonResourceURLs": list(METRICS_READER_PATHS), "verbs": ["get"]}]
+
+
+def required_rules(actuation_mode: str = "hpa", secure_metrics: bool = True) -> tuple[PermissionRule, ...]:
+    """The rules needed for an actuation mode (``hpa`` or ``direct``), with or without secure metrics."""
     if actuation_mode not in ("hpa", "direct"):
         raise ValueError(f"ACTUATION_MODE={actuation_mode!r} is not one of hpa, direct")
     direct = actuation_mode == "direct"
-    return tuple(r for r in RULES if direct or not r.direct_actuation_only)
+    return tuple(
+        r for r in RULES
+        if (direct or not r.direct_actuation_only) and (secure_metrics or not r.secure_metrics_only)
+    )
 
 
 @dataclass(frozen=True)
@@ -190,6 +214,38 @@ def is_allowed(
             continue
         if _rule_matches(rule, req):
             return True
+    return False
+
+
+def _path_matches(pattern: str, path: str) -> bool:
+    """RBAC's non-resource URL match: exact, ``*`` for everything, or a prefix ending in ``*``."""
+    if pattern == "*" or pattern == path:
+        return True
+    return pattern.endswith("*") and path.startswith(pattern[:-1])
+
+
+def is_allowed_path(
+    path: str, verb: str, objects: Sequence[Mapping[str, Any]], *, subject: tuple[str, str] | None = None
+) -> bool:
+    """Whether rendered RBAC ``objects`` allow ``verb`` on the non-resource URL ``path``.
+
+    Non-resource URLs are granted only by ClusterRoles through ClusterRoleBindings (a RoleBinding to such
+    a role grants nothing for them). Without any binding a bare ClusterRole counts; ``subject`` restricts
+    the bindings to one ``(namespace, service_account)``.
+    """
+    roles = {(o.get("metadata") or {}).get("name", ""): o for o in objects if o.get("kind") == "ClusterRole"}
+    bindings = [o for o in objects if o.get("kind") == "ClusterRoleBinding"]
+    if any(o.get("kind") in ("RoleBinding", "ClusterRoleBinding") for o in objects):
+        granted = [roles.get((b.get("roleRef") or {}).get("name", "")) for b in bindings
+                   if (b.get("roleRef") or {}).get("kind") == "ClusterRole" and _subject_matches(b, subject)]
+    else:
+        granted = list(roles.values())
+    for role in granted:
+        for rule in (role or {}).get("rules") or []:
+            verbs = rule.get("verbs") or []
+            urls = rule.get("nonResourceURLs") or []
+            if (verb in verbs or "*" in verbs) and any(_path_matches(p, path) for p in urls):
+                return True
     return False
 
 

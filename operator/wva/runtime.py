@@ -15,6 +15,7 @@ from typing import Any
 from wva.actuator.drain import DrainAwareScaler
 from wva.actuator.metrics import MetricsEmitter
 from wva.actuator.status import StatusWriter
+from wva.authfilter import AuthFilter, KubeReviewer
 from wva.collector import MetricsCollector, new_metrics_collector
 from wva.collector.activity import RequestActivity
 from wva.collector.v2 import PodScrapingSource, PodVAMapper
@@ -28,6 +29,7 @@ from wva.saturation.config import SaturationConfigStore
 from wva.saturation.engine import SaturationEngine
 from wva.scalefromzero import ScaleFromZeroPoller, epp_source_from_settings, poller_from_settings
 from wva.server import OperatorServer
+from wva.servingcerts import ServingCertificate
 from wva.settings import ActuationMode, MetricsSourceMode, Settings
 from wva.tasks import cancel_and_wait
 
@@ -66,7 +68,7 @@ class Runtime:
         prom: Any = None,
         collector: MetricsCollector | None = None,
         kube: KubeClient | None = None,
-        metrics_port: int = 8080,
+        metrics_port: int = 8443,
         probe_port: int = 8081,
         serve_http: bool = True,
         run_engine_loop: bool = True,
@@ -125,9 +127,10 @@ class Runtime:
         engine.before_cycle = runtime.refresh_config
         runtime_ref["rt"] = runtime
         if serve_http:
+            tls, auth = metrics_security(settings, kube) if metrics_port >= 0 else (None, None)
             runtime.server = OperatorServer(
                 emitter, runtime.readiness, metrics_port=metrics_port, probe_port=probe_port,
-                decisions=engine.decisions,
+                decisions=engine.decisions, tls=tls, auth=auth,
             )
         runtime.resync = InventoryResync(
             kube, inventory, engine.forget, namespaces=settings.watch_namespaces, interval=settings.resync_interval
@@ -326,6 +329,21 @@ class Runtime:
                 log.warning("Prometheus not answering yet url=%s error=%s", self.settings.prometheus_base_url, exc)
             await asyncio.sleep(max(0.0, delay - (time.monotonic() - started)))
             delay = min(delay * 2, 30.0)
+
+
+# --- the metrics port's security (WVA_METRICS_SECURE, WVA_METRICS_CERT_PATH) ------------------------------
+def metrics_security(settings: Settings, kube: KubeClient) -> tuple[ServingCertificate | None, AuthFilter | None]:
+    """The metrics port's certificate and auth filter, or (None, None) for plain HTTP.
+
+    Raises ServingCertError when the certificate folder does not hold a usable pair.
+    """
+    if not settings.metrics_secure:
+        return None, None
+    if settings.metrics_cert_path:
+        tls = ServingCertificate.from_directory(settings.metrics_cert_path)
+    else:
+        tls = ServingCertificate.self_signed([settings.pod_name])
+    return tls, AuthFilter(KubeReviewer(kube))
 
 
 # --- metrics source selection (METRICS_SOURCE) ---------------------------------------------------------

@@ -98,6 +98,9 @@ class Settings(BaseModel):
     lease_duration: float = 15.0
     resync_interval: float = 300.0
     decision_ring_size: int = 4  # decision records kept per VariantAutoscaling (/debug/decisions)
+    # the metrics port: HTTPS with bearer-token authn/authz (TokenReview + SubjectAccessReview), or plain HTTP
+    metrics_secure: bool = True
+    metrics_cert_path: str | None = None  # a folder with tls.crt and tls.key; None: a self-signed certificate
     kube_api_url: str | None = None
     # direct pod scraping (METRICS_SOURCE=pods|auto)
     pod_metrics_port: int = 8000
@@ -178,6 +181,8 @@ class Settings(BaseModel):
         take("LEADER_ELECTION_LEASE_DURATION", "lease_duration", _positive_duration)
         take("WVA_RESYNC_INTERVAL", "resync_interval", _positive_duration)
         take("WVA_DECISION_RING_SIZE", "decision_ring_size", _ring_size)
+        take("WVA_METRICS_SECURE", "metrics_secure", metrics_secure_flag)
+        take("WVA_METRICS_CERT_PATH", "metrics_cert_path", metrics_cert_dir)
         take("WVA_KUBE_API_URL", "kube_api_url", _parse_http_url)
         take("WVA_POD_METRICS_PORT", "pod_metrics_port", _port)
         take("WVA_POD_METRICS_SCHEME", "pod_metrics_scheme", _scheme)
@@ -205,6 +210,8 @@ class Settings(BaseModel):
                 f"(got cert={cert!r}, key={key!r})"
             )
         problems.extend(_epp_problems(values))
+        if values.get("metrics_cert_path") and values.get("metrics_secure") is False:
+            problems.append("WVA_METRICS_CERT_PATH needs secure metrics (WVA_METRICS_SECURE is false)")
         if require_prometheus and not values.get("prometheus_base_url"):
             problems.append("PROMETHEUS_BASE_URL is required (e.g. https://prometheus.monitoring.svc:9090)")
         if problems:
@@ -324,6 +331,27 @@ def _drain_timeout(value: str) -> float:
             "0 turns the wait off"
         )
     return seconds
+
+
+def metrics_secure_flag(value: str) -> bool:
+    """``WVA_METRICS_SECURE`` (and ``--metrics-secure``): unset or empty means on."""
+    if not value.strip():
+        return True
+    return _strict_flag(parse_bool, value)
+
+
+def metrics_cert_dir(value: str) -> str | None:
+    """A folder holding ``tls.crt`` and ``tls.key`` (a mounted kubernetes.io/tls Secret); empty: none."""
+    path = value.strip()
+    if not path:
+        return None
+    if not os.path.isdir(path):
+        raise ValueError("no such directory (it must hold tls.crt and tls.key)")
+    for name in ("tls.crt", "tls.key"):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file) or not os.access(file, os.R_OK):
+            raise ValueError(f"{name} is missing or unreadable in it")
+    return path
 
 
 def _batch_queries(value: str) -> bool:

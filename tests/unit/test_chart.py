@@ -120,9 +120,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"enabled": True, "apiServer": {"cidrs": ["10.0.0.1/32"]}},
         "extraEnv": [{"name": "METRICS_SOURCE", "value": "auto"}],
     },
+    "plain-metrics": {
+        "metrics": {"secure": False, "port": 8080},
+        "service": {"port": 8080},
+        "serviceMonitor": {"enabled": True},
+    },
 }
+VALUE_SETS["instance-monitor-overrides"]["metrics"] = {"certSecretName": "wva-metrics-tls"}
 WATCH = {"namespaced": ("llm-a", "llm-b")}
 MODES = {"direct-keda": "direct"}
+PLAIN_METRICS = {"plain-metrics"}  # metrics.secure=false: plain HTTP on 8080, no review permissions
 
 
 @pytest.fixture(scope="module", params=sorted(VALUE_SETS))
@@ -156,6 +163,7 @@ def test_rbac_covers_wva_rbac_and_nothing_more(rendered: tuple[str, Rendered]) -
         actuation_mode=MODES.get(name, "hpa"),
         watch_namespaces=WATCH.get(name, ()),
         subject=SA,
+        secure_metrics=name not in PLAIN_METRICS,
     )
     assert problems == []
 
@@ -166,7 +174,7 @@ def test_scale_subresource_only_with_direct_actuation(rendered: tuple[str, Rende
         res
         for role in out.kind("ClusterRole") + out.kind("Role")
         for rule in role["rules"]
-        for res in rule["resources"]
+        for res in rule.get("resources", [])
     ]
     assert ("deployments/scale" in granted) == (name == "direct-keda")
 
@@ -218,7 +226,7 @@ def test_default_deployment_contract(chart: Any) -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http-metrics": 8080, "probes": 8081}
+    assert ports == {"https-metrics": 8443, "probes": 8081}
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
     assert "emptyDir" in tmp
     env = checks.env_of(deployment)
@@ -230,7 +238,9 @@ def test_default_deployment_contract(chart: Any) -> None:
     # The metrics Service reaches these pods on the metrics port.
     service = out.one("Service")
     assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
-    assert service["spec"]["ports"][0]["targetPort"] == "http-metrics"
+    assert service["spec"]["ports"][0] == {"name": "https-metrics", "port": 8443, "targetPort": "https-metrics",
+                                           "protocol": "TCP"}
+    assert "--metrics-secure=true" in container["args"]
     assert out.kind("ServiceMonitor") == [] and out.kind("HorizontalPodAutoscaler") == []
 
 
@@ -290,7 +300,9 @@ def test_rendered_args_are_accepted_by_the_cli(rendered: tuple[str, Rendered]) -
     assert parsed.command == "run"
     assert list(parsed.namespace) == list(WATCH.get(name, ()))
     assert parsed.all_namespaces is (name not in WATCH)
-    assert (parsed.metrics_port, parsed.probe_port, parsed.log_level) == (8080, 8081, "info")
+    metrics_port = 8080 if name in PLAIN_METRICS else 8443
+    assert (parsed.metrics_port, parsed.probe_port, parsed.log_level) == (metrics_port, 8081, "info")
+    assert wva_settings.metrics_secure_flag(parsed.metrics_secure) is (name not in PLAIN_METRICS)
 
 
 # What a deployment decides for itself (its names, where its Prometheus is), not a default to agree on.
@@ -701,3 +713,107 @@ def test_network_policy_allows_pod_scraping_when_wva_scrapes_pods(
     env = {e["name"]: e["value"] for e in out.one("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
            if "value" in e}
     assert wva_settings.Settings.from_env(env).pod_metrics_port == port
+
+
+# --- the metrics port: HTTPS, the review permissions, the reader role, the ServiceMonitor ---------------
+REVIEWS = checks.REVIEWS
+
+
+def endpoint_of(out: Rendered) -> dict[str, Any]:
+    (endpoint,) = out.one("ServiceMonitor")["spec"]["endpoints"]
+    return dict(endpoint)
+
+
+def test_secure_metrics_rbac_lets_wva_review_and_the_scraper_read(chart: Any) -> None:
+    from wva import rbac
+
+    out = render(chart)
+    scraper = ("monitoring", "kube-prometheus-stack-prometheus")
+    for group, resource in REVIEWS:
+        assert rbac.is_allowed(group, resource, "", "create", None, out.objects, subject=SA)
+        assert not rbac.is_allowed(group, resource, "", "create", None, out.objects, subject=scraper)
+    reader = out.named("ClusterRole", f"{FULLNAME}-metrics-reader")
+    assert reader["rules"] == rbac.metrics_reader_rules()
+    for path in ("/metrics", "/debug/decisions", "/debug/decisions/llm/llama-8b"):
+        assert rbac.is_allowed_path(path, "get", out.objects, subject=scraper), path
+        assert not rbac.is_allowed_path(path, "get", out.objects, subject=SA), path  # wva needs no reader role
+    assert not rbac.is_allowed_path("/healthz", "get", out.objects, subject=scraper)
+
+    accounts = [{"name": "prometheus-k8s", "namespace": "monitoring"},
+                {"name": "prometheus-user-workload", "namespace": "openshift-user-workload-monitoring"}]
+    out = render(chart, {"metrics": {"reader": {"serviceAccounts": accounts}}})
+    for account in accounts:
+        assert rbac.is_allowed_path("/metrics", "get", out.objects, subject=(account["namespace"], account["name"]))
+    assert not rbac.is_allowed_path("/metrics", "get", out.objects, subject=scraper)
+    # no accounts: the role alone, for bindings made elsewhere; no reader at all
+    out = render(chart, {"metrics": {"reader": {"serviceAccounts": []}}})
+    assert out.named("ClusterRole", f"{FULLNAME}-metrics-reader")
+    assert [b for b in out.kind("ClusterRoleBinding") if b["metadata"]["name"].endswith("-metrics-reader")] == []
+    out = render(chart, {"metrics": {"reader": {"create": False}}})
+    assert [r for r in out.kind("ClusterRole") if r["metadata"]["name"].endswith("-metrics-reader")] == []
+    assert out.named("ClusterRole", f"{FULLNAME}-metrics-auth")
+
+
+def test_plain_metrics_grant_no_reviews_and_serve_http(chart: Any) -> None:
+    out = render(chart, VALUE_SETS["plain-metrics"])
+    names = {o["metadata"]["name"] for o in out.kind("ClusterRole") + out.kind("ClusterRoleBinding")}
+    assert not {f"{FULLNAME}-metrics-auth", f"{FULLNAME}-metrics-reader"} & names
+    container = out.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["http-metrics"] == 8080
+    assert "--metrics-secure=false" in container["args"]
+    assert out.one("Service")["spec"]["ports"][0]["name"] == "http-metrics"
+    endpoint = endpoint_of(out)
+    assert endpoint["scheme"] == "http" and endpoint["port"] == "http-metrics"
+    assert not {"bearerTokenFile", "authorization", "tlsConfig"} & set(endpoint)
+    assert "plain HTTP, no authentication" in out.notes
+
+
+def test_service_monitor_scrapes_https_with_prometheus_own_token(chart: Any) -> None:
+    out = render(chart, {"serviceMonitor": {"enabled": True}})
+    endpoint = endpoint_of(out)
+    service_port = out.one("Service")["spec"]["ports"][0]
+    assert endpoint["port"] == service_port["name"] == "https-metrics" and endpoint["scheme"] == "https"
+    # the Prometheus pod's own token: its account is the one bound to the reader role
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert "authorization" not in endpoint
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}  # the self-signed certificate
+    assert "kube-prometheus-stack-prometheus" in out.notes and "create token" in out.notes
+
+
+def test_service_monitor_verifies_a_certificate_from_a_secret(chart: Any) -> None:
+    out = render(chart, VALUE_SETS["instance-monitor-overrides"])
+    deployment = out.one("Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    (cert_dir,) = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--metrics-cert-path=")]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert mounts["metrics-cert"]["mountPath"] == cert_dir and mounts["metrics-cert"]["readOnly"] is True
+    assert volumes["metrics-cert"]["secret"]["secretName"] == "wva-metrics-tls"
+    service = out.one("Service")
+    assert endpoint_of(out)["tlsConfig"] == {
+        "ca": {"secret": {"name": "wva-metrics-tls", "key": "ca.crt"}},
+        "serverName": f"{service['metadata']['name']}.{NAMESPACE}.svc",
+    }
+    assert "certificate: wva-metrics-tls" in out.notes
+    assert "metrics-cert" not in {v["name"] for v in render(chart).one("Deployment")["spec"]["template"]["spec"]
+                                  ["volumes"]}
+
+
+def test_service_monitor_token_secret_and_tls_config_as_given(chart: Any) -> None:
+    tls = {"ca": {"configMap": {"name": "service-ca", "key": "service-ca.crt"}}, "serverName": "wva.example"}
+    out = render(chart, {"serviceMonitor": {"enabled": True, "bearerTokenSecret": {"name": "reader-token"},
+                                            "tlsConfig": tls}})
+    endpoint = endpoint_of(out)
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "reader-token", "key": "token"}}
+    assert "bearerTokenFile" not in endpoint
+    assert endpoint["tlsConfig"] == tls
+    assert checks.validate_objects(out.objects) == []
+
+
+def test_a_certificate_secret_needs_secure_metrics(chart: Any, helm: Any) -> None:
+    with pytest.raises(helm.HelmError) as err:
+        render(chart, {"metrics": {"secure": False, "certSecretName": "x"}})
+    assert "metrics.certSecretName needs metrics.secure" in str(err.value)
+    with pytest.raises(helm.HelmError) as err:
+        render(chart, {"metrics": {"reader": {"serviceAccounts": [{"name": "prometheus"}]}}})
+    assert "needs a namespace" in str(err.value)

@@ -46,6 +46,12 @@ _META = {
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
+_KEY_SELECTOR = {
+    "type": "object",
+    "required": ["name", "key"],
+    "additionalProperties": False,
+    "properties": {"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
+}
 THIRD_PARTY_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): {
         "type": "object",
@@ -79,6 +85,30 @@ THIRD_PARTY_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
                                 "scheme": {"enum": ["http", "https"]},
                                 "interval": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h)$"},
                                 "scrapeTimeout": {"type": "string", "pattern": r"^[0-9]+(ms|s|m|h)$"},
+                                # the Prometheus Operator's own field names (monitoring.coreos.com/v1 Endpoint)
+                                "bearerTokenFile": {"type": "string", "pattern": "^/"},
+                                "authorization": {
+                                    "type": "object",
+                                    "required": ["credentials"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "type": {"type": "string"},
+                                        "credentials": _KEY_SELECTOR,
+                                    },
+                                },
+                                "tlsConfig": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "ca": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "properties": {"secret": _KEY_SELECTOR, "configMap": _KEY_SELECTOR},
+                                        },
+                                        "serverName": {"type": "string", "minLength": 1},
+                                        "insecureSkipVerify": {"type": "boolean"},
+                                    },
+                                },
                             },
                         },
                     },
@@ -213,16 +243,19 @@ def rbac_problems(
     watch_namespaces: Sequence[str] = (),
     subject: tuple[str, str],
     external_cluster_roles: Sequence[str] = (),
+    secure_metrics: bool = True,
 ) -> list[str]:
     """Least-privilege check of rendered RBAC against :data:`wva.rbac.RULES`.
 
     Every required rule must be granted where the operator needs it, and nothing may be granted
     beyond the declared rules: no wildcard, no Secret, no verb or resource outside the list,
     ConfigMaps and Leases only in the operator's namespace, nothing cluster-wide in
-    namespace-scoped mode except kopf's own needs. ``external_cluster_roles`` names bindings to
+    namespace-scoped mode except kopf's own needs. The only non-resource URLs are the metrics
+    reader's (``get`` on :data:`wva.rbac.METRICS_READER_PATHS`, in a ClusterRole of their own), and
+    wva's own ServiceAccount is not bound to them. ``external_cluster_roles`` names bindings to
     roles defined elsewhere that a deployment variant deliberately adds.
     """
-    required = rbac.required_rules(actuation_mode)
+    required = rbac.required_rules(actuation_mode, secure_metrics)
     problems = rbac.missing_permissions(
         required, objects, own_namespace=own_namespace, watch_namespaces=watch_namespaces, subject=subject
     )
@@ -241,6 +274,10 @@ def rbac_problems(
         for o in objects
         if o.get("kind") in ("Role", "ClusterRole")
     }
+    url_roles = {
+        o["metadata"]["name"] for o in objects
+        if o.get("kind") == "ClusterRole" and any("nonResourceURLs" in r for r in o.get("rules") or [])
+    }
     for obj in objects:
         kind = obj.get("kind")
         meta = obj.get("metadata") or {}
@@ -249,13 +286,23 @@ def rbac_problems(
             key = (ref["kind"], None if ref["kind"] == "ClusterRole" else meta.get("namespace"), ref["name"])
             if key not in role_names and ref["name"] not in external_cluster_roles:
                 problems.append(f"{kind}/{meta['name']} binds undeclared {ref['kind']}/{ref['name']}")
+            if ref["name"] in url_roles and rbac._subject_matches(obj, subject):
+                problems.append(f"{kind}/{meta['name']} binds the metrics reader to wva's own ServiceAccount")
             continue
         if kind not in ("Role", "ClusterRole"):
             continue
         ns = meta.get("namespace")
         for rule in obj.get("rules") or []:
             if "nonResourceURLs" in rule:
-                problems.append(f"{kind}/{meta['name']} grants nonResourceURLs")
+                reader = (
+                    kind == "ClusterRole" and not rule.get("apiGroups") and not rule.get("resources")
+                    and rule.get("verbs") == ["get"]
+                    and set(rule["nonResourceURLs"]) <= set(rbac.METRICS_READER_PATHS)
+                )
+                if not reader:
+                    problems.append(f"{kind}/{meta['name']} grants nonResourceURLs {rule['nonResourceURLs']} "
+                                    f"{rule.get('verbs')} beyond the metrics reader's")
+                continue
             for field in ("apiGroups", "resources", "verbs"):
                 if "*" in (rule.get(field) or []):
                     problems.append(f"{kind}/{meta['name']} has a wildcard in {field}")
@@ -319,6 +366,23 @@ def test_rbac_checker_catches_a_broadened_role() -> None:
     manager["rules"] = [*manager["rules"], {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
     problems = rbac_problems(objects, own_namespace="wva-system", subject=SERVICE_ACCOUNT)
     assert any("secrets" in p for p in problems)
+    # a metrics reader that reads more than the metrics port, or that wva itself is bound to
+    objects = [dict(o) for o in render_kustomization("base")]
+    reader = next(o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] == "wva-metrics-reader")
+    reader["rules"] = [{"nonResourceURLs": ["/metrics", "/*"], "verbs": ["get"]}]
+    assert any("beyond the metrics reader's" in p for p in rbac_problems(objects, own_namespace="wva-system",
+                                                                         subject=SERVICE_ACCOUNT))
+    objects = [dict(o) for o in render_kustomization("base")]
+    reader_binding = next(o for o in objects
+                          if o["kind"] == "ClusterRoleBinding" and o["metadata"]["name"] == "wva-metrics-reader")
+    reader_binding["subjects"] = [{"kind": "ServiceAccount", "name": "wva-controller", "namespace": "wva-system"}]
+    problems = rbac_problems(objects, own_namespace="wva-system", subject=SERVICE_ACCOUNT)
+    assert any("metrics reader to wva's own ServiceAccount" in p for p in problems)
+    # without the review permissions a secure metrics port cannot authenticate anyone
+    objects = [o for o in render_kustomization("base") if o["metadata"]["name"] != "wva-metrics-auth"]
+    problems = rbac_problems(objects, own_namespace="wva-system", subject=SERVICE_ACCOUNT)
+    assert any("tokenreviews create" in p for p in problems) and any("subjectaccessreviews" in p for p in problems)
+    assert rbac_problems(objects, own_namespace="wva-system", subject=SERVICE_ACCOUNT, secure_metrics=False) == []
     cm_role = next(o for o in objects if o["kind"] == "Role")
     cm_role["metadata"] = {**cm_role["metadata"], "namespace": "elsewhere"}
     problems = rbac_problems(objects, own_namespace="wva-system", subject=SERVICE_ACCOUNT)
@@ -332,7 +396,8 @@ def test_operator_deployment_contract(rel: str) -> None:
     container = pod["containers"][0]
     assert deployment["spec"]["replicas"] == 2
     assert container["args"][0] == "run"
-    assert "--metrics-port=8080" in container["args"] and "--probe-port=8081" in container["args"]
+    assert "--metrics-port=8443" in container["args"] and "--probe-port=8081" in container["args"]
+    assert "--metrics-secure=true" in container["args"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -355,6 +420,57 @@ def test_operator_deployment_contract(rel: str) -> None:
     if rel == "overlays/kind":
         assert container["image"] == "wva:dev"
         assert container["imagePullPolicy"] in ("Never", "IfNotPresent")
+
+
+REVIEWS = (("authentication.k8s.io", "tokenreviews"), ("authorization.k8s.io", "subjectaccessreviews"))
+# who scrapes wva in each kustomization: the account bound to ClusterRole wva-metrics-reader
+SCRAPERS = {
+    "base": ("monitoring", "kube-prometheus-stack-prometheus"),
+    "overlays/kind": ("monitoring", "kube-prometheus-stack-prometheus"),
+    "overlays/openshift": ("wva-system", "wva-metrics-reader"),
+}
+
+
+@pytest.mark.parametrize("rel", KUSTOMIZATIONS)
+def test_the_scraper_may_read_the_metrics_port_and_wva_may_review_it(rel: str) -> None:
+    objects = render_kustomization(rel)
+    scraper = SCRAPERS[rel]
+    for path in ("/metrics", "/debug/decisions", "/debug/decisions/llm/llama-8b"):
+        assert rbac.is_allowed_path(path, "get", objects, subject=scraper), path
+        assert not rbac.is_allowed_path(path, "get", objects, subject=SERVICE_ACCOUNT), path
+    assert not rbac.is_allowed_path("/metrics", "post", objects, subject=scraper)
+    assert not rbac.is_allowed_path("/debug/other", "get", objects, subject=scraper)
+    assert not rbac.is_allowed_path("/api/v1/secrets", "get", objects, subject=scraper)
+    for group, resource in REVIEWS:
+        assert rbac.is_allowed(group, resource, "", "create", None, objects, subject=SERVICE_ACCOUNT)
+        assert not rbac.is_allowed(group, resource, "", "create", None, objects, subject=scraper)
+
+
+@pytest.mark.parametrize("rel", ["overlays/kind", "overlays/openshift"])
+def test_service_monitor_scrapes_the_https_port_with_a_token(rel: str) -> None:
+    objects = render_kustomization(rel)
+    (endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    service_ports = {p["name"]: p for p in one(objects, "Service")["spec"]["ports"]}
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert endpoint["port"] == "https-metrics" and endpoint["scheme"] == "https"
+    assert service_ports["https-metrics"]["targetPort"] in {p["name"] for p in container["ports"]}
+    if rel == "overlays/kind":
+        # Prometheus' own token, bound in deploy/base; the self-signed certificate cannot be verified
+        assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+        assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+        return
+    # OpenShift: a token Secret of the bound reader account, and the service CA verifies the certificate
+    secret = next(o for o in by_kind(objects, "Secret")
+                  if o["metadata"]["name"] == endpoint["authorization"]["credentials"]["name"])
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert secret["metadata"]["annotations"]["kubernetes.io/service-account.name"] == SCRAPERS[rel][1]
+    assert "bearerTokenFile" not in endpoint  # user-workload monitoring refuses it
+    service = one(objects, "Service")
+    cert_secret = service["metadata"]["annotations"]["service.beta.openshift.io/serving-cert-secret-name"]
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["metrics-cert"]["secret"]["secretName"] == cert_secret
+    assert endpoint["tlsConfig"]["serverName"] == f"{service['metadata']['name']}.wva-system.svc"
+    assert endpoint["tlsConfig"]["ca"]["configMap"]["name"] == "wva-prometheus-ca"
 
 
 def test_saturation_configmap_default_entry() -> None:
@@ -495,7 +611,8 @@ def test_container_args_are_accepted_by_the_cli(rel: str) -> None:
     container = one(render_kustomization(rel), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     parsed = parse_operator_args(container["args"])
     assert parsed.command == "run" and parsed.all_namespaces is True
-    assert (parsed.metrics_port, parsed.probe_port) == (8080, 8081)
+    assert (parsed.metrics_port, parsed.probe_port, parsed.metrics_secure) == (8443, 8081, "true")
+    assert parsed.metrics_cert_path == ("/etc/wva/metrics-cert" if rel == "overlays/openshift" else None)
 
 
 def test_emulator_example_args_are_accepted_by_the_cli() -> None:
@@ -525,10 +642,11 @@ def test_dockerfile_contract() -> None:
 @pytest.mark.parametrize("rel", KUSTOMIZATIONS)
 def test_only_the_operator_pod_mounts_the_service_account_token(rel: str) -> None:
     objects = render_kustomization(rel)
-    account = one(objects, "ServiceAccount")
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
-    assert account["automountServiceAccountToken"] is False
-    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    accounts = {a["metadata"]["name"]: a for a in by_kind(objects, "ServiceAccount")}
+    # every account mounts nothing (OpenShift's also holds wva-metrics-reader, whose token only Prometheus uses)
+    assert {name: a["automountServiceAccountToken"] for name, a in accounts.items()} == dict.fromkeys(accounts, False)
+    assert pod["serviceAccountName"] in accounts
     assert pod["automountServiceAccountToken"] is True  # wva talks to the API server
 
 

@@ -101,3 +101,8 @@ controller_instance: {{ . | quote }}
 {{- end -}}
 {{- join "," $parts -}}
 {{- end -}}
+
+{{/* The name of the metrics port (container and Service): https-metrics, or http-metrics when not secure. */}}
+{{- define "wva.metricsPortName" -}}
+{{- if .Values.metrics.secure -}}https-metrics{{- else -}}http-metrics{{- end -}}
+{{- end -}}
