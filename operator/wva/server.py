@@ -39,7 +39,7 @@ class OperatorServer:
     ) -> None:
         """``tls`` makes the metrics port HTTPS and ``auth`` puts every request on it through the filter;
         with neither it is plain HTTP, open to anyone who reaches it."""
-        if (tls is not None or auth is not None) and metrics_port == probe_port and metrics_port >= 0:
+        if (tls is not None or auth is not None) and metrics_port == probe_port and metrics_port > 0:
             raise ValueError(
                 f"the metrics port {metrics_port} is also the probe port: with secure metrics the probes "
                 "(no token, plain HTTP) need a port of their own"
@@ -67,7 +67,7 @@ class OperatorServer:
         probes = web.Application()
         probes.router.add_get("/healthz", self._healthz)
         probes.router.add_get("/readyz", self._readyz)
-        if self.metrics_port == self.probe_port:
+        if self.metrics_port == self.probe_port and self.metrics_port > 0:  # 0 and 0: two free ports
             metrics.router.add_get("/healthz", self._healthz)
             metrics.router.add_get("/readyz", self._readyz)
             apps = {"metrics": (metrics, self.metrics_port)}
