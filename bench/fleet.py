@@ -128,7 +128,9 @@ class CountingKube:
     def _count(self, name: str) -> None:
         self.calls[("write" if name in WRITE_CALLS else "read", name)] += 1
 
-    async def patch_va_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    async def patch_va_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
         self._count("patch_va_status")
         return {"status": status}
 

@@ -417,34 +417,22 @@ def _spec(model: str, ns: str) -> Any:
                        params={promql.PARAM_NAMESPACE: ns, promql.PARAM_MODEL_ID: model})
 
 
-async def test_warns_once_when_a_cycle_would_not_fit_the_source_cache(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_batch_caches_only_what_it_ran_and_serves_every_model_from_its_table() -> None:
+    """The split parts are not written into the source's cache under per-model keys (nothing reads
+    them there): the cache holds the namespace-wide answers, and the cycle reads the batch itself."""
     models = [f"m{i}" for i in range(5)]
     prom = FakePrometheus(dataset(models, ["ns"], pods_per_model=1))
     source = PrometheusSource(prom, PrometheusSourceConfig(cache_maxsize=20))
     register_default_queries(source.query_list())
     batcher = QueryBatcher()
-    with caplog.at_level("WARNING", logger="wva.collector.v2.batching"):
-        await batcher.prefetch(source, [(m, "ns") for m in models])
-        await batcher.prefetch(source, [(m, "ns") for m in models])
-    warnings = [r for r in caplog.records if "Batch results exceed the source cache" in r.getMessage()]
-    assert len(warnings) == 1 and "maxsize=20" in warnings[0].getMessage()
-    # evicted cache entries do not turn into per-model queries: the cycle reads the batch itself
+    sent = await batcher.prefetch(source, [(m, "ns") for m in models])
+    assert sent == 1 and len(source.cache) == 1  # the combined query of the namespace, nothing per model
     prom.queries.clear()
     for m in models:
         got = await batcher.fetch(source, _spec(m, "ns"))
         assert [v.labels["pod"] for v in got[promql.Q_KV_CACHE_USAGE].values] == [f"dep{models.index(m)}-abc-0"]
     assert prom.queries == [] and batcher.stats.per_model_queries == 0
-
-
-@pytest.mark.parametrize("namespace", ["ns", "n,s=x:y%"])
-def test_per_model_keys_equal_build_cache_key(namespace: str) -> None:
-    from wva.collector.v2.batching import per_model_key_builder
-    from wva.collector.v2.cache import build_cache_key
-
-    for query in BATCH_QUERIES:
-        key = per_model_key_builder(query, namespace)
-        for model in [*TRICKY_MODELS, "org/m:1,2=3%4", ""]:
-            assert key(model) == build_cache_key(query, {"namespace": namespace, "modelID": model})
+    assert len(source.cache) == 1
 
 
 async def test_a_failing_combined_query_is_retried_only_every_few_cycles() -> None:

@@ -95,6 +95,17 @@ class OperatorMetrics:
         )
         for kind in CONFIG_ERROR_KINDS:
             self.config_errors.labels(kind).set(0)
+        self.shard_info = Gauge(
+            "wva_shard_info",
+            "1, labelled with this process' shard (shard_index of shards); shards=1 when unsharded.",
+            ["shard_index", "shards"],
+            registry=registry,
+        )
+        self.shard_groups = Gauge(
+            "wva_shard_groups",
+            "Model groups (namespace, model) this process' shard owns: those its inventory holds VAs of.",
+            registry=registry,
+        )
 
 
 class MetricsEmitter:
@@ -150,6 +161,9 @@ class MetricsEmitter:
         self._cold_series: dict[tuple[str, str], tuple[str, ...]] = {}
         self._series: dict[tuple[str, str], tuple[str, ...]] = {}
         self._shadow_series: dict[tuple[str, str], tuple[str, ...]] = {}
+        # what each emit_* last published per (kind, namespace, variant): an unchanged value is not set again
+        # (a labels() lookup per series and VA each cycle was a twentieth of a large fleet's cycle)
+        self._published: dict[tuple[str, str, str], tuple[object, ...]] = {}
 
     def _labels(self, variant_name: str, namespace: str, accelerator: str) -> tuple[str, ...]:
         base = (variant_name, namespace, accelerator)
@@ -172,11 +186,15 @@ class MetricsEmitter:
         the decision) are published when given; None leaves their last value.
         """
         labels = self._labels(variant_name, namespace, accelerator)
+        state = (labels, desired, current, ready, reporting)
         with self._lock:
+            if self._published.get(("decision", namespace, variant_name)) == state:
+                return
             previous = self._series.get((namespace, variant_name))
             if previous is not None and previous != labels:
                 self._remove_labels(previous)
             self._series[(namespace, variant_name)] = labels
+            self._published[("decision", namespace, variant_name)] = state
             self.desired.labels(*labels).set(desired)
             self.current.labels(*labels).set(current)
             self.ratio.labels(*labels).set(desired / current if current > 0 else desired)
@@ -192,6 +210,8 @@ class MetricsEmitter:
         labels = (*base, self.controller_instance) if self.controller_instance else base
         with self._lock:
             previous = self._reason_series.get(key)
+            if reason is not None and previous == labels:
+                return  # the series exists and its value is always 1
             if previous is not None and (reason is None or previous != labels):
                 with contextlib.suppress(KeyError):
                     self.decision_reason.remove(*previous)
@@ -206,12 +226,16 @@ class MetricsEmitter:
         labels = self._labels(variant_name, namespace, accelerator)
         with self._lock:
             previous = self._shadow_series.get(key)
+            if desired is not None and previous == labels and self._published.get(("shadow", *key)) == (desired,):
+                return
             if previous is not None and (desired is None or previous != labels):
                 with contextlib.suppress(KeyError):
                     self.shadow_desired.remove(*previous)
                 self._shadow_series.pop(key, None)
+                self._published.pop(("shadow", *key), None)
             if desired is not None:
                 self._shadow_series[key] = labels
+                self._published[("shadow", *key)] = (desired,)
                 self.shadow_desired.labels(*labels).set(desired)
 
     def emit_cold_start(self, variant_name: str, namespace: str, accelerator: str, seconds: float | None) -> None:
@@ -220,12 +244,16 @@ class MetricsEmitter:
         labels = self._labels(variant_name, namespace, accelerator)
         with self._lock:
             previous = self._cold_series.get(key)
+            if seconds is not None and previous == labels and self._published.get(("cold", *key)) == (seconds,):
+                return
             if previous is not None and (seconds is None or previous != labels):
                 with contextlib.suppress(KeyError):
                     self.cold_start.remove(*previous)
                 self._cold_series.pop(key, None)
+                self._published.pop(("cold", *key), None)
             if seconds is not None:
                 self._cold_series[key] = labels
+                self._published[("cold", *key)] = (seconds,)
                 self.cold_start.labels(*labels).set(seconds)
 
     def remove(self, variant_name: str, namespace: str) -> bool:
@@ -237,6 +265,7 @@ class MetricsEmitter:
             if shadow is not None:
                 with contextlib.suppress(KeyError):
                     self.shadow_desired.remove(*shadow)
+            self._published.pop(("decision", namespace, variant_name), None)
             labels = self._series.pop((namespace, variant_name), None)
             if labels is None:
                 return False
@@ -246,6 +275,7 @@ class MetricsEmitter:
     def clear(self) -> None:
         """Drop every decision series (a replica that lost leadership publishes none)."""
         with self._lock:
+            self._published.clear()
             for labels in self._series.values():
                 self._remove_labels(labels)
             self._series.clear()

@@ -8,6 +8,7 @@ of the inputs. Its JSON form (:meth:`DecisionRecord.to_dict`) is built only when
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from array import array
@@ -176,23 +177,19 @@ class DecisionRecord:
 
 def config_hash(config: SaturationScalingConfig, variants: Sequence[VariantInput]) -> str:
     """A short, stable digest of everything configured that the decision depends on."""
+    return _config_digest(config, tuple(sorted(_variant_key(v) for v in variants)))
+
+
+@functools.lru_cache(maxsize=16384)
+def _config_digest(config: SaturationScalingConfig, variants: tuple[_VariantKey, ...]) -> str:
+    # the same configuration comes back every cycle for every model: digest it once (configs are frozen)
     canonical = {
         "thresholds": config.thresholds(),
         "rules": config.rules(),
-        "variants": [_variant_config(v) for v in sorted(variants, key=lambda v: v.name)],
+        "variants": [_variant_dict(key) for key in variants],
     }
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _variant_config(variant: VariantInput) -> dict[str, Any]:
-    return {
-        "name": variant.name,
-        "accelerator": variant.accelerator,
-        "cost": variant.cost,
-        "minReplicas": variant.min_replicas,
-        "maxReplicas": variant.max_replicas,
-    }
 
 
 def _variant_state(variant: VariantInput) -> dict[str, Any]:
@@ -306,3 +303,19 @@ def _outcome_dict(outcome: VariantOutcome) -> dict[str, Any]:
         "code": outcome.code,
         "message": outcome.message,
     }
+
+
+_VariantKey = tuple[str, str, float, int, int | None]
+
+
+def _variant_key(variant: VariantInput) -> _VariantKey:
+    return variant.name, variant.accelerator, variant.cost, variant.min_replicas, variant.max_replicas
+
+
+def _variant_dict(key: _VariantKey) -> dict[str, Any]:
+    name, accelerator, cost, low, high = key
+    return {"name": name, "accelerator": accelerator, "cost": cost, "minReplicas": low, "maxReplicas": high}
+
+
+def _variant_config(variant: VariantInput) -> dict[str, Any]:
+    return _variant_dict(_variant_key(variant))

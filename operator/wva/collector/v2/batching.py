@@ -10,17 +10,17 @@ tags differ, so ``or`` keeps every series of every branch). That is one HTTP rou
 instead of eight. If the combined query fails, the eight batch forms are sent one by one, so one bad
 metric costs only itself. Each answer is split by the exact tag and ``model_name`` label values
 (string equality, never a regex, so model names with regex or quote characters split correctly) into
-the result the per-model query would have returned, and cached under the per-model cache key
-(:func:`build_cache_key` of ``{namespace, modelID}``). A model the batch did not return gets an empty
+the result the per-model query would have returned. A model the batch did not return gets an empty
 result, exactly as its own query would have.
 
 The later per-model calls of the same cycle go through :meth:`QueryBatcher.fetch`: a query whose
-namespace batch succeeded in *this* cycle is answered from the batcher's table of split answers (the
-same results the cache holds, without a key build and a locked lookup per call); everything else (a
-failed batch, a namespace not prefetched, a source that cannot batch) falls back to the per-model
-``source.refresh``. The table is replaced by every prefetch and stops being served after ``max_age``
-seconds or the source cache's TTL, whichever is shorter, so a previous cycle's batch is never served
-to this cycle.
+namespace batch succeeded in *this* cycle is answered from the batcher's table of split answers;
+everything else (a failed batch, a namespace not prefetched, a source that cannot batch) falls back
+to the per-model ``source.refresh``. The table is replaced by every prefetch and stops being served
+after ``max_age`` seconds or the source cache's TTL, whichever is shorter, so a previous cycle's
+batch is never served to this cycle. The split parts are not written into the source's cache under
+per-model keys: nothing in a cycle reads them there, and at 1,000 models those writes were a sixth of
+the cycle's CPU. The source caches the namespace-wide answers it ran, as it caches every query.
 
 Only sources that run PromQL and expose their result :class:`Cache` can batch (``PrometheusSource``,
 or any source with ``supports_batch_queries = True`` and a ``cache`` attribute); a pod-scraping source
@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from wva.collector import promql
-from wva.collector.v2.cache import Cache, encode_key_part
+from wva.collector.v2.cache import Cache
 from wva.collector.v2.prometheus import PrometheusSource
 from wva.collector.v2.query import QueryTemplate, QueryType
 from wva.collector.v2.results import MetricResult, MetricValue, RefreshSpec
@@ -125,7 +125,8 @@ def batch_queries_enabled(value: str | None) -> bool:
 
 
 def batch_cache(source: MetricsSource) -> Cache | None:
-    """The cache batch results are written into, or None when ``source`` cannot batch."""
+    """The source's result cache (its TTL bounds how long a batch is served), or None when ``source``
+    cannot batch."""
     cache = getattr(source, "cache", None)
     if not isinstance(cache, Cache):
         return None
@@ -240,7 +241,6 @@ class QueryBatcher:
         # the source they came from; its keys are the (query, namespace) pairs the batch covers
         self._table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] = {}
         self._table_source: MetricsSource | None = None
-        self._warned_capacity = False
         self._counts: dict[str, int] = dict.fromkeys(BatchStats.__slots__, 0)
 
     @property
@@ -287,21 +287,12 @@ class QueryBatcher:
         by_namespace: dict[str, set[str]] = defaultdict(set)
         for model_id, namespace in models:
             by_namespace[namespace].add(model_id)
-        needed = len(models) * len(self._queries) + len(by_namespace) * (len(self._queries) + 1)
-        if needed > cache.maxsize and not self._warned_capacity:
-            # the cycle reads the batch from the batcher's table; only other readers of the cache lose entries
-            self._warned_capacity = True
-            logger.warning(
-                "Batch results exceed the source cache: entries=%d maxsize=%d; per-model cache entries are "
-                "evicted early (raise cache_maxsize)",
-                needed, cache.maxsize,
-            )
         started = self._clock()
         table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] = {}
         outcomes = await asyncio.gather(
             *(
-                self._prefetch_namespace(source, cache, ns, wanted, table)
-                for ns, wanted in sorted(by_namespace.items())
+                self._prefetch_namespace(source, ns, table)
+                for ns in sorted(by_namespace)
             )
         )
         with self._lock:
@@ -320,9 +311,7 @@ class QueryBatcher:
     async def _prefetch_namespace(
         self,
         source: MetricsSource,
-        cache: Cache,
         namespace: str,
-        wanted: set[str],
         table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]],
     ) -> int:
         """Fill ``table`` with what the batch of ``namespace`` covers; returns how many queries were sent."""
@@ -338,9 +327,7 @@ class QueryBatcher:
                     self._uncombined.pop(namespace, None)
                 parts = split_combined(combined)
                 for query in self._queries:
-                    table[(query, namespace)] = self._store(
-                        cache, query, namespace, wanted, parts.get(query, {}), combined.collected_at
-                    )
+                    table[(query, namespace)] = self._table_entry(query, parts.get(query, {}), combined.collected_at)
                 return sent
             self._count("batch_failures")
             with self._lock:
@@ -364,9 +351,7 @@ class QueryBatcher:
                     query, namespace, result.error if result is not None else "no result",
                 )
                 continue
-            table[(query, namespace)] = self._store(
-                cache, query, namespace, wanted, split_by_model(result, query), result.collected_at
-            )
+            table[(query, namespace)] = self._table_entry(query, split_by_model(result, query), result.collected_at)
         return sent
 
     def _may_combine(self, namespace: str) -> bool:
@@ -382,28 +367,16 @@ class QueryBatcher:
             return False
 
     @staticmethod
-    def _store(
-        cache: Cache,
-        query: str,
-        namespace: str,
-        wanted: set[str],
-        parts: Mapping[str, MetricResult],
-        collected_at: float,
+    def _table_entry(
+        query: str, parts: Mapping[str, MetricResult], collected_at: float
     ) -> tuple[Mapping[str, MetricResult], MetricResult]:
-        """Cache every model's part under its per-model key; a wanted model the batch missed gets an empty one.
-
-        Returns (parts, the empty result) for the batcher's own table.
-        """
-        empty = MetricResult(query_name=query, values=[], collected_at=collected_at)
-        key = per_model_key_builder(query, namespace)
-        cache.set_many((key(model), parts.get(model) or empty) for model in wanted.union(parts))
-        return parts, empty
+        """(each model's part, the empty result a model the batch missed gets) for the batcher's table."""
+        return parts, MetricResult(query_name=query, values=[], collected_at=collected_at)
 
     async def fetch(self, source: MetricsSource, spec: RefreshSpec) -> dict[str, MetricResult]:
         """``source.refresh(spec)``, except that queries covered by this cycle's batch come from that batch.
 
-        The batch is what was cached under the same per-model keys; reading the batcher's table instead
-        of the cache saves a key build and a locked lookup per query.
+        A covered query is answered from the batcher's table of this cycle's split answers.
         """
         names = list(dict.fromkeys(spec.queries))
         if not names:  # "every registered query": nothing to serve from a batch
@@ -456,16 +429,6 @@ class QueryBatcher:
             if query_list.get(template.name) is None:
                 with contextlib.suppress(ValueError):  # registered concurrently
                     query_list.register(template)
-
-
-def per_model_key_builder(query: str, namespace: str) -> Callable[[str], str]:
-    """model_id -> ``build_cache_key(query, {namespace, modelID})``, with the fixed parts encoded once.
-
-    Keys sort as ``modelID`` < ``namespace``, so the key is ``<query>:modelID=<model>,namespace=<ns>``.
-    """
-    head = f"{encode_key_part(query)}:{encode_key_part(promql.PARAM_MODEL_ID)}="
-    tail = f",{encode_key_part(promql.PARAM_NAMESPACE)}={encode_key_part(namespace)}"
-    return lambda model_id: head + encode_key_part(model_id) + tail
 
 
 def batching_from_env(env: Mapping[str, str] | None = None) -> bool:

@@ -69,7 +69,7 @@ class PrometheusSourceConfig:
     retry_factor: float = 2.0
     retry_max_attempts: int = 5
     retry_jitter: float = 0.1
-    cache_maxsize: int = 50000  # 8 entries per model per namespace batch: room for ~6,000 models
+    cache_maxsize: int = 50000  # one entry per query and parameter set (batched: a few per namespace)
     cache_cleanup_interval: float = 1.0
 
     def __post_init__(self) -> None:
