@@ -72,6 +72,16 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--probe-port", type=int, default=8081,
                      help="port of /healthz and /readyz, always plain HTTP (default 8081)")
     run.add_argument("--log-level", default=None, help="debug, info, warning or error (default: LOG_LEVEL or info)")
+    run.add_argument(
+        "--shards", default=None, metavar="K",
+        help="split the model groups over K operator processes, each deciding only its own shard "
+             "(default: WVA_SHARDS, else 1)",
+    )
+    run.add_argument(
+        "--shard-index", default=None, metavar="I",
+        help="this process' shard, 0 to K-1, or 'ordinal' for the trailing -<n> of POD_NAME (a StatefulSet "
+             "ordinal) (default: WVA_SHARD_INDEX, else 0)",
+    )
 
     demo = sub.add_parser("demo", help="run the whole autoscaler locally on an embedded environment")
     if wanted("demo"):
@@ -114,13 +124,15 @@ def _command_of(argv: Sequence[str]) -> str | None:
 def run_operator(
     namespaces: Sequence[str], metrics_port: int, probe_port: int, log_level: str | None,
     metrics_secure: str | None = None, metrics_cert_path: str | None = None,
+    shards: str | None = None, shard_index: str | None = None,
 ) -> int:
     import kopf
 
-    from wva.settings import Settings, SettingsError
+    from wva.settings import Settings, SettingsError, with_shard_flags
 
     try:
         settings = Settings.from_env(require_prometheus=os.environ.get("METRICS_SOURCE", "").strip().lower() != "pods")
+        settings = with_shard_flags(settings, shards, shard_index)
         settings = _metrics_flags(settings, metrics_port, probe_port, metrics_secure, metrics_cert_path)
     except SettingsError as exc:
         configure_logging("INFO")
@@ -190,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "run":
         return run_operator(args.namespace, args.metrics_port, args.probe_port, args.log_level,
-                            args.metrics_secure, args.metrics_cert_path)
+                            args.metrics_secure, args.metrics_cert_path, args.shards, args.shard_index)
     if args.command == "emulate":
         configure_logging(os.environ.get("LOG_LEVEL", "info"))
         from wva.sim.vllm import serve_single_pod

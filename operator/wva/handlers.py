@@ -81,7 +81,10 @@ async def variant_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) 
     record = runtime.inventory.apply_variant(body)
     if record is None:
         if previous is not None:
-            runtime.engine.forget(namespace, name)  # relabelled away from this controller instance
+            # relabelled away from this controller instance, or its model moved it to another shard
+            runtime.engine.forget(namespace, name)
+            log.info("VA no longer managed here namespace=%s name=%s shard=%s", namespace, name,
+                     runtime.inventory.shard)
         return
     if previous is None:
         log.info(

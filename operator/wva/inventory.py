@@ -27,6 +27,7 @@ from wva.collector.types import DEFAULT_VARIANT_COST, VariantRef
 from wva.collector.v2 import PodVAMapper
 from wva.durations import parse_go_duration
 from wva.saturation.config import ScaleToZeroOverride
+from wva.sharding import ShardAssignment
 
 log = logging.getLogger(__name__)
 
@@ -273,12 +274,22 @@ def parse_pod(body: Mapping[str, Any]) -> PodRecord:
 
 
 class Inventory:
-    """Watched state plus the pod→VA mapper it feeds."""
+    """Watched state plus the pod→VA mapper it feeds.
 
-    def __init__(self, mapper: PodVAMapper | None = None, controller_instance: str = "") -> None:
+    Only the VAs this process manages are kept: with ``CONTROLLER_INSTANCE``, those carrying its label;
+    with sharding, those whose model group (namespace, model) belongs to this process' shard. Every
+    reader (the engine's group selection, the status writer, the scale-from-zero poller, the handlers)
+    therefore sees only its own VAs, and a foreign VA costs one hash per watch event and no memory.
+    """
+
+    def __init__(
+        self, mapper: PodVAMapper | None = None, controller_instance: str = "", shard: ShardAssignment | None = None
+    ) -> None:
         self.mapper = mapper if mapper is not None else PodVAMapper()
         self.controller_instance = controller_instance
+        self.shard = shard if shard is not None else ShardAssignment()
         self._variants: dict[Key, VariantRecord] = {}
+        self._models: dict[tuple[str, str], int] = {}  # (namespace, model) -> VAs held (this shard's groups)
         self._deployments: dict[Key, DeploymentRecord] = {}
         self._pods: dict[Key, PodRecord] = {}
         self._pods_by_deployment: dict[Key, set[str]] = {}
@@ -290,15 +301,22 @@ class Inventory:
         """With CONTROLLER_INSTANCE set, only VAs carrying that instance label are ours."""
         return not self.controller_instance or labels.get(CONTROLLER_INSTANCE_LABEL) == self.controller_instance
 
+    def owns(self, namespace: str, model_id: str) -> bool:
+        """Whether the model group (namespace, model) belongs to this process' shard."""
+        return self.shard.owns(namespace, model_id)
+
     def apply_variant(self, body: Mapping[str, Any]) -> VariantRecord | None:
+        """Store the VA; None (and the VA forgotten) when it is not ours: another controller instance's,
+        another shard's, or without a name."""
         record = parse_variant(body)
         if not record.name or not record.namespace:
             return None
-        if not self.manages(record.labels):
+        if not self.manages(record.labels) or not self.owns(record.namespace, record.model_id):
             self.delete_variant(record.namespace, record.name)
             return None
         previous = self._variants.get(record.key)
         self._variants[record.key] = record
+        self._count_model(previous, record)
         if record.scale_to_zero.enabled:
             self._opted_in_to_zero.add(record.key)
         else:
@@ -323,7 +341,27 @@ class Inventory:
         self._opted_in_to_zero.discard((namespace, name))
         if record is not None:
             self.mapper.unregister(name, namespace)
+            self._count_model(record, None)
         return record
+
+    def _count_model(self, old: VariantRecord | None, new: VariantRecord | None) -> None:
+        if old is not None and new is not None and old.model_id == new.model_id:
+            return
+        if old is not None:
+            key = (old.namespace, old.model_id)
+            left = self._models.get(key, 0) - 1
+            if left > 0:
+                self._models[key] = left
+            else:
+                self._models.pop(key, None)
+        if new is not None:
+            key = (new.namespace, new.model_id)
+            self._models[key] = self._models.get(key, 0) + 1
+
+    @property
+    def model_groups(self) -> int:
+        """How many model groups (namespace, model) the VAs held here form: this shard's share of the fleet."""
+        return len(self._models)
 
     @property
     def any_scale_to_zero_opt_in(self) -> bool:
@@ -416,6 +454,7 @@ class Inventory:
             "pods": len(self._pods),
             "pod_index": sum(len(v) for v in self._pods_by_deployment.values()),
             "mapper": len(self.mapper),
+            "model_groups": len(self._models),
         }
 
 

@@ -31,6 +31,7 @@ from wva.scalefromzero import ScaleFromZeroPoller, epp_source_from_settings, pol
 from wva.server import OperatorServer
 from wva.servingcerts import ServingCertificate
 from wva.settings import ActuationMode, MetricsSourceMode, Settings
+from wva.sharding import ShardAssignment
 from wva.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,10 @@ class Runtime:
         emitter = MetricsEmitter(controller_instance=settings.controller_instance)
         ops = emitter.operator
         mapper = PodVAMapper()
-        inventory = Inventory(mapper, controller_instance=settings.controller_instance)
+        shard = ShardAssignment(settings.shards, settings.shard_index)
+        inventory = Inventory(mapper, controller_instance=settings.controller_instance, shard=shard)
+        ops.shard_info.labels(str(shard.index), str(shard.shards)).set(1)
+        ops.shard_groups.set_function(lambda: inventory.model_groups)
         if kube is None:
             kube = KubeClient(
                 build_api_client(settings.kube_api_url),
@@ -144,7 +148,7 @@ class Runtime:
             runtime.elector = LeaderElector(
                 kube,
                 settings.pod_namespace,
-                settings.lease_name,
+                shard.lease_name(settings.lease_name),
                 settings.pod_name,
                 on_started=runtime._lead,
                 on_stopped=runtime._follow,
@@ -169,11 +173,13 @@ class Runtime:
             await self._lead()
         self.started = True
         log.info(
-            "Operator started collector=%s actuation=%s interval=%.1fs leader_election=%s",
+            "Operator started collector=%s actuation=%s interval=%.1fs leader_election=%s shard=%s lease=%s",
             "v2" if self.settings.collector_v2 else "v1",
             self.settings.actuation_mode.value,
             self.settings.global_opt_interval,
             self.settings.leader_election,
+            self.inventory.shard,
+            self.elector.name if self.elector is not None else "-",
         )
 
     async def stop(self) -> None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from wva.collector import collector_v2_enabled
 from wva.durations import parse_duration
 from wva.flags import flag_word
+from wva.sharding import ORDINAL, ordinal_of, parse_shard_index, parse_shards
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class Settings(BaseModel):
     lease_duration: float = 15.0
     resync_interval: float = 300.0
     decision_ring_size: int = 4  # decision records kept per VariantAutoscaling (/debug/decisions)
+    # sharding (WVA_SHARDS, WVA_SHARD_INDEX; --shards, --shard-index): this process owns shard_index of shards
+    shards: int = 1
+    shard_index: int = 0
     # the metrics port: HTTPS with bearer-token authn/authz (TokenReview + SubjectAccessReview), or plain HTTP
     metrics_secure: bool = True
     metrics_cert_path: str | None = None  # a folder with tls.crt and tls.key; None: a self-signed certificate
@@ -181,6 +185,8 @@ class Settings(BaseModel):
         take("LEADER_ELECTION_LEASE_DURATION", "lease_duration", _positive_duration)
         take("WVA_RESYNC_INTERVAL", "resync_interval", _positive_duration)
         take("WVA_DECISION_RING_SIZE", "decision_ring_size", _ring_size)
+        take("WVA_SHARDS", "shards", parse_shards)
+        take("WVA_SHARD_INDEX", "shard_index", parse_shard_index)
         take("WVA_METRICS_SECURE", "metrics_secure", metrics_secure_flag)
         take("WVA_METRICS_CERT_PATH", "metrics_cert_path", metrics_cert_dir)
         take("WVA_KUBE_API_URL", "kube_api_url", _parse_http_url)
@@ -210,6 +216,15 @@ class Settings(BaseModel):
                 f"(got cert={cert!r}, key={key!r})"
             )
         problems.extend(_epp_problems(values))
+        if "WVA_SHARDS" in env and "shards" not in values:
+            values.pop("shard_index", None)  # WVA_SHARDS is wrong itself: nothing to check the index against
+        elif "shard_index" in values:
+            index, shard_problems = resolve_shard_index(
+                values.get("shards", 1), values["shard_index"], values.get("pod_name") or socket.gethostname(),
+                shards_name="WVA_SHARDS", index_name="WVA_SHARD_INDEX", default_shards="shards" not in values,
+            )
+            problems.extend(shard_problems)
+            values["shard_index"] = index
         if values.get("metrics_cert_path") and values.get("metrics_secure") is False:
             problems.append("WVA_METRICS_CERT_PATH needs secure metrics (WVA_METRICS_SECURE is false)")
         if require_prometheus and not values.get("prometheus_base_url"):
@@ -352,6 +367,61 @@ def metrics_cert_dir(value: str) -> str | None:
         if not os.path.isfile(file) or not os.access(file, os.R_OK):
             raise ValueError(f"{name} is missing or unreadable in it")
     return path
+
+
+def resolve_shard_index(
+    shards: int, index: int | str, pod_name: str, *, shards_name: str, index_name: str, default_shards: bool = False
+) -> tuple[int, list[str]]:
+    """The shard index ``index`` stands for (``ordinal``: the pod name's StatefulSet ordinal), and the
+    problems with it; ``shards_name`` and ``index_name`` say where the values came from."""
+    given = f"{shards_name} is {shards}" + (" by default" if default_shards else "")
+    if index == ORDINAL:
+        try:
+            number = ordinal_of(pod_name)
+        except ValueError:
+            return 0, [f"{index_name}=ordinal needs POD_NAME to end in -<ordinal> (a StatefulSet pod's name, "
+                       f"e.g. wva-2), got {pod_name!r}"]
+        if number >= shards:
+            return 0, [f"{index_name}=ordinal needs {shards_name} of at least {number + 1}: pod {pod_name!r} has "
+                       f"ordinal {number}, shards are numbered from 0 and {given}"]
+        return number, []
+    assert isinstance(index, int)
+    if index >= shards:
+        return 0, [f"{index_name}={index} needs {shards_name} of at least {index + 1}: shards are numbered from 0 "
+                   f"and {given}"]
+    return index, []
+
+
+def with_shard_flags(settings: Settings, shards: str | None, shard_index: str | None) -> Settings:
+    """``settings`` with ``--shards`` / ``--shard-index`` applied over the environment's values.
+
+    Raises SettingsError naming the flag and its value.
+    """
+    if shards is None and shard_index is None:
+        return settings
+    problems: list[str] = []
+    count, index = settings.shards, settings.shard_index
+    if shards is not None:
+        try:
+            count = parse_shards(shards)
+        except ValueError as exc:
+            problems.append(f"--shards={shards!r}: {exc}")
+    raw_index: int | str = index
+    if shard_index is not None:
+        try:
+            raw_index = parse_shard_index(shard_index)
+        except ValueError as exc:
+            problems.append(f"--shard-index={shard_index!r}: {exc}")
+    if not problems:
+        index, found = resolve_shard_index(
+            count, raw_index, settings.pod_name,
+            shards_name="--shards" if shards is not None else "WVA_SHARDS",
+            index_name="--shard-index" if shard_index is not None else "WVA_SHARD_INDEX",
+        )
+        problems.extend(found)
+    if problems:
+        raise SettingsError(problems)
+    return settings.model_copy(update={"shards": count, "shard_index": index})
 
 
 def _batch_queries(value: str) -> bool:

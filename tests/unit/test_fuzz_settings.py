@@ -34,7 +34,7 @@ _TOKENS = (
     "{", "}", "{ip}", "{port}", "{pod}", "{namespace}", "{port[0]}", "{ip.real}", "{ip!r}", "{ip:>9}", "{0}", "{}",
     "=", ",", " ", "\t", "ns", "ns-1", "s", "ms", "m", "h", "us", "µs", "1", "0", "-", "+", ".", "e", "5", "250",
     "9" * 400, "1e400", "nan", "inf", "true", "false", "yes", "off", "TRUE", "POST", "get", "pods", "auto",
-    "prometheus", "direct", "hpa", "debug", "WARN", "a" * 70, "__x", "_x", "Ab", "\x00", "\n", "é",
+    "prometheus", "direct", "hpa", "debug", "WARN", "a" * 70, "__x", "_x", "Ab", "\x00", "\n", "é", "ordinal",
 )
 
 values = st.one_of(
@@ -59,6 +59,7 @@ def _check_ranges(s: Settings) -> None:
     assert 0.01 <= s.scale_from_zero_interval <= 60
     assert 0 <= s.drain_timeout <= 600
     assert 1 <= s.decision_ring_size <= 1000
+    assert 1 <= s.shards <= 1024 and 0 <= s.shard_index < s.shards
     assert 1 <= s.pod_metrics_port <= 65535
     assert s.pod_scrape_concurrency >= 1
     assert s.prometheus_query_method in ("GET", "POST")

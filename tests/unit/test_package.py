@@ -28,7 +28,8 @@ def test_version_command(capsys: object) -> None:
 
 def test_run_help_documents_every_flag() -> None:
     out = subprocess.run([sys.executable, "-m", "wva.cli", "run", "--help"], capture_output=True, text=True, check=True)
-    for flag in ("--all-namespaces", "--namespace", "--metrics-port", "--probe-port", "--log-level"):
+    for flag in ("--all-namespaces", "--namespace", "--metrics-port", "--probe-port", "--log-level", "--shards",
+                 "--shard-index"):
         assert flag in out.stdout
     assert "PROMETHEUS_BASE_URL" in out.stdout
 
