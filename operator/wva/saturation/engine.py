@@ -326,10 +326,16 @@ class SaturationEngine:
             self._histories[key] = next_history(self._histories.get(key), decision.record)
             self.decisions.add(decision.record, (record.key for record in records))
             reporting = _reporting_counts(decision)
-            await asyncio.gather(
-                *(self._apply(rec, dep, collected, decision, report, reporting.get(rec.name, 0))
-                  for rec, dep in members)
-            )
+            # one variant after the other, not a task each: applying rarely waits (unchanged status is
+            # not written), and a task per VA was a tenth of a large fleet's cycle
+            failure: Exception | None = None
+            for rec, dep in members:
+                try:
+                    await self._apply(rec, dep, collected, decision, report, reporting.get(rec.name, 0))
+                except Exception as exc:  # the group's other variants still get their decision
+                    failure = failure or exc
+            if failure is not None:
+                raise failure
         except Exception as exc:
             report.group_errors[key] = f"{type(exc).__name__}: {exc}"
             self.emitter.operator.errors.labels("engine", "group").inc()
