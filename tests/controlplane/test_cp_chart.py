@@ -61,8 +61,8 @@ DRY_RUN_LINE = re.compile(r"^(\S+)/(\S+) serverside-applied \(server dry run\)$"
 
 # Value sets for lint and the dry run: the defaults, every optional template on (namespace-scoped
 # RBAC, direct actuation, HPA + KEDA + adapter rules + ServiceMonitor, inline CA, token and client
-# certificate Secrets, overrides, the NetworkPolicy with every rule), and the remaining branches (no
-# ServiceAccount/RBAC, CA from a Secret, the pod's own token, a single replica without leader election).
+# certificate Secrets, overrides, the NetworkPolicy with every rule), three shards, and the remaining branches
+# (no ServiceAccount/RBAC, CA from a Secret, the pod's own token, a single replica without leader election).
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "all-features": {
@@ -102,6 +102,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                              "ports": [{"port": 9090, "protocol": "TCP"}]}],
         },
     },
+    # three shards, each a Deployment of a leader and a standby on its own Lease
+    "sharded": {"sharding": {"shards": 3}, "replicaCount": 2, "collectorV2": True, "networkPolicy": {"enabled": True}},
     "minimal": {
         "replicaCount": 1,
         "leaderElection": {"enabled": False},
@@ -311,6 +313,9 @@ def test_helm_template_is_accepted_by_a_server_side_dry_run(
             kinds = {o["kind"] for o in objects}
             assert {"ServiceMonitor", "ScaledObject", "HorizontalPodAutoscaler", "NetworkPolicy"} <= kinds, kinds
             assert {o["metadata"].get("namespace") for o in objects if o["kind"] == "Role"} == {namespace, extra}
+        if value_set == "sharded":
+            deployments = sorted(o["metadata"]["name"] for o in objects if o["kind"] == "Deployment")
+            assert deployments == [f"{release}-workload-variant-autoscaler-controller-shard-{i}" for i in range(3)]
 
         result = kubectl(control_plane, "apply", "--server-side", "--dry-run=server", "--validate=strict",
                          "-f", "-", stdin=rendered)

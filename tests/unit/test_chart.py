@@ -127,6 +127,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
 }
 VALUE_SETS["instance-monitor-overrides"]["metrics"] = {"certSecretName": "wva-metrics-tls"}
+# three shards: one Deployment each, every one with a standby on its own Lease
+VALUE_SETS["sharded"] = {"sharding": {"shards": 3}, "collectorV2": True}
+SHARDS = {"sharded": 3}
 WATCH = {"namespaced": ("llm-a", "llm-b")}
 MODES = {"direct-keda": "direct"}
 PLAIN_METRICS = {"plain-metrics"}  # metrics.secure=false: plain HTTP on 8080, no review permissions
@@ -248,9 +251,12 @@ def pod_labels(deployment: Mapping[str, Any]) -> dict[str, str]:
     return dict(deployment["spec"]["template"]["metadata"]["labels"])
 
 
-def _settings_env(objects: list[dict[str, Any]], tmp_path: Path) -> dict[str, str]:
-    """The container environment as the kubelet would build it; mounted files become temp files."""
-    deployment = checks.one(objects, "Deployment")
+def _settings_env(
+    objects: list[dict[str, Any]], tmp_path: Path, deployment: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The container environment as the kubelet would build it; mounted files become temp files.
+    ``deployment``: which one (a sharded install has one per shard); default the only one."""
+    deployment = deployment or checks.one(objects, "Deployment")
     cms = {c["metadata"]["name"]: c["data"] for c in checks.by_kind(objects, "ConfigMap")}
     mounts = {
         m["name"]: m["mountPath"]
@@ -281,28 +287,39 @@ def _settings_env(objects: list[dict[str, Any]], tmp_path: Path) -> dict[str, st
 
 def test_rendered_environment_is_accepted_by_settings(rendered: tuple[str, Rendered], tmp_path: Path) -> None:
     name, out = rendered
-    env = _settings_env(out.objects, tmp_path)
-    s = wva_settings.Settings.from_env(env)
-    assert s.pod_namespace == NAMESPACE
-    assert s.config_map_name == f"{FULLNAME}-variantautoscaling-config"
-    assert s.saturation_config_map_name == f"{FULLNAME}-saturation-scaling-config"
-    assert s.global_opt_interval == 30.0
-    assert tuple(s.watch_namespaces) == WATCH.get(name, ())
-    assert str(s.actuation_mode) == MODES.get(name, "hpa")
-    expected_instance = "ci-1" if name == "instance-monitor-overrides" else None
-    assert (s.controller_instance or None) == expected_instance
+    deployments = out.kind("Deployment")
+    assert len(deployments) == SHARDS.get(name, 1)
+    for deployment in deployments:
+        env = _settings_env(out.objects, tmp_path, deployment)
+        s = wva_settings.Settings.from_env(env)
+        assert s.pod_namespace == NAMESPACE
+        assert s.config_map_name == f"{FULLNAME}-variantautoscaling-config"
+        assert s.saturation_config_map_name == f"{FULLNAME}-saturation-scaling-config"
+        assert s.global_opt_interval == 30.0
+        assert tuple(s.watch_namespaces) == WATCH.get(name, ())
+        assert str(s.actuation_mode) == MODES.get(name, "hpa")
+        expected_instance = "ci-1" if name == "instance-monitor-overrides" else None
+        assert (s.controller_instance or None) == expected_instance
 
 
-def test_rendered_args_are_accepted_by_the_cli(rendered: tuple[str, Rendered]) -> None:
+def test_rendered_args_are_accepted_by_the_cli(rendered: tuple[str, Rendered], tmp_path: Path) -> None:
     name, out = rendered
-    container = out.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
-    parsed = checks.parse_operator_args(container["args"])
-    assert parsed.command == "run"
-    assert list(parsed.namespace) == list(WATCH.get(name, ()))
-    assert parsed.all_namespaces is (name not in WATCH)
-    metrics_port = 8080 if name in PLAIN_METRICS else 8443
-    assert (parsed.metrics_port, parsed.probe_port, parsed.log_level) == (metrics_port, 8081, "info")
-    assert wva_settings.metrics_secure_flag(parsed.metrics_secure) is (name not in PLAIN_METRICS)
+    shards = []
+    for deployment in out.kind("Deployment"):
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        parsed = checks.parse_operator_args(container["args"])
+        assert parsed.command == "run"
+        assert list(parsed.namespace) == list(WATCH.get(name, ()))
+        assert parsed.all_namespaces is (name not in WATCH)
+        metrics_port = 8080 if name in PLAIN_METRICS else 8443
+        assert (parsed.metrics_port, parsed.probe_port, parsed.log_level) == (metrics_port, 8081, "info")
+        assert wva_settings.metrics_secure_flag(parsed.metrics_secure) is (name not in PLAIN_METRICS)
+        # the shard flags over the container's environment, as `wva run` applies them
+        settings = wva_settings.Settings.from_env(_settings_env(out.objects, tmp_path, deployment))
+        settings = wva_settings.with_shard_flags(settings, parsed.shards, parsed.shard_index)
+        shards.append((settings.shards, settings.shard_index))
+    count = SHARDS.get(name, 1)
+    assert sorted(shards) == [(count, i) for i in range(count)]
 
 
 # What a deployment decides for itself (its names, where its Prometheus is), not a default to agree on.
@@ -498,6 +515,69 @@ def test_invalid_values_fail_with_a_clear_message(
     with pytest.raises(helm.HelmError) as err:
         render(chart, values)
     assert message in str(err.value)
+
+
+# --- sharding: one Deployment per shard ---------------------------------------------------------------
+SHARD_LABEL = "wva.llmd.ai/shard"
+
+
+def test_one_shard_renders_the_unsharded_deployment(chart: Any) -> None:
+    """sharding.shards: 1 (the default) renders exactly what the chart rendered before sharding existed."""
+    default, explicit = render(chart), render(chart, {"sharding": {"shards": 1}})
+    assert default.objects == explicit.objects and default.notes == explicit.notes
+    deployment = default.one("Deployment")
+    assert deployment["metadata"]["name"] == f"{FULLNAME}-controller"
+    assert SHARD_LABEL not in pod_labels(deployment)
+    assert SHARD_LABEL not in deployment["spec"]["selector"]["matchLabels"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith("--shard")]
+    assert 'leader Lease "wva-leader"' in default.notes
+
+
+def test_each_shard_gets_a_deployment_with_its_own_pods_flags_and_lease(chart: Any, tmp_path: Path) -> None:
+    from wva.sharding import ShardAssignment
+
+    out = render(chart, {"sharding": {"shards": 3}, "replicaCount": 2, "networkPolicy": {"enabled": True}})
+    deployments = sorted(out.kind("Deployment"), key=lambda d: d["metadata"]["name"])
+    assert [d["metadata"]["name"] for d in deployments] == [f"{FULLNAME}-controller-shard-{i}" for i in range(3)]
+    service, policy = out.one("Service"), out.one("NetworkPolicy")
+    leases = set()
+    for index, deployment in enumerate(deployments):
+        assert deployment["spec"]["replicas"] == 2  # a leader and a standby per shard
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        labels = pod_labels(deployment)
+        assert selector[SHARD_LABEL] == labels[SHARD_LABEL] == str(index)
+        assert deployment["metadata"]["labels"][SHARD_LABEL] == str(index)
+        # no other shard's Deployment selects these pods
+        for other in deployments:
+            if other is not deployment:
+                assert not other["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        # one metrics Service and one NetworkPolicy cover every shard's pods
+        assert service["spec"]["selector"].items() <= labels.items()
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+        # a shard's leader and standby are kept apart, not the shards from each other
+        term = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+        assert term["labelSelector"]["matchLabels"] == selector
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"][-2:] == ["--shards=3", f"--shard-index={index}"]
+        parsed = checks.parse_operator_args(container["args"])
+        settings = wva_settings.with_shard_flags(
+            wva_settings.Settings.from_env(_settings_env(out.objects, tmp_path, deployment)),
+            parsed.shards, parsed.shard_index,
+        )
+        assert settings.leader_election
+        leases.add(ShardAssignment(settings.shards, settings.shard_index).lease_name(settings.lease_name))
+    assert leases == {"wva-leader-shard-0", "wva-leader-shard-1", "wva-leader-shard-2"}
+    assert f"3 shards, each model group decided by one: Deployments {FULLNAME}-controller-shard-0 to -2" in out.notes
+    assert checks.validate_objects(out.objects) == []
+
+
+@pytest.mark.parametrize("shards", [0, -1, 1025, "many"])
+def test_a_bad_shard_count_fails_with_a_clear_message(chart: Any, helm: Any, shards: Any) -> None:
+    with pytest.raises(helm.HelmError) as err:
+        render(chart, {"sharding": {"shards": shards}})
+    assert "sharding.shards must be from 1 to 1024" in str(err.value)
 
 
 def test_single_replica_without_leader_election_renders(chart: Any) -> None:

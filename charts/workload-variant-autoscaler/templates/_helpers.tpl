@@ -106,3 +106,17 @@ controller_instance: {{ . | quote }}
 {{- define "wva.metricsPortName" -}}
 {{- if .Values.metrics.secure -}}https-metrics{{- else -}}http-metrics{{- end -}}
 {{- end -}}
+
+{{/* sharding.shards as a number, validated (1 to 1024, as wva run's --shards). */}}
+{{- define "wva.shards" -}}
+{{- $shards := int .Values.sharding.shards -}}
+{{- if or (lt $shards 1) (gt $shards 1024) -}}
+{{- fail (printf "sharding.shards must be from 1 to 1024, got %v" .Values.sharding.shards) -}}
+{{- end -}}
+{{- $shards -}}
+{{- end -}}
+
+{{/* The label that tells one shard's operator pods from another's (sharding.shards > 1); the context is the index. */}}
+{{- define "wva.shardLabel" -}}
+wva.llmd.ai/shard: {{ . | quote }}
+{{- end -}}
