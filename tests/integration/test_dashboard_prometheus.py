@@ -91,6 +91,9 @@ async def test_every_dashboard_query_and_alert_expression_returns_series_from_a_
     settings = operator_settings(
         kube_api, prometheus.url, COLLECTOR_V2="true", ACTUATION_MODE="direct", METRICS_SOURCE="auto",
         WVA_POD_METRICS_URL_TEMPLATE=vllm_emulator.base_url + "/pods/{namespace}/{pod}/metrics",
+        # plain HTTP: this embedded API answers no TokenReview; Prometheus scraping wva over HTTPS with a
+        # token is tested on the real control plane (tests/controlplane/test_cp_metrics_auth.py)
+        WVA_METRICS_SECURE="false",
     )
     runtime = Runtime.build(settings, metrics_port=metrics_port, probe_port=0, run_engine_loop=False)
     board = monitoring.load_dashboard()

@@ -49,7 +49,10 @@ async def test_explain_reads_the_operator_and_recomputes_the_same_decision_from_
 ) -> None:
     ns = unique_ns
     load = {"kv_cache_usage": 0.75, "num_requests_waiting": 0}
-    settings = operator_settings(kube_api, prometheus.url, COLLECTOR_V2="true", WVA_DECISION_RING_SIZE="3")
+    # plain HTTP: this embedded API answers no TokenReview (explain over HTTPS with a token runs on the real
+    # control plane, tests/controlplane/test_cp_metrics_auth.py)
+    settings = operator_settings(kube_api, prometheus.url, COLLECTOR_V2="true", WVA_DECISION_RING_SIZE="3",
+                                 WVA_METRICS_SECURE="false")
     runtime = Runtime.build(settings, metrics_port=0, probe_port=0, run_engine_loop=False)
     async with SimulatedCluster(kube_api.base_url, vllm_emulator, lambda _d, _p: dict(load)) as cluster:
         await cluster.create_deployment(CHEAP, ns, MODEL, replicas=2)

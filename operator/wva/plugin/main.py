@@ -35,11 +35,12 @@ DEFAULT_SATURATION_CONFIG_MAP = "saturation-scaling-config"
 
 
 class PluginError(Exception):
-    """A one-line problem for the user; ``code`` is the exit status."""
+    """A one-line problem for the user; ``code`` is the exit status, ``status`` the API's HTTP status if any."""
 
-    def __init__(self, message: str, code: int = 2) -> None:
+    def __init__(self, message: str, code: int = 2, status: int = 0) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status
 
 
 def _common() -> argparse.ArgumentParser:
@@ -69,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("-o", "--output", choices=("text", "json"), default="text")
     explain.add_argument("--insecure-skip-tls-verify", action="store_true",
                          help="with --operator https://...: do not verify its certificate")
+    explain.add_argument("--token-file", metavar="FILE",
+                         help="with --operator: a bearer token allowed to get /debug/decisions/* on the "
+                              "operator's secure metrics port")
     config = commands.add_parser("config", parents=[common], help="the effective configuration of one VA's model")
     config.add_argument("target", metavar="[NAMESPACE/]NAME")
     config.add_argument("-o", "--output", choices=("text", "json"), default="text")
@@ -107,7 +111,7 @@ class Cluster:
             return fn(*a, _request_timeout=self.timeout, **kw)
         except ApiException as exc:
             reason = _api_message(exc)
-            raise PluginError(f"{what}: {exc.status} {reason}", code=1) from None
+            raise PluginError(f"{what}: {exc.status} {reason}", code=1, status=int(exc.status or 0)) from None
         except (HTTPError, OSError) as exc:
             raise PluginError(f"{what}: cannot reach the API server: {exc}", code=1) from None
 
@@ -167,16 +171,25 @@ class Cluster:
         target = _metrics_port(services)
         if target is None:
             raise PluginError(f"no wva metrics Service in namespace {wva_namespace}")
-        answer = self._call(
-            f"GET the operator's /debug/decisions through services/{target}/proxy",
-            self.core.connect_get_namespaced_service_proxy_with_path, target, wva_namespace,
-            f"debug/decisions/{namespace}/{name}",
-        )
+        try:
+            answer = self._call(
+                f"GET the operator's /debug/decisions through services/{target}/proxy",
+                self.core.connect_get_namespaced_service_proxy_with_path, target, wva_namespace,
+                f"debug/decisions/{namespace}/{name}",
+            )
+        except PluginError as exc:
+            if exc.status == 401:
+                raise PluginError(f"{exc}: {PROXY_NO_TOKEN}", code=1) from None
+            raise
         try:
             data = json.loads(answer) if isinstance(answer, str | bytes) else answer
         except ValueError:
             raise PluginError("the operator's answer is not JSON", code=1) from None
         return records_from_answer(data, f"services/{target}/proxy")
+
+
+PROXY_NO_TOKEN = ("the operator's metrics port is secure and wants a bearer token, which the API server's "
+                  "service proxy does not pass on")
 
 
 def _api_message(exc: Any) -> str:
@@ -227,7 +240,13 @@ def cmd_explain(args: argparse.Namespace, cluster: Cluster | None) -> str:
     from pathlib import Path
 
     from wva.decisions.explain import render_explanation
-    from wva.replay.explain_cli import ExplainError, choose_record, records_from_file, records_from_operator
+    from wva.replay.explain_cli import (
+        ExplainError,
+        choose_record,
+        read_token_file,
+        records_from_file,
+        records_from_operator,
+    )
 
     default_ns = str(getattr(args, "namespace", None) or (cluster.default_namespace if cluster else "default"))
     namespace, name = _target(args.target, default_ns)
@@ -235,7 +254,8 @@ def cmd_explain(args: argparse.Namespace, cluster: Cluster | None) -> str:
         if args.records:
             records = records_from_file(Path(args.records), namespace, name)
         elif args.operator:
-            records = records_from_operator(args.operator, namespace, name, args.insecure_skip_tls_verify)
+            records = records_from_operator(args.operator, namespace, name, args.insecure_skip_tls_verify,
+                                            token=read_token_file(getattr(args, "token_file", None)))
         else:
             assert cluster is not None
             wva_ns, _env = cluster.operator(getattr(args, "wva_namespace", None))
@@ -243,8 +263,12 @@ def cmd_explain(args: argparse.Namespace, cluster: Cluster | None) -> str:
                 records = cluster.decision_records(wva_ns, namespace, name)
             except (PluginError, ExplainError) as exc:
                 va = cluster.va(namespace, name)
-                return _last_decision(va, f"{exc} (needs get on services/proxy in {wva_ns}; or use --operator URL "
-                                          "after kubectl port-forward)")
+                if PROXY_NO_TOKEN in str(exc):
+                    hint = ("use --operator https://localhost:8443 --token-file FILE --insecure-skip-tls-verify "
+                            "after kubectl port-forward")
+                else:
+                    hint = f"needs get on services/proxy in {wva_ns}; or use --operator URL after kubectl port-forward"
+                return _last_decision(va, f"{exc} ({hint})")
         record = choose_record(records, args.record, namespace, name)
     except ExplainError as exc:
         raise PluginError(str(exc)) from None

@@ -26,6 +26,7 @@ __all__ = ["ExplainError", "add_explain_arguments", "choose_record", "records_fr
            "records_from_operator", "run_explain"]
 
 PROG = "wva explain"
+DEFAULT_OPERATOR_URL = "https://localhost:8443"
 
 
 class ExplainError(Exception):
@@ -36,7 +37,7 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="NAMESPACE/NAME", help="the VariantAutoscaling to explain")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--operator", metavar="URL", default=None,
-                        help="a running operator's metrics endpoint (default http://localhost:8080)")
+                        help=f"a running operator's metrics endpoint (default {DEFAULT_OPERATOR_URL})")
     source.add_argument("--records", metavar="FILE", help="records saved from /debug/decisions or by the demo")
     source.add_argument("--prometheus", metavar="URL", help="recompute the decision from Prometheus (needs --config)")
     source.add_argument("--prometheus-data", metavar="DIR",
@@ -47,7 +48,11 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", metavar="ID", help="a specific record id (default: the latest)")
     parser.add_argument("--output", "-o", choices=("text", "json"), default="text")
     parser.add_argument("--insecure-skip-tls-verify", action="store_true",
-                        help="do not verify the Prometheus or operator TLS certificate")
+                        help="do not verify the Prometheus or operator TLS certificate (the operator's "
+                             "own is self-signed unless it was given one)")
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="a bearer token for the operator's secure metrics port, of an identity allowed to "
+                             "get /debug/decisions/* (e.g. kubectl create token ... > FILE)")
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -89,8 +94,8 @@ def _find(args: argparse.Namespace, namespace: str, name: str) -> dict[str, Any]
     if args.records:
         records = records_from_file(Path(args.records), namespace, name)
     else:
-        records = records_from_operator(args.operator or "http://localhost:8080", namespace, name,
-                                         args.insecure_skip_tls_verify)
+        records = records_from_operator(args.operator or DEFAULT_OPERATOR_URL, namespace, name,
+                                         args.insecure_skip_tls_verify, token=read_token_file(args.token_file))
     return choose_record(records, args.record, namespace, name)
 
 
@@ -126,7 +131,22 @@ def records_from_file(path: Path, namespace: str, name: str) -> list[dict[str, A
     return [r for r in records if isinstance(r, dict)]
 
 
-def records_from_operator(base: str, namespace: str, name: str, insecure: bool) -> list[dict[str, Any]]:
+def read_token_file(path: str | None) -> str | None:
+    """The bearer token in ``path`` (surrounding whitespace dropped); None without a path."""
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ExplainError(f"{path}: cannot read the token: {exc.strerror or exc}") from None
+    if not token:
+        raise ExplainError(f"{path}: the token file is empty")
+    return token
+
+
+def records_from_operator(
+    base: str, namespace: str, name: str, insecure: bool, token: str | None = None
+) -> list[dict[str, Any]]:
     url = f"{base.rstrip('/')}/debug/decisions/{urllib.parse.quote(namespace)}/{urllib.parse.quote(name)}"
     context = None
     if insecure and url.startswith("https:"):
@@ -135,13 +155,19 @@ def records_from_operator(base: str, namespace: str, name: str, insecure: bool) 
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=10, context=context) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             data = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         detail = ""
         with contextlib.suppress(ValueError, AttributeError):
             detail = str(json.loads(exc.read()).get("error", ""))
+        if exc.code == 401:
+            detail = detail or ("the operator's metrics port is secure: --token-file FILE with a token allowed to "
+                                "get /debug/decisions/*" if not token else "the token was not accepted")
+        elif exc.code == 403:
+            detail = detail or "the token's identity may not get this path (ClusterRole <release>-metrics-reader)"
         raise ExplainError(f"{url}: HTTP {exc.code}{': ' + detail if detail else ''}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
