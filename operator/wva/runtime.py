@@ -95,9 +95,14 @@ class Runtime:
             if rt is not None and outcome == "ok":
                 rt.prometheus_ok = True
 
+        def on_answer(series: int, size: int | None) -> None:
+            ops.prometheus_response_series.observe(series)
+            if size is not None:
+                ops.prometheus_response_bytes.observe(size)
+
         pods_only = settings.metrics_source is MetricsSourceMode.PODS
         if prom is None and collector is None and not pods_only:
-            prom = build_prometheus_connect(settings, on_query=on_query)
+            prom = build_prometheus_connect(settings, on_query=on_query, on_answer=on_answer)
         direct = settings.actuation_mode is ActuationMode.DIRECT
         shared = collector is None and settings.metrics_source is not MetricsSourceMode.PROMETHEUS
         # the drain wait polls the victims' in-flight requests with a fresh scrape of each (Prometheus lags)
