@@ -80,12 +80,18 @@ class MeteredPrometheusConnect(PrometheusConnect):  # type: ignore[misc]
     """
 
     def __init__(
-        self, *args: Any, on_query: Callable[[str, float], None] | None = None, method: str = "GET", **kwargs: Any
+        self,
+        *args: Any,
+        on_query: Callable[[str, float], None] | None = None,
+        on_answer: Callable[[int, int | None], None] | None = None,
+        method: str = "GET",
+        **kwargs: Any,
     ) -> None:
         if method.upper() not in ("GET", "POST"):
             raise ValueError(f"method must be GET or POST, got {method!r}")
         super().__init__(*args, **kwargs)  # the library itself always sends GET; POST is ours
         self.on_query = on_query
+        self.on_answer = on_answer  # (series, bytes of the body or None when the library read it)
         self.queries = 0
         self.post = method.upper() == "POST"
 
@@ -93,18 +99,21 @@ class MeteredPrometheusConnect(PrometheusConnect):  # type: ignore[misc]
         started = time.perf_counter()
         outcome = "error"
         try:
+            size: int | None = None
             if self.post:
-                result = self._post_query(query, params, timeout)
+                result, size = self._post_query(query, params, timeout)
             else:
                 result = super().custom_query(query, params=params, timeout=timeout)
             outcome = "ok"
+            if self.on_answer is not None:
+                self.on_answer(len(result) if isinstance(result, list) else 0, size)
             return result
         finally:
             self.queries += 1
             if self.on_query is not None:
                 self.on_query(outcome, time.perf_counter() - started)
 
-    def _post_query(self, query: str, params: dict[str, Any] | None, timeout: float | None) -> Any:
+    def _post_query(self, query: str, params: dict[str, Any] | None, timeout: float | None) -> tuple[Any, int | None]:
         response = self._session.request(
             method="POST",
             url=f"{self.url}/api/v1/query",
@@ -120,15 +129,17 @@ class MeteredPrometheusConnect(PrometheusConnect):  # type: ignore[misc]
             log.warning(
                 "Prometheus does not take POST queries, using GET from now on status=%d", response.status_code
             )
-            return super().custom_query(query, params=params, timeout=timeout)
+            return super().custom_query(query, params=params, timeout=timeout), None
         if response.status_code != 200:
             # the library's message format: the collectors parse the status and the error body from it
             raise PrometheusApiClientException(f"HTTP Status Code {response.status_code} ({response.content!r})")
-        return response.json()["data"]["result"]
+        return response.json()["data"]["result"], len(response.content)
 
 
 def build_prometheus_connect(
-    settings: Settings, on_query: Callable[[str, float], None] | None = None
+    settings: Settings,
+    on_query: Callable[[str, float], None] | None = None,
+    on_answer: Callable[[int, int | None], None] | None = None,
 ) -> MeteredPrometheusConnect:
     if not settings.prometheus_base_url:
         raise ValueError("PROMETHEUS_BASE_URL is not set")
@@ -138,5 +149,6 @@ def build_prometheus_connect(
         retry=Retry(total=0, raise_on_status=False),
         timeout=settings.prometheus_query_timeout,
         on_query=on_query,
+        on_answer=on_answer,
         method=settings.prometheus_query_method,
     )

@@ -307,3 +307,58 @@ async def test_grouping_across_accelerators_lets_the_cheaper_accelerator_scale(e
         collector2.kv[name] = [0.95]
     await engine2.run_cycle()  # one group for the model: only the cheapest takes the step
     assert (desired(kube2, "l4"), desired(kube2, "h100")) == (2, 1)
+
+
+def test_effective_interval_spaces_out_cycles_that_need_the_whole_tick() -> None:
+    from wva.saturation.engine import MAX_STRETCH, effective_interval
+
+    assert effective_interval(30.0, 1.0) == 30.0
+    assert effective_interval(30.0, 24.0) == 30.0  # 80 % of the tick: still on time
+    assert effective_interval(30.0, 28.0) == pytest.approx(35.0)  # the cycle gets 80 % of the new tick
+    assert effective_interval(30.0, 1000.0) == 30.0 * MAX_STRETCH  # bounded
+    assert effective_interval(0.0, 5.0) == 0.0
+
+
+async def test_a_slow_cycle_stretches_the_interval_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    inventory = Inventory()
+    kube = FakeKube()
+    emitter = MetricsEmitter()
+    engine = SaturationEngine(
+        inventory, FakeCollector(), SaturationConfigStore(), StatusWriter(kube, inventory),  # type: ignore[arg-type]
+        emitter, kube, interval=0.1,  # type: ignore[arg-type]
+    )
+    work = {"seconds": 0.095}
+    cycles: list[float] = []
+
+    async def cycle() -> None:
+        cycles.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(work["seconds"])  # stands for a cycle that waits on a slow Prometheus
+
+    engine.run_cycle = cycle  # type: ignore[method-assign]
+
+    def gauge() -> float | None:
+        return emitter.registry.get_sample_value("wva_engine_effective_interval_seconds")
+
+    async def until(condition: Any, timeout: float = 5.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, (gauge(), len(cycles))
+            await asyncio.sleep(0.01)
+
+    with caplog.at_level("INFO", logger="wva.saturation.engine"):
+        engine.start()
+        try:
+            await until(lambda: len(cycles) >= 3)
+            assert emitter.registry.get_sample_value("wva_engine_interval_seconds") == 0.1
+            stretched = gauge()
+            assert stretched is not None and 0.095 / 0.8 <= stretched <= 0.4
+            assert cycles[2] - cycles[1] >= 0.095 / 0.8 * 0.95  # the cycles really are spaced out
+            work["seconds"] = 0.0
+            await until(lambda: gauge() == 0.1)
+        finally:
+            await engine.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("Engine interval stretched interval=0.1s")]) == 1
+    assert any(m.startswith("Engine interval back to normal interval=0.1s") for m in messages)

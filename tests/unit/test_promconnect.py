@@ -135,3 +135,21 @@ def test_the_operator_queries_with_post_unless_told_otherwise(server: FakeServer
         Settings.from_env({"PROMETHEUS_BASE_URL": server.url, "WVA_PROMETHEUS_QUERY_METHOD": "get"})
     ).custom_query("up")
     assert [method for method, _ in server.seen] == ["POST", "GET"]
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_each_answer_reports_its_series_and_bytes(server: FakeServer, method: str) -> None:
+    answers: list[tuple[int, int | None]] = []
+    prom = MeteredPrometheusConnect(
+        url=server.url, disable_ssl=True, retry=Retry(total=0), method=method,
+        on_answer=lambda series, size: answers.append((series, size)),
+    )
+    prom.custom_query("up")
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {}, "value": [1.0, "2"]}
+    ]}})
+    # the body's size is known where wva reads it (POST); the library reads GET answers itself
+    assert answers == [(1, len(body) if method == "POST" else None)]
+    with pytest.raises(PrometheusApiClientException):
+        prom.custom_query("bad(")
+    assert len(answers) == 1  # a failed query has no answer to measure

@@ -32,6 +32,27 @@ class OperatorMetrics:
         self.cycles = Counter(
             "wva_engine_cycles_total", "Engine cycles run, by outcome.", ["outcome"], registry=registry
         )
+        self.interval = Gauge(
+            "wva_engine_interval_seconds", "The configured engine interval (GLOBAL_OPT_INTERVAL).", registry=registry
+        )
+        self.effective_interval = Gauge(
+            "wva_engine_effective_interval_seconds",
+            "The time between cycle starts in force: the interval, or longer (at most 4 times) while cycles "
+            "take more than 80% of it.",
+            registry=registry,
+        )
+        self.prometheus_response_series = Histogram(
+            "wva_prometheus_response_series",
+            "Series in one Prometheus query answer.",
+            registry=registry,
+            buckets=(1, 10, 100, 1000, 10000, 100000, 1000000),
+        )
+        self.prometheus_response_bytes = Histogram(
+            "wva_prometheus_response_bytes",
+            "Bytes of one Prometheus query answer (queries sent as POST, the default).",
+            registry=registry,
+            buckets=(1e3, 1e4, 1e5, 1e6, 1e7, 1e8),
+        )
         self.queries = Counter(
             "wva_metrics_queries_total",
             "Metric source queries, by source and outcome.",

@@ -99,6 +99,19 @@ class _GroupMetrics:
 EventSink = Callable[[VariantRecord, str, str, str], Awaitable[None]]
 
 
+STRETCH_AT = 0.8  # a cycle longer than this share of the interval spaces the next one out
+MAX_STRETCH = 4.0  # ... by at most this factor of the interval
+
+
+def effective_interval(interval: float, last_cycle: float) -> float:
+    """The time from one cycle's start to the next: ``interval``, or, when the last cycle took more than
+    ``STRETCH_AT`` of it, ``last_cycle / STRETCH_AT`` (bounded by ``MAX_STRETCH`` intervals), so that
+    a Prometheus that needs the whole tick is not given cycles back to back."""
+    if interval <= 0 or last_cycle <= STRETCH_AT * interval:
+        return interval
+    return min(interval * MAX_STRETCH, last_cycle / STRETCH_AT)
+
+
 class SaturationEngine:
     """Runs cycles on demand (``run_cycle``) or on its interval (``start``/``stop``)."""
 
@@ -160,6 +173,9 @@ class SaturationEngine:
 
     async def _loop(self) -> None:
         log.info("Saturation engine started interval=%.1fs", self.interval)
+        ops = self.emitter.operator
+        ops.interval.set(self.interval)
+        stretched = False
         while True:
             started = time.monotonic()
             try:
@@ -168,9 +184,22 @@ class SaturationEngine:
                 raise
             except Exception:
                 log.exception("Engine cycle failed")
-                self.emitter.operator.cycles.labels("error").inc()
-            # a fixed cadence: the next cycle starts one interval after this one started
-            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+                ops.cycles.labels("error").inc()
+            took = time.monotonic() - started
+            # a fixed cadence: the next cycle starts one interval after this one started, unless the
+            # cycles (mostly Prometheus) need nearly the whole interval: then they are spaced out
+            effective = effective_interval(self.interval, took)
+            ops.effective_interval.set(effective)
+            if effective > self.interval and not stretched:
+                log.warning(
+                    "Engine interval stretched interval=%.1fs effective=%.1fs last_cycle=%.1fs: cycles take "
+                    "more than %d%% of the interval (see wva_prometheus_response_series)",
+                    self.interval, effective, took, STRETCH_AT * 100,
+                )
+            elif effective == self.interval and stretched:
+                log.info("Engine interval back to normal interval=%.1fs last_cycle=%.1fs", self.interval, took)
+            stretched = effective > self.interval
+            await asyncio.sleep(max(0.0, effective - took))
 
     # --- one cycle ------------------------------------------------------------------------------
     async def run_cycle(self) -> CycleReport:
