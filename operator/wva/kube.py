@@ -68,8 +68,11 @@ class KubeClient:
         max_workers: int = 8,
         request_timeout: float = 10.0,
         on_request: Callable[[str, str, str], None] | None = None,
+        field_manager: str | None = None,
     ) -> None:
         self.api_client = api_client
+        # the name every write is recorded under in the objects' managedFields ("wva", "wva-shard-<i>")
+        self._writer: dict[str, str] = {"field_manager": field_manager} if field_manager else {}
         self.custom = k8s.CustomObjectsApi(api_client)
         self.apps = k8s.AppsV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
@@ -137,6 +140,7 @@ class KubeClient:
             PLURAL,
             name,
             body,
+            **self._writer,
         )
         return result
 
@@ -190,6 +194,7 @@ class KubeClient:
             name,
             namespace,
             {"spec": {"replicas": replicas}},
+            **self._writer,
         )
 
     # --- Pods ------------------------------------------------------------------------------------
@@ -197,7 +202,7 @@ class KubeClient:
         """Merge ``annotations`` into the pod's metadata (a value of None removes that key); nothing else
         of the pod is sent, so concurrent writers of other fields are not overwritten."""
         body = {"metadata": {"annotations": dict(annotations)}}
-        await self._call("patch", "pods", self.core.patch_namespaced_pod, name, namespace, body)
+        await self._call("patch", "pods", self.core.patch_namespaced_pod, name, namespace, body, **self._writer)
 
     # --- Events ----------------------------------------------------------------------------------
     async def create_event(
@@ -224,7 +229,7 @@ class KubeClient:
             "count": 1,
             "reportingComponent": component,
         }
-        await self._call("create", "events", self.core.create_namespaced_event, namespace, body)
+        await self._call("create", "events", self.core.create_namespaced_event, namespace, body, **self._writer)
 
     # --- ConfigMaps ------------------------------------------------------------------------------
     async def get_configmap_data(self, namespace: str, name: str) -> dict[str, str] | None:
@@ -247,10 +252,12 @@ class KubeClient:
             raise
 
     async def create_lease(self, namespace: str, body: dict[str, Any]) -> Any:
-        return await self._call("create", "leases", self.coordination.create_namespaced_lease, namespace, body)
+        return await self._call("create", "leases", self.coordination.create_namespaced_lease, namespace, body,
+                                **self._writer)
 
     async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> Any:
-        return await self._call("patch", "leases", self.coordination.patch_namespaced_lease, name, namespace, body)
+        return await self._call("patch", "leases", self.coordination.patch_namespaced_lease, name, namespace, body,
+                                **self._writer)
 
     # --- reviews (the metrics port's auth filter) ---------------------------------------------------
     async def create_token_review(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,7 @@ class Runtime:
             kube = KubeClient(
                 build_api_client(settings.kube_api_url),
                 on_request=lambda verb, res, outcome: ops.kube_requests.labels(verb, res, outcome).inc(),
+                field_manager=shard.field_manager,
             )
         runtime_ref: dict[str, Runtime] = {}
 

@@ -91,6 +91,12 @@ class ShardAssignment:
     def lease_name(self, base: str) -> str:
         return shard_lease_name(base, self.shards, self.index)
 
+    @property
+    def field_manager(self) -> str:
+        """The name this process' writes carry in managedFields: ``wva``, or ``wva-shard-<i>`` when sharded,
+        so the server itself shows which shard wrote a VA's status or scaled a Deployment."""
+        return f"wva-shard-{self.index}" if self.sharded else "wva"
+
     def __str__(self) -> str:
         return f"{self.index}/{self.shards}"
 

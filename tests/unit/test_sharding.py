@@ -352,3 +352,47 @@ def test_each_shard_competes_for_its_own_lease_and_says_which_shard_it_is() -> N
     assert sharded.emitter.value("wva_shard_groups") == 1  # computed when scraped
     sharded.emitter.clear()  # a standby's clear keeps who it is
     assert sharded.emitter.value("wva_shard_info", shard_index="1", shards="3") == 1
+
+
+async def test_every_write_carries_the_shards_field_manager() -> None:
+    """So the server's managedFields say which shard wrote a VA's status or scaled a Deployment."""
+    from kubernetes import client as k8s
+
+    from wva.kube import KubeClient
+
+    kube = KubeClient(k8s.ApiClient(), field_manager=ShardAssignment(3, 2).field_manager)
+    seen: dict[str, Any] = {}
+
+    def recorder(call: str) -> Any:
+        def record(*_args: Any, **kwargs: Any) -> dict[str, Any]:
+            seen[call] = kwargs.get("field_manager")
+            return {}
+        return record
+
+    kube.custom.patch_namespaced_custom_object_status = recorder("status")  # type: ignore[method-assign]
+    kube.apps.patch_namespaced_deployment_scale = recorder("scale")  # type: ignore[method-assign]
+    kube.core.patch_namespaced_pod = recorder("pod")  # type: ignore[method-assign]
+    kube.core.create_namespaced_event = recorder("event")  # type: ignore[method-assign]
+    kube.coordination.create_namespaced_lease = recorder("lease-create")  # type: ignore[method-assign]
+    kube.coordination.patch_namespaced_lease = recorder("lease-patch")  # type: ignore[method-assign]
+    try:
+        await kube.patch_va_status("llm", "a", {"conditions": []})
+        await kube.patch_deployment_scale("llm", "a", 2)
+        await kube.patch_pod_annotations("llm", "a-1", {"x": "1"})
+        await kube.create_event({"name": "a", "namespace": "llm"}, "ScaledUp", "up")
+        await kube.create_lease("wva", {})
+        await kube.patch_lease("wva", "wva-leader-shard-2", {})
+    finally:
+        kube.close()
+    assert seen == dict.fromkeys(["status", "scale", "pod", "event", "lease-create", "lease-patch"], "wva-shard-2")
+    assert ShardAssignment().field_manager == "wva"
+
+
+def test_the_runtime_names_its_writes_after_its_shard() -> None:
+    settings = Settings.from_env({"PROMETHEUS_BASE_URL": "http://prometheus.invalid:9090", "WVA_SHARDS": "3",
+                                  "WVA_SHARD_INDEX": "1", "WVA_KUBE_API_URL": "http://127.0.0.1:9"})
+    runtime = Runtime.build(settings, serve_http=False, run_engine_loop=False)
+    try:
+        assert runtime.kube._writer == {"field_manager": "wva-shard-1"}
+    finally:
+        runtime.kube.close()
