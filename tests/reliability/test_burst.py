@@ -8,6 +8,8 @@ well under a few seconds.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections import Counter
 from typing import Any
 
@@ -110,4 +112,64 @@ async def test_thousand_vas_in_bursts_leave_nothing_behind(reports_source: bool)
             assert len(source.cache) <= source.cache.maxsize
         assert prom.queries > 0 and kube.calls["patch", "status"] >= 2 * N
     finally:
+        await runtime.stop()
+
+
+class GatedProm(PodPerModelProm):
+    """Holds every query until ``release`` is set, so a test can act while a cycle is in flight."""
+
+    def __init__(self, namespace: str) -> None:
+        super().__init__(namespace)
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def custom_query(self, query: str, params: Any = None, timeout: Any = None) -> list[dict[str, Any]]:
+        self.entered.set()
+        assert self.release.wait(30), "the test never released the query"
+        return super().custom_query(query, params, timeout)
+
+
+async def test_a_va_deleted_while_a_cycle_runs_leaves_nothing_behind() -> None:
+    """The DELETED event of a VA can arrive while a cycle is collecting its group's metrics; the cycle
+    then decides for the VA it read before. It must not bring back what the event removed (the gauge
+    series, the status writer's and the engine's per-VA state): found by the soak benchmark, where every
+    deletion that met a cycle left one ``wva_desired_replicas`` series behind for good."""
+    settings = Settings.from_env(
+        {"PROMETHEUS_BASE_URL": "http://prometheus.invalid:9090", "POD_NAMESPACE": OPERATOR_NAMESPACE,
+         "LEADER_ELECTION": "false", "COLLECTOR_V2": "true"}
+    )
+    prom, kube = GatedProm(NS), AcceptingKube()
+    runtime = Runtime.build(settings, prom=prom, kube=kube, serve_http=False, run_engine_loop=False)  # type: ignore[arg-type]
+    memo = kopf.Memo(runtime=runtime)
+    prom.release.set()
+    await runtime.start()
+    try:
+        baseline = _per_va_state(runtime)
+        names = ["kept", "gone"]
+        prom.models = set(names)
+        for name in names:
+            await handlers.deployment_event(type="ADDED", body=_deployment(name), memo=memo)
+            await handlers.pod_event(type="ADDED", body=_pod(name), memo=memo)
+            await handlers.variant_event(type="ADDED", body=_va(name), memo=memo)
+        prom.release.clear()
+        prom.entered.clear()
+        cycle = asyncio.create_task(runtime.engine.run_cycle())
+        assert await asyncio.to_thread(prom.entered.wait, 30), "the cycle sent no query"
+        await handlers.variant_event(type="DELETED", body=_va("gone"), memo=memo)
+        assert "gone" not in {name for _ns, name in runtime.emitter.series()}
+        prom.release.set()
+        report = await cycle
+        assert not report.group_errors
+        assert {name for _ns, name in report.decisions} == {"kept", "gone"}  # it did decide for both
+        assert {name for _ns, name in runtime.emitter.series()} == {"kept"}
+        state = _per_va_state(runtime)
+        for key in ("gauge_series", "status_locks", "status_heartbeats"):
+            assert state[key] == baseline[key] + 1, (key, state)
+        assert runtime.engine.decisions.keys() == [(NS, "kept")]
+        assert runtime.engine.status_writer.tracked() == {(NS, "kept")}
+        # the next cycles decide for the live VA only, and nothing of the deleted one comes back
+        report = await runtime.engine.run_cycle()
+        assert {name for _ns, name in report.decisions} == {"kept"}
+        assert {name for _ns, name in runtime.emitter.series()} == {"kept"}
+    finally:
+        prom.release.set()
         await runtime.stop()

@@ -197,7 +197,7 @@ async def one_cycle(collector: V2MetricsCollector, refs: Mapping[tuple[str, str]
 # --- splitting -----------------------------------------------------------------------------------
 
 
-def test_split_uses_exact_model_name_equality_and_drops_the_label() -> None:
+def test_split_uses_exact_model_name_equality_and_keeps_the_samples() -> None:
     result = MetricResult(
         query_name="batch",
         values=[
@@ -211,12 +211,13 @@ def test_split_uses_exact_model_name_equality_and_drops_the_label() -> None:
     parts = split_by_model(result, promql.Q_KV_CACHE_USAGE)
 
     assert sorted(parts) == ["llama", "llama.*", 'quo"te']
-    assert [(v.value, dict(v.labels)) for v in parts["llama"].values] == [(0.5, {"pod": "p1"})]
-    assert [(v.value, dict(v.labels)) for v in parts["llama.*"].values] == [(0.7, {"pod": "p2"})]
+    # the batch's own samples, labels and all (nothing copied)
+    assert parts["llama"].values == [result.values[0]] and parts["llama"].values[0] is result.values[0]
+    assert [(v.value, v.labels["pod"]) for v in parts["llama.*"].values] == [(0.7, "p2")]
     assert all(p.query_name == promql.Q_KV_CACHE_USAGE and p.collected_at == NOW for p in parts.values())
 
 
-def test_split_combined_uses_the_tag_and_model_name_and_drops_both() -> None:
+def test_split_combined_uses_the_tag_and_model_name() -> None:
     def mv(value: float, **labels: str) -> MetricValue:
         return MetricValue(value, NOW, labels)
 
@@ -238,8 +239,9 @@ def test_split_combined_uses_the_tag_and_model_name_and_drops_both() -> None:
     assert sorted(parts[promql.Q_KV_CACHE_USAGE]) == ["a", "a|b"]
     kv = parts[promql.Q_KV_CACHE_USAGE]["a|b"]
     assert kv.query_name == promql.Q_KV_CACHE_USAGE and kv.collected_at == NOW
-    assert [(v.value, dict(v.labels)) for v in kv.values] == [(0.5, {"pod": "p1"})]
-    assert [(v.value, dict(v.labels)) for v in parts[promql.Q_ARRIVAL_RATE]["a|b"].values] == [(2.5, {})]
+    assert [(v.value, v.labels["pod"]) for v in kv.values] == [(0.5, "p1")]
+    assert [v.value for v in parts[promql.Q_ARRIVAL_RATE]["a|b"].values] == [2.5]
+    assert kv.values[0] is result.values[0]  # the samples themselves, not copies
 
 
 def test_combined_query_tags_every_batch_form_and_rejects_unknown_names() -> None:

@@ -92,6 +92,10 @@ class StatusWriter:
         self.failed_writes = 0
         self.conflicts = 0  # writes that lost a resourceVersion race and were rebuilt on a fresh read
 
+    def tracked(self) -> set[tuple[str, str]]:
+        """Every VA (namespace, name) the writer keeps state for."""
+        return {*self._locks, *self._last_full_write, *self._last_written, *self._last_update}
+
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self._last_full_write.pop((namespace, name), None)

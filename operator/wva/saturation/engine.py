@@ -213,6 +213,7 @@ class SaturationEngine:
                     await self.before_cycle()
                 except Exception:
                     log.exception("Refreshing configuration before the cycle failed; using the current one")
+            known = {record.key for record in self.inventory.variants()}
             groups, side_writes = self._active_groups(report)
             report.groups = len(groups)
             begin_cycle = getattr(self.collector, "begin_cycle", None)
@@ -225,6 +226,7 @@ class SaturationEngine:
             await self._gather(
                 [self._process_group(key, members, report) for key, members in groups.items()] + side_writes
             )
+            self._forget_deleted_meanwhile(known)
             self._prune_sources({(model, ns) for model, ns, _acc in groups})
             for gone in [k for k in self._histories if k not in groups]:
                 del self._histories[gone]
@@ -611,6 +613,20 @@ class SaturationEngine:
                 cheapest = min(members, key=lambda m: (m[0].cost, m[0].name))[0]
                 out.append((namespace, model_id, cheapest.deployment_name))
         return out
+
+    def _forget_deleted_meanwhile(self, known_at_start: set[tuple[str, str]]) -> None:
+        """Forget again every VA the inventory no longer has but the cycle's outputs still hold.
+
+        A VA's DELETED event can arrive while its group is being collected (or while a status write for
+        it is in flight); the event forgets the VA, and then the cycle, deciding for the record it read
+        before, publishes its gauges, keeps its decision record and writes its status, which would bring
+        that state back for good. No await separates this check from ``forget``, so no event can come
+        between them.
+        """
+        held = known_at_start | set(self.emitter.series()) | set(self.decisions.keys()) | self.status_writer.tracked()
+        for namespace, name in held:
+            if self.inventory.variant(namespace, name) is None:
+                self.forget(namespace, name)
 
     def forget(self, namespace: str, name: str) -> None:
         """A VA was deleted: drop its series and per-VA state."""

@@ -10,8 +10,8 @@ tags differ, so ``or`` keeps every series of every branch). That is one HTTP rou
 instead of eight. If the combined query fails, the eight batch forms are sent one by one, so one bad
 metric costs only itself. Each answer is split by the exact tag and ``model_name`` label values
 (string equality, never a regex, so model names with regex or quote characters split correctly) into
-the result the per-model query would have returned. A model the batch did not return gets an empty
-result, exactly as its own query would have.
+the samples the per-model query would have returned (they keep the batch's labels). A model the batch
+did not return gets an empty result, exactly as its own query would have.
 
 The later per-model calls of the same cycle go through :meth:`QueryBatcher.fetch`: a query whose
 namespace batch succeeded in *this* cycle is answered from the batcher's table of split answers;
@@ -138,15 +138,17 @@ def batch_cache(source: MetricsSource) -> Cache | None:
 def split_by_model(result: MetricResult, query_name: str) -> dict[str, MetricResult]:
     """Split a batch result by the exact ``model_name`` label value.
 
-    The ``model_name`` label is removed from each value, so every part has the labels the per-model
-    query returns (``{pod}`` for saturation, none for the optimizer sums). Series without a
-    ``model_name`` label belong to no model (a per-model matcher would not select them) and are dropped.
+    The values are the batch's own, labels included: each part's values carry ``model_name`` besides
+    the labels the per-model query returns (``{pod}`` for saturation, none for the optimizer sums).
+    Consumers read ``pod`` and the values; not copying every label set saves a fifth of a large
+    fleet's cycle. Series without a ``model_name`` label belong to no model (a per-model matcher would
+    not select them) and are dropped.
     """
     parts: dict[str, list[MetricValue]] = defaultdict(list)
     for value in result.values:
         model = value.labels.get(promql.LABEL_MODEL_NAME)
         if model is not None:
-            parts[model].append(_without(value, promql.LABEL_MODEL_NAME))
+            parts[model].append(value)
     return {
         model: MetricResult(query_name=query_name, values=values, collected_at=result.collected_at)
         for model, values in parts.items()
@@ -156,8 +158,9 @@ def split_by_model(result: MetricResult, query_name: str) -> dict[str, MetricRes
 def split_combined(result: MetricResult) -> dict[str, dict[str, MetricResult]]:
     """Split a combined batch answer by query (the ``wva_query`` tag), then by exact ``model_name``.
 
-    Both labels are removed, so each part equals what :func:`split_by_model` makes of that query's
-    own batch answer. Series missing either label belong to no per-model query and are dropped.
+    As in :func:`split_by_model`, the values keep their labels (here also ``wva_query``), so each part
+    holds the same samples as :func:`split_by_model` makes of that query's own batch answer. Series
+    missing either label belong to no per-model query and are dropped.
     """
     parts: dict[str, dict[str, list[MetricValue]]] = {}
     for value in result.values:
@@ -166,23 +169,22 @@ def split_combined(result: MetricResult) -> dict[str, dict[str, MetricResult]]:
         model = labels.get(promql.LABEL_MODEL_NAME)
         if query is None or model is None:
             continue
-        parts.setdefault(query, {}).setdefault(model, []).append(
-            _without(value, promql.LABEL_MODEL_NAME, BATCH_TAG_LABEL)
-        )
+        by_model = parts.get(query)
+        if by_model is None:
+            by_model = parts[query] = {}
+        values = by_model.get(model)
+        if values is None:
+            by_model[model] = [value]
+        else:
+            values.append(value)
+    collected_at = result.collected_at
     return {
         query: {
-            model: MetricResult(query_name=query, values=values, collected_at=result.collected_at)
+            model: MetricResult(query_name=query, values=values, collected_at=collected_at)
             for model, values in by_model.items()
         }
         for query, by_model in parts.items()
     }
-
-
-def _without(value: MetricValue, *drop: str) -> MetricValue:
-    labels = dict(value.labels)
-    for name in drop:
-        labels.pop(name, None)
-    return MetricValue(value.value, value.timestamp, labels, finite=value.finite)
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,6 +207,22 @@ def parse_query_result(data: Any) -> list[MetricValue]:
         if not isinstance(series, dict):
             continue
         metric = series.get("metric") or {}
+        point = series.get("value")
+        if type(metric) is dict and type(point) is list and len(point) == 2:
+            # the shape every Prometheus answer has: the decoded label dict is used as it is (nothing
+            # else holds it), the sample converted inline; anything unusual takes the careful path below
+            for label_name, label_value in metric.items():
+                if type(label_value) is not str or type(label_name) is not str:
+                    break
+            else:
+                try:
+                    stamp, number = float(point[0]), float(point[1])
+                except (TypeError, ValueError, OverflowError):
+                    logger.debug("Skipping unparseable sample of type %s", type(point).__name__)
+                    continue
+                if stamp - stamp == 0.0:  # else NaN or infinite: no usable timestamp
+                    append(MetricValue(number, stamp, metric))
+                continue
         if not isinstance(metric, Mapping):
             continue  # not a label set: the series cannot be attributed
         labels: dict[str, str] | None = dict(metric)
@@ -216,7 +232,6 @@ def parse_query_result(data: Any) -> list[MetricValue]:
                 break
         if labels is None:
             continue
-        point = series.get("value")
         if point is None:
             points = series.get("values")
             if not points or not isinstance(points, list):
