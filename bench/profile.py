@@ -163,22 +163,8 @@ async def _cycles(engine: SaturationEngine, count: int) -> list[float]:
     return cpus
 
 
-async def replay(path: Path, cycles: int, top: int) -> dict[str, Any]:
-    with gzip.open(path, "rt") as fh:
-        recording = json.load(fh)
-    n = int(recording["n"])
-    client = ReplayClient(recording["answers"])
-    engine, collector, kube = build_engine(n, client)
-    await collector.start()
-    try:
-        await _cycles(engine, 2)  # warm-up: first status writes, caches, gauges' label sets
-        plain = await _cycles(engine, cycles)
-        profiler = cProfile.Profile()
-        profiler.enable()
-        await _cycles(engine, cycles)
-        profiler.disable()
-    finally:
-        await collector.stop()
+def phase_split(profiler: cProfile.Profile) -> tuple[dict[str, float], list[tuple[float, str]]]:
+    """(phase -> share of the profiled time, [(own seconds, function)]) from a finished profile."""
     stats = pstats.Stats(profiler)
     by_phase: dict[str, float] = defaultdict(float)
     functions: list[tuple[float, str]] = []
@@ -193,23 +179,51 @@ async def replay(path: Path, cycles: int, top: int) -> dict[str, Any]:
         spent = sum(per_caller.values()) or 1.0
         for (caller_file, _l, _n), own in per_caller.items():
             by_phase[phase_of(caller_file)] += tottime * own / spent
-    profiled_total = sum(by_phase.values())
+    total = sum(by_phase.values()) or 1.0
+    shares = {phase: seconds / total for phase, seconds in sorted(by_phase.items(), key=lambda kv: -kv[1])}
+    return shares, sorted(functions, reverse=True)
+
+
+async def profiled_cycles(engine: SaturationEngine, cycles: int) -> tuple[dict[str, float], list[tuple[float, str]]]:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        await _cycles(engine, cycles)
+    finally:
+        profiler.disable()
+    return phase_split(profiler)
+
+
+def phase_table(shares: dict[str, float], cpu: float, n: int) -> str:
+    lines = ["| phase | share | CPU ms per cycle | µs per VA |", "|---|---:|---:|---:|"]
+    lines += [f"| {phase} | {share * 100:.0f} % | {share * cpu * 1000:.1f} | {share * cpu / n * 1e6:.0f} |"
+              for phase, share in shares.items()]
+    return "\n".join(lines)
+
+
+async def replay(path: Path, cycles: int, top: int) -> dict[str, Any]:
+    with gzip.open(path, "rt") as fh:
+        recording = json.load(fh)
+    n = int(recording["n"])
+    client = ReplayClient(recording["answers"])
+    engine, collector, kube = build_engine(n, client)
+    await collector.start()
+    try:
+        await _cycles(engine, 2)  # warm-up: first status writes, caches, gauges' label sets
+        plain = await _cycles(engine, cycles)
+        shares, functions = await profiled_cycles(engine, cycles)
+    finally:
+        await collector.stop()
     cpu = sorted(plain)[len(plain) // 2]
     print(f"N={n}, {cycles} cycles: CPU {cpu * 1000:.1f} ms per cycle ({cpu / n * 1e6:.0f} µs per VA) "
           f"without the profiler; {len(client.answers)} queries per cycle; {kube.totals()[0]} API reads in all")
     print()
-    print("| phase | share | CPU ms per cycle (scaled) | µs per VA |")
-    print("|---|---:|---:|---:|")
-    rows = {}
-    for phase, seconds in sorted(by_phase.items(), key=lambda kv: -kv[1]):
-        share = seconds / profiled_total
-        rows[phase] = share
-        print(f"| {phase} | {share * 100:.0f} % | {share * cpu * 1000:.1f} | {share * cpu / n * 1e6:.0f} |")
+    print(phase_table(shares, cpu, n))
     print()
     print(f"top {top} functions by own time (profiled):")
-    for tottime, where in sorted(functions, reverse=True)[:top]:
+    for tottime, where in functions[:top]:
         print(f"  {tottime / cycles * 1000:7.1f} ms/cycle  {where}")
-    return {"n": n, "cpu_seconds_per_cycle": cpu, "phase_shares": rows}
+    return {"n": n, "cpu_seconds_per_cycle": cpu, "phase_shares": shares}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -172,7 +172,16 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
             writes.append(w1 - w0)
             if report.group_errors:
                 raise RuntimeError(f"{mode} N={n}: cycle errors {list(report.group_errors.items())[:3]}")
+        phases = None
+        if mode == "v2-batched":
+            # one more cycle under the profiler: where the CPU goes, by phase (bench.profile)
+            from bench.profile import profiled_cycles
+
+            shares, _functions = await profiled_cycles(engine, 1)
+            cpu = statistics.median(cpus)
+            phases = {phase: share * cpu for phase, share in shares.items()}
         result = {
+            "cpu_seconds_per_cycle_by_phase": phases,
             "cycle_seconds": statistics.median(walls),
             "cycle_seconds_all": walls,
             "prometheus_queries_per_cycle": statistics.median(queries),
@@ -194,7 +203,10 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
         await collector.stop()
 
 
-async def run(sizes: list[int], cycles: int, scrape_interval: float) -> dict[str, Any]:
+async def run(
+    sizes: list[int], cycles: int, scrape_interval: float, modes_at: dict[int, tuple[str, ...]] | None = None
+) -> dict[str, Any]:
+    """``modes_at``: N -> the modes measured at that N (default: every mode at every N)."""
     started = time.monotonic()
     tune_gc()  # as `wva run` does
     emulator = EmulatorProcess()
@@ -229,10 +241,15 @@ async def run(sizes: list[int], cycles: int, scrape_interval: float) -> dict[str
             stage: dict[str, Any] = {"n": n, "pods": want, "rtt_seconds": rtt, "modes": {}}
             # light mode first: after thousands of per-model queries Prometheus stays busy for a while
             for mode in reversed(MODES):
+                if modes_at and mode not in modes_at.get(n, MODES):
+                    continue
                 gc.collect()
                 result, _state = await measure_mode(mode, n, prometheus.url, cycles)
                 del _state
                 result["cycle_rtt_multiple"] = result["cycle_seconds"] / rtt
+                evaluation = result.get("prometheus_eval_seconds_per_cycle")
+                # the target: a cycle costs little more than Prometheus' own evaluation of its queries
+                result["cycle_to_prometheus_eval"] = result["cycle_seconds"] / evaluation if evaluation else None
                 stage["modes"][mode] = result
                 if mode == "v2-batched":
                     # before the per-model modes keep Prometheus busy for a while
@@ -286,13 +303,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=3, help="measured cycles per mode (median reported)")
     parser.add_argument("--scrape-interval", type=float, default=5.0, help="Prometheus scrape interval, seconds")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument(
+        "--batched-only-from", type=int, default=None, metavar="N",
+        help="from this N on, measure only the batched mode (the per-model modes take minutes per cycle there)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     sizes = [10, 100] if args.quick else [int(x) for x in args.sizes.split(",") if x.strip()]
     cycles = 2 if args.quick else args.cycles
-    results = asyncio.run(run(sizes, cycles, args.scrape_interval))
+    modes_at = (
+        {n: ("v2-batched",) for n in sizes if n >= args.batched_only_from} if args.batched_only_from else None
+    )
+    results = asyncio.run(run(sizes, cycles, args.scrape_interval, modes_at))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / datetime.date.today().isoformat()
+    previous = previous_results(args.out, stem.with_suffix(".json").name)
     table = markdown_table(results)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     stem.with_suffix(".md").write_text(f"# wva benchmark {results['date']}\n\n{table}")
@@ -301,7 +326,41 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"results: {stem}.json, {stem}.md" + (f" ({skipped})" if skipped else f", {stem}.png"))
     print(f"total time: {results['total_seconds']:.0f}s")
+    if previous is not None:
+        print()
+        print(comparison(previous, results))
     return 0
+
+
+def previous_results(directory: Path, this_name: str) -> tuple[str, dict[str, Any]] | None:
+    """The newest scale result in ``directory`` other than ``this_name`` (named <date>.json)."""
+    candidates = sorted(
+        p for p in directory.glob("*.json") if p.stem.count("-") == 2 and p.name != this_name
+    )
+    if not candidates:
+        return None
+    return candidates[-1].stem, json.loads(candidates[-1].read_text())
+
+
+def comparison(previous: tuple[str, dict[str, Any]], results: dict[str, Any]) -> str:
+    """Cycle time and CPU per N and mode, this run against ``previous`` (its date, its results)."""
+    when, old = previous
+    old_modes = {(s["n"], mode): m for s in old["stages"] for mode, m in s["modes"].items()}
+    lines = [
+        f"Compared with {when}:",
+        "| N | mode | cycle ms (was) | CPU ms/cycle (was) |",
+        "|---:|---|---:|---:|",
+    ]
+    for stage in results["stages"]:
+        for mode, m in stage["modes"].items():
+            was = old_modes.get((stage["n"], mode))
+            cycle_was = f"{was['cycle_seconds'] * 1000:.1f}" if was else "-"
+            cpu_was = f"{was['cpu_seconds_per_cycle'] * 1000:.1f}" if was else "-"
+            lines.append(
+                f"| {stage['n']} | {mode} | {m['cycle_seconds'] * 1000:.1f} ({cycle_was}) "
+                f"| {m['cpu_seconds_per_cycle'] * 1000:.1f} ({cpu_was}) |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
