@@ -142,14 +142,24 @@ def cp_prometheus(control_plane: ControlPlane) -> Iterator[LocalPrometheus]:
         server.close()
 
 
+SCRAPER = "wva-test-scraper"  # the ServiceAccount the test release binds to its metrics-reader ClusterRole
+
+
 @dataclass(frozen=True)
 class Release:
-    """The chart installed with helm: its namespace, ServiceAccount, Deployment and the container's env."""
+    """The chart installed with helm: its namespace, ServiceAccount, Deployment and the container's env;
+    ``scraper`` is the (namespace, ServiceAccount) bound to the chart's metrics-reader ClusterRole, whose
+    token the tests read wva's secure metrics port with, as Prometheus would."""
 
     name: str
     namespace: str
     service_account: str
     deployment: Any
+    scraper: tuple[str, str] = ("", "")
+
+    @property
+    def metrics_reader_role(self) -> str:
+        return f"{self.name}-workload-variant-autoscaler-metrics-reader"
 
 
 @pytest.fixture(scope="session")
@@ -166,6 +176,9 @@ def wva_release(control_plane: ControlPlane, cp_prometheus: LocalPrometheus, tmp
         # a short scale-down stabilisation: the loop tests see the window work without waiting 5 minutes
         "--set", "saturation.default.scaleDownStabilizationWindow=10s",
         "--set", "prometheus.metricsCache.ttl=2s", "--set", "prometheus.metricsCache.fetchInterval=1s",
+        # the chart binds its metrics-reader role to this account instead of kube-prometheus-stack's Prometheus
+        "--set", f"metrics.reader.serviceAccounts[0].name={SCRAPER}",
+        "--set", f"metrics.reader.serviceAccounts[0].namespace={namespace}",
     )
     assert proc.returncode == 0, f"helm install failed:\n{proc.stderr}"
     api = k8s_config.new_client_from_config(str(control_plane.admin_kubeconfig))
@@ -175,7 +188,9 @@ def wva_release(control_plane: ControlPlane, cp_prometheus: LocalPrometheus, tmp
         ).items
         assert len(deployments) == 1, [d.metadata.name for d in deployments]
         deployment = deployments[0]
-        yield Release(name, namespace, deployment.spec.template.spec.service_account_name, deployment)
+        k8s.CoreV1Api(api).create_namespaced_service_account(namespace, {"metadata": {"name": SCRAPER}})
+        yield Release(name, namespace, deployment.spec.template.spec.service_account_name, deployment,
+                      scraper=(namespace, SCRAPER))
     finally:
         api.close()
         helm(control_plane, home, "uninstall", name, "--namespace", namespace)

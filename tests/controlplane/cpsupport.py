@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -281,12 +282,16 @@ def cp_prometheus_config(plane: Any, pair: KeyPair) -> str:
 
 # --- wva as a process -----------------------------------------------------------------------------
 class WvaProcess:
-    """``wva run`` as a child process with its own kubeconfig and environment."""
+    """``wva run`` as a child process with its own kubeconfig and environment.
 
-    def __init__(self, kubeconfig: Path, log_path: Path, **env: str) -> None:
+    Its metrics port is HTTPS with bearer-token auth unless ``WVA_METRICS_SECURE=false`` is in ``env``;
+    :meth:`metrics` then reads it with ``metrics_token`` (the self-signed certificate is not verified)."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, metrics_token: str | None = None, **env: str) -> None:
         self.metrics_port = free_port()
         self.probe_port = free_port()
         self.log_path = log_path
+        self.metrics_token = metrics_token
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("WVA_", "PROMETHEUS_", "KUBE"))},
             "KUBECONFIG": str(kubeconfig),
@@ -316,8 +321,34 @@ class WvaProcess:
         except OSError:
             return 0, ""
 
+    @property
+    def secure(self) -> bool:
+        return self.env.get("WVA_METRICS_SECURE", "true").strip().lower() not in ("false", "0", "no", "off")
+
+    def get_metrics_port(self, path: str, token: str | None = None, timeout: float = 5) -> tuple[int, str]:
+        """GET ``path`` on the metrics port (HTTPS with ``token``, else the process' own, when secure);
+        (0, "") when nothing answers."""
+        if not self.secure:
+            return self.http(self.metrics_port, path)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # self-signed
+        token = token or self.metrics_token
+        request = urllib.request.Request(f"https://127.0.0.1:{self.metrics_port}{path}",
+                                         headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
     def metrics(self) -> str:
-        return self.http(self.metrics_port, "/metrics")[1]
+        """The exposition; "" while the process does not answer (or, secure, cannot reach the API server to
+        check the token: 503). A refused token is the test's own mistake and fails at once."""
+        status, body = self.get_metrics_port("/metrics")
+        assert status not in (401, 403), f"/metrics refused the test's token: {status} {body.strip()}"
+        return body if status == 200 else ""
 
     def wait_ready(self, timeout: float = 60) -> None:
         def ready() -> bool:
@@ -400,7 +431,10 @@ def chart_wva(plane: Any, api: k8s.ApiClient, release: Any, log_dir: Path, name:
     kubeconfig = plane.token_kubeconfig(f"wva-{name}", token, namespace=release.namespace)
     env = container_environment(api, release.deployment, name)
     env.update(overrides)
-    return WvaProcess(kubeconfig, log_dir / f"{name}.log", **env)
+    process = WvaProcess(kubeconfig, log_dir / f"{name}.log", **env)
+    if process.secure:  # read its metrics as Prometheus would: the token of the account bound to the reader role
+        process.metrics_token = service_account_token(api, *release.scraper)
+    return process
 
 
 class LoadDriver:

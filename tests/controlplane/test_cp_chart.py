@@ -88,7 +88,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
         "saturation": {"overrides": {"llama-8b": {"model_id": "meta/llama", "namespace": "llm",
                                                   "kvCacheThreshold": 0.7}}},
-        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
+                           "bearerTokenSecret": {"name": "prometheus-token"}},
+        "metrics": {"certSecretName": "wva-metrics-tls",
+                    "reader": {"serviceAccounts": [{"name": "prometheus-k8s", "namespace": "monitoring"}]}},
         "scaleTarget": {"deploymentName": "llm", "variantName": "llm-va"},
         "hpa": {"enabled": True},
         "keda": {"enabled": True, "triggerAuthenticationName": "prom-auth"},
@@ -105,6 +108,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     # three shards, each a Deployment of a leader and a standby on its own Lease
     "sharded": {"sharding": {"shards": 3}, "replicaCount": 2, "collectorV2": True, "networkPolicy": {"enabled": True}},
     "minimal": {
+        "metrics": {"secure": False, "port": 8080},
+        "service": {"port": 8080},
+        "serviceMonitor": {"enabled": True},
         "replicaCount": 1,
         "leaderElection": {"enabled": False},
         "serviceAccount": {"create": False, "name": "existing-sa"},

@@ -340,7 +340,10 @@ def test_a_leader_cut_off_from_the_apiserver_steps_down_before_the_standby_takes
     model = "meta/llama-partition"
     env = one_variant_for_election(kube, namespace, model, lease_name)
     proxy = HoldingProxy(control_plane.server)
-    leader = through(proxy, chart_wva(control_plane, kube, wva_release, tmp_path, "cut-a", **env), tmp_path)
+    # the cut-off process serves its metrics as plain HTTP: a secure port asks the apiserver about every
+    # token, so once its cached answer expires it could only answer 503, and the test reads its gauges
+    leader = through(proxy, chart_wva(control_plane, kube, wva_release, tmp_path, "cut-a", **env,
+                                      WVA_METRICS_SECURE="false"), tmp_path)
     standby = chart_wva(control_plane, kube, wva_release, tmp_path, "cut-b", **env)
     try:
         leader.start("--namespace", namespace)

@@ -78,6 +78,14 @@ def allowed_calls(api: k8s.ApiClient, ns: str, release: Release) -> dict[str, Ca
         "list customresourcedefinitions (kopf)": lambda: k8s.ApiextensionsV1Api(api).list_custom_resource_definition(
             limit=1
         ),
+        # the secure metrics port: who is this scraper, and may it get this path
+        "create tokenreviews (metrics port)": lambda: k8s.AuthenticationV1Api(api).create_token_review(
+            {"spec": {"token": "not-a-token"}}
+        ),
+        "create subjectaccessreviews (metrics port)": lambda: k8s.AuthorizationV1Api(
+            api).create_subject_access_review(
+            {"spec": {"user": "someone", "nonResourceAttributes": {"path": "/metrics", "verb": "get"}}}
+        ),
     }
 
 
@@ -113,6 +121,9 @@ def denied_calls(api: k8s.ApiClient, ns: str, release: Release) -> dict[str, Cal
         "list ConfigMaps of another namespace": lambda: core.list_namespaced_config_map(ns),
         "create a Lease outside its namespace": lambda: k8s.CoordinationV1Api(api).create_namespaced_lease(
             ns, {"metadata": {"name": "probe"}, "spec": {}}
+        ),
+        "mint a token for another account": lambda: core.create_namespaced_service_account_token(
+            release.scraper[1], release.scraper[0], {"spec": {"audiences": [], "expirationSeconds": 600}}
         ),
         "create a RoleBinding (escalation)": lambda: k8s.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
             release_ns,
