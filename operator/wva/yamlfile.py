@@ -11,6 +11,7 @@ the file and, where known, the line; never a traceback about ``<unicode string>`
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,14 @@ def check_keys(mapping: Mapping[Any, Any], allowed: Iterable[str], where: str, c
             near = [v for v in valid if v.lower() == str(key).lower()][:1]
         hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(valid)})"
         raise YamlFileError(f"{at(where, mapping, key)}: unknown key {context + str(key)!r}{hint}")
+
+
+def finite_number(value: Any) -> bool:
+    """A number from a file (not a bool) that is finite as a float: NaN, the infinities and integers
+    beyond the float range (a value of 400 digits) are not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -4,8 +4,8 @@
 Properties: a file is either accepted, with its variants and thresholds in range, or rejected with
 ``ModelFileError`` (what both commands catch) in one line that names the file, the line where known
 and the field at fault, whatever the file holds: syntax errors, bad tagged scalars, unhashable keys,
-deep nesting, bytes that are not UTF-8, thresholds beyond the float range. Tests marked xfail are bugs
-found by fuzzing in ``wva.replay.config``, not fixed yet; each reason says what goes wrong.
+deep nesting, bytes that are not UTF-8, thresholds beyond the float range. The last tests hold bugs fuzzing
+found in ``wva.replay.config`` (huge and infinite costs, null replica counts), fixed since.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzzing import DELETE, fuzz, fuzz_known_bug, huge_integers, json_values, mutate, scalars, yaml_texts
+from fuzzing import DELETE, fuzz, huge_integers, json_values, mutate, scalars, yaml_texts
 from wva import yamlfile
 from wva.replay.config import ModelFile, ModelFileError, load_model_file, parse_model_file
 
@@ -158,15 +158,10 @@ def test_a_huge_threshold_is_a_model_file_error(field: str, value: int, where: s
         parse_model_file(yaml.safe_dump(mutate(BASE, (where, field), value)), "m.yaml")
 
 
-# Bugs found by fuzzing in wva.replay.config, kept as strict xfails until that module fixes them.
+# Bugs found by fuzzing in wva.replay.config, fixed there; these keep them fixed.
 
 
-@pytest.mark.xfail(
-    strict=True, raises=OverflowError,
-    reason="wva.replay.config._variant checks cost with comparisons only, then calls float(cost): an integer "
-    "beyond the float range (cost: 1 followed by 400 zeros) raises OverflowError instead of ModelFileError",
-)
-@fuzz_known_bug(20)
+@fuzz(100)
 @given(value=huge_integers().filter(lambda n: n < 10**4000))
 @example(value=10**400)
 def test_a_huge_cost_is_a_model_file_error(value: int) -> None:
@@ -174,11 +169,6 @@ def test_a_huge_cost_is_a_model_file_error(value: int) -> None:
         parse_model_file(yaml.safe_dump(mutate(BASE, ("variants", 0, "cost"), value)), "m.yaml")
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="wva.replay.config._variant rejects a NaN cost but accepts cost: .inf (it is >= 0), so the "
-    "backtest's replica-hour costs and its comparison of two configurations come out infinite",
-)
 def test_an_infinite_cost_is_rejected() -> None:
     try:
         model = parse_model_file(yaml.safe_dump(mutate(BASE, ("variants", 0, "cost"), math.inf)), "m.yaml")
@@ -188,12 +178,6 @@ def test_an_infinite_cost_is_rejected() -> None:
         assert math.isfinite(model.variants[0].cost), model.variants[0]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="wva.replay.config._int returns None for an explicit null, and _variant then asserts: "
-    "minReplicas: null or initialReplicas: null ends in a bare AssertionError (no message, no file or "
-    "line; gone under python -O, where a None minimum reaches max(1, None))",
-)
 @pytest.mark.parametrize("field", ["minReplicas", "initialReplicas"])
 def test_null_replica_counts_are_a_model_file_error(field: str) -> None:
     text = yaml.safe_dump(mutate(BASE, ("variants", 0, field), None))

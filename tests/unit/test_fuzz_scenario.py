@@ -2,9 +2,8 @@
 
 Properties: a scenario file is either accepted, with finite numbers in their ranges, or rejected with
 ``ScenarioError`` (the only error the demo catches) in one line that names the file, the line and the
-field at fault, whatever the file holds (syntax errors, bad tagged scalars, deep nesting). Tests
-marked xfail are bugs found by fuzzing in ``wva.sim.loadmodel``, not fixed yet; each reason says what
-goes wrong.
+field at fault, whatever the file holds (syntax errors, bad tagged scalars, deep nesting). The last
+tests hold bugs fuzzing found in ``wva.sim.loadmodel`` (huge integers), fixed since.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import yaml
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzzing import DELETE, fuzz, fuzz_known_bug, huge_integers, json_values, mutate, scalars, yaml_texts
+from fuzzing import DELETE, fuzz, huge_integers, json_values, mutate, scalars, yaml_texts
 from wva import yamlfile
 from wva.sim.loadmodel import Scenario, ScenarioError, builtin_scenarios, load_scenario, parse_scenario
 
@@ -124,20 +123,14 @@ def test_a_scenario_file_is_a_scenario_or_a_scenario_error(tmp_path_factory: pyt
         _check(scenario)
 
 
-# Bugs found by fuzzing in wva.sim.loadmodel, kept as strict xfails until that module fixes them.
+# Bugs found by fuzzing in wva.sim.loadmodel, fixed there; these keep them fixed.
 
 NUMBER_PATHS = [("speed",), ("duration",), ("interval",), ("coldStart",), ("variants", 0, "cost"),
                 ("variants", 0, "capacity"), ("queueModel", "noise"), ("queueModel", "kvMax"), ("load", 1, 1),
                 ("load", 1, 0), ("scaleToZero",)]
 
 
-@pytest.mark.xfail(
-    strict=True, raises=OverflowError,
-    reason="_Reader.number and _load_points call math.isfinite() on any int: an integer beyond the float "
-    "range in a scenario file (speed: 1 followed by 400 zeros, or a load point [1e400 as digits, 5]) raises "
-    "OverflowError instead of the ScenarioError wva demo reports",
-)
-@fuzz_known_bug(50)
+@fuzz(150)
 @given(path=st.sampled_from(NUMBER_PATHS), value=huge_integers().filter(lambda n: abs(n) < 10**4000))
 @example(path=("speed",), value=10**400)
 def test_huge_integers_are_a_scenario_error(path: tuple[str | int, ...], value: int) -> None:

@@ -145,8 +145,8 @@ def _thresholds(
 
 def _int(raw: Mapping[str, Any], key: str, where: str, default: int | None, minimum: int) -> int | None:
     value = raw.get(key, default)
-    if value is None:
-        return None
+    if value is None and default is None:
+        return None  # absent or null where "none" is allowed (maxReplicas: unbounded)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ModelFileError(f"{_at(where, raw, key)}: {key!r} must be an integer >= {minimum}, got {value!r}")
     return value
@@ -160,15 +160,18 @@ def _variant(raw: Any, where: str, parent: Any, index: int) -> VariantSpec:
     deployment = _text(raw, "deployment", where, required=False) or name
     accelerator = _text(raw, "accelerator", where, required=False)
     cost = raw.get("cost", DEFAULT_VARIANT_COST)
-    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0 or cost != cost:
-        raise ModelFileError(f"{_at(where, raw, 'cost')}: 'cost' must be a number >= 0, got {cost!r}")
+    if not yamlfile.finite_number(cost) or cost < 0:
+        shown = cost if not isinstance(cost, int) or cost < 10**20 else f"an integer of {len(str(cost))} digits"
+        raise ModelFileError(f"{_at(where, raw, 'cost')}: 'cost' must be a finite number >= 0, got {shown!r}")
     minimum = _int(raw, "minReplicas", where, 1, 0)
     maximum = _int(raw, "maxReplicas", where, None, 1)
-    assert minimum is not None
+    if minimum is None:  # cannot happen: the default is 1 and null is refused
+        raise ModelFileError(f"{_at(where, raw, 'minReplicas')}: 'minReplicas' must be an integer >= 0")
     if maximum is not None and maximum < minimum:
         raise ModelFileError(
             f"{_at(where, raw, 'maxReplicas')}: variants[{index}]: maxReplicas {maximum} < minReplicas {minimum}"
         )
     initial = _int(raw, "initialReplicas", where, max(1, minimum), 0)
-    assert initial is not None
+    if initial is None:  # cannot happen: the default is set and null is refused
+        raise ModelFileError(f"{_at(where, raw, 'initialReplicas')}: 'initialReplicas' must be an integer >= 0")
     return VariantSpec(name, deployment, accelerator, float(cost), minimum, maximum, initial)

@@ -250,8 +250,7 @@ class _Reader:
         if value is None:
             self.fail(data, key, f"{context}{key} is required (a number {_range(low, high, low_open)})")
         in_range = (
-            not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-            and (value > low if low_open else value >= low) and value <= high
+            yamlfile.finite_number(value) and (value > low if low_open else value >= low) and value <= high
         )
         if not in_range:
             self.fail(data, key, f"{context}{key} must be a number {_range(low, high, low_open)}, got {value!r}")
@@ -333,8 +332,7 @@ def _load_points(r: _Reader, data: Mapping[str, Any]) -> tuple[tuple[float, floa
         if (
             not isinstance(item, list | tuple)
             or len(item) != 2
-            or any(isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) or x < 0
-                   for x in item)
+            or any(not yamlfile.finite_number(x) or x < 0 for x in item)
         ):
             r.fail(raw, i, f"load[{i}] must be [seconds, requests_per_second], both numbers >= 0, got {item!r}")
         if points and item[0] < points[-1][0]:
