@@ -162,7 +162,7 @@ def _variant(raw: Any, where: str, parent: Any, index: int) -> VariantSpec:
     cost = raw.get("cost", DEFAULT_VARIANT_COST)
     if not yamlfile.finite_number(cost) or cost < 0:
         shown = cost if not isinstance(cost, int) or cost < 10**20 else f"an integer of {len(str(cost))} digits"
-        raise ModelFileError(f"{_at(where, raw, 'cost')}: 'cost' must be a finite number >= 0, got {shown!r}")
+        raise ModelFileError(f"{_at(where, raw, 'cost')}: 'cost' must be a number >= 0, got {shown!r}")
     minimum = _int(raw, "minReplicas", where, 1, 0)
     maximum = _int(raw, "maxReplicas", where, None, 1)
     if minimum is None:  # cannot happen: the default is 1 and null is refused
