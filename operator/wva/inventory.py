@@ -308,6 +308,8 @@ class Inventory:
     def apply_variant(self, body: Mapping[str, Any]) -> VariantRecord | None:
         """Store the VA; None (and the VA forgotten) when it is not ours: another controller instance's,
         another shard's, or without a name."""
+        if self.shard.sharded and not self._owns_body(body):
+            return None  # another shard's: not even parsed (the watch delivers every VA to every shard)
         record = parse_variant(body)
         if not record.name or not record.namespace:
             return None
@@ -343,6 +345,20 @@ class Inventory:
             self.mapper.unregister(name, namespace)
             self._count_model(record, None)
         return record
+
+    def _owns_body(self, body: Mapping[str, Any]) -> bool:
+        """Whether the raw VA belongs to this shard (read as :func:`parse_variant` reads it); a foreign one
+        held from before (its model changed) is forgotten."""
+        meta = body.get("metadata")
+        spec = body.get("spec")
+        meta = meta if isinstance(meta, Mapping) else {}
+        model = _text(spec.get("modelID")) if isinstance(spec, Mapping) else ""
+        namespace, name = _text(meta.get("namespace")), _text(meta.get("name"))
+        if self.owns(namespace, model):
+            return True
+        if name and namespace:
+            self.delete_variant(namespace, name)
+        return False
 
     def _count_model(self, old: VariantRecord | None, new: VariantRecord | None) -> None:
         if old is not None and new is not None and old.model_id == new.model_id:

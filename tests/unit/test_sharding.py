@@ -256,6 +256,23 @@ def test_the_inventory_holds_only_its_shards_vas_and_counts_their_groups() -> No
     assert inventory.model_groups == 0 and inventory.variants() == []
 
 
+def test_a_foreign_va_is_not_even_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import wva.inventory
+
+    parsed: list[str] = []
+    real = wva.inventory.parse_variant
+
+    def counting(body: Any) -> Any:
+        parsed.append(body["metadata"]["name"])
+        return real(body)
+
+    monkeypatch.setattr(wva.inventory, "parse_variant", counting)
+    inventory = Inventory(shard=ShardAssignment(3, 0))
+    assert inventory.apply_variant(_va("ours", _model_for(3, 0))) is not None
+    assert inventory.apply_variant(_va("theirs", _model_for(3, 1))) is None
+    assert parsed == ["ours"]
+
+
 # --- three engines, one per shard, over the same fleet ---------------------------------------------------
 def _shard_env(shards: int, index: int, direct: bool = False) -> tuple[SaturationEngine, Inventory, FakeCollector,
                                                                         FakeKube]:
