@@ -6,13 +6,14 @@ HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-test-$(HASH)
 DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
 
-.PHONY: help venv demo test lint typecheck unit controlplane test-e2e bench sync-crds sync-monitoring clean
+.PHONY: help venv demo test lint typecheck unit controlplane test-e2e bench soak sync-crds sync-monitoring clean
 
 help:
 	@echo "make demo      - run the whole autoscaler locally on an embedded environment"
 	@echo "make test      - lint, type-check and run the test suite (builds the control plane first)"
 	@echo "make controlplane - build (or reuse) kube-apiserver, controller-manager, scheduler, etcd, helm"
 	@echo "make bench     - run the scale benchmark and the decision-record benchmark (writes bench/results/)"
+	@echo "make soak      - the 20-minute soak: 1000 VAs under churn, resources must not grow (writes bench/results/)"
 	@echo "make test-e2e  - kind-based end-to-end tests (needs Docker, kind, helm; WVA_E2E=1)"
 
 $(BIN)/python:
@@ -71,6 +72,11 @@ test-e2e: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.decisions
+
+# Not part of `make test`: about 20 minutes (SOAK_ARGS="--duration 3m --n 100" for a short run;
+# WVA_SOAK_DURATION and WVA_SOAK_N work too). Exits non-zero when a resource grew past its bound.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 sync-crds:
 	bash deploy/sync-crds.sh
