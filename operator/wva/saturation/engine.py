@@ -255,7 +255,15 @@ class SaturationEngine:
             for coro in pending:  # the iterator is shared: each task is taken by exactly one worker
                 await coro
 
-        await asyncio.gather(*(worker() for _ in range(self._max_groups)))
+        try:
+            await asyncio.gather(*(worker() for _ in range(self._max_groups)))
+        finally:
+            # cancelled (the lease was lost, or the operator stops): close what no worker started, or each
+            # would be reported as a coroutine never awaited
+            for coro in pending:
+                close = getattr(coro, "close", None)
+                if close is not None:
+                    close()
 
     def _active_groups(
         self, report: CycleReport
