@@ -216,6 +216,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(n: int, shards: int, cycles: int, scrape_interval: float) -> dict[str, Any]:
     started = time.monotonic()
+    load_start = os.getloadavg()
     emulator = EmulatorProcess()
     port = emulator.start()
     prometheus = LocalPrometheus([f"127.0.0.1:{port}"], scrape_interval=scrape_interval)
@@ -252,6 +253,7 @@ def run(n: int, shards: int, cycles: int, scrape_interval: float) -> dict[str, A
         "setup": {"n": n, "pods": n * PODS_PER_VA, "namespaces": NAMESPACES, "shards": shards,
                   "measured_cycles": cycles, "warmup_cycles": 1, "scrape_interval_seconds": scrape_interval,
                   "collector": "v2 batched", "process_per_shard": True},
+        "load_average": {"start": load_start, "end": os.getloadavg()},  # other work on the machine
         "rtt_seconds": rtt,
         # Prometheus' own evaluation of the last cycle's queries of one shard, re-run alone with stats
         "prometheus_eval_seconds_per_cycle": evaluation,
