@@ -463,3 +463,24 @@ async def test_a_failing_combined_query_is_retried_only_every_few_cycles() -> No
     prom.queries.clear()
     await batcher.prefetch(source, sorted(refs))
     assert len(prom.queries) == 1  # combined again once it works
+
+
+async def test_a_cycle_longer_than_the_batch_lifetime_is_still_served_from_its_batch() -> None:
+    """A 10,000-model cycle outlived the batch's 30 s and fell back to tens of thousands of per-model
+    queries; the collector now holds its cycle's batch from begin_cycle to end_cycle."""
+    models = ["m1", "m2", "m3"]
+    refs = variants(models, ["ns"])
+    prom = FakePrometheus(dataset(models, ["ns"]))
+    collector, _ = build_collector(prom, refs, batch=True)
+    clock = FakeClock(100.0)
+    collector.batcher._clock = clock  # the batcher's own clock (monotonic in the operator)
+    await collector.begin_cycle(sorted(refs))
+    prom.queries.clear()
+    for model, ns in sorted(refs):
+        clock.advance(45.0)  # each model much later than the batch's lifetime
+        assert await collector.collect_replica_metrics(model, ns, refs[(model, ns)])
+    assert prom.queries == [] and collector.batcher.stats.per_model_queries == 0
+    # once the cycle is over the batch is gone: a late call goes to Prometheus itself
+    await collector.end_cycle()
+    await collector.collect_replica_metrics("m1", "ns", refs[("m1", "ns")])
+    assert len(prom.queries) == 2

@@ -121,6 +121,17 @@ class FailoverCollector:
             except Exception:
                 log.exception("Collector begin_cycle failed collector=%s", type(collector).__name__)
 
+    async def end_cycle(self) -> None:
+        """Tell each collector that batches that the cycle is over."""
+        for collector in (self.primary, self.fallback):
+            hook = getattr(collector, "end_cycle", None)
+            if hook is None:
+                continue
+            try:
+                await hook()
+            except Exception:
+                log.exception("Collector end_cycle failed collector=%s", type(collector).__name__)
+
     # --- MetricsCollector ------------------------------------------------------------------------
     async def validate_metrics_availability(self, model_id: str, namespace: str) -> MetricsValidationResult:
         key = (model_id, namespace)

@@ -223,9 +223,17 @@ class SaturationEngine:
                     await begin_cycle(sorted({(model, ns) for model, ns, _acc in groups}))
                 except Exception:
                     log.exception("Collector begin_cycle failed; falling back to per-model queries")
-            await self._gather(
-                [self._process_group(key, members, report) for key, members in groups.items()] + side_writes
-            )
+            try:
+                await self._gather(
+                    [self._process_group(key, members, report) for key, members in groups.items()] + side_writes
+                )
+            finally:
+                end_cycle = getattr(self.collector, "end_cycle", None)
+                if end_cycle is not None:  # the cycle's batch is served until here, however long it took
+                    try:
+                        await end_cycle()
+                    except Exception:
+                        log.exception("Collector end_cycle failed")
             self._forget_deleted_meanwhile(known)
             self._prune_sources({(model, ns) for model, ns, _acc in groups})
             for gone in [k for k in self._histories if k not in groups]:

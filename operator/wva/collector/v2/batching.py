@@ -239,6 +239,7 @@ class QueryBatcher:
         self._lock = threading.Lock()
         self._covered_at = 0.0
         self._horizon = max_age  # seconds a batch is served: max_age, or the source cache's TTL if shorter
+        self._held = False  # between hold() and release() the batch is served whatever its age
         # this cycle's split answers, (query, namespace) -> (model -> result, the empty result), and
         # the source they came from; its keys are the (query, namespace) pairs the batch covers
         self._table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] = {}
@@ -257,7 +258,7 @@ class QueryBatcher:
     def covered(self, query_name: str, namespace: str) -> bool:
         """Whether this cycle's batch answers ``query_name`` for every model of ``namespace``."""
         with self._lock:
-            if self._clock() - self._covered_at > self._horizon:
+            if self._expired():
                 return False
             return (query_name, namespace) in self._table
 
@@ -267,11 +268,30 @@ class QueryBatcher:
             self._table = {}
             self._table_source = None
 
+    def hold(self) -> None:
+        """Serve the current batch until :meth:`release`, however long the cycle takes.
+
+        The engine holds its cycle's batch: a cycle of 10,000 models that outlives ``max_age`` would
+        otherwise fall back to per-model queries halfway through, tens of thousands of them.
+        """
+        with self._lock:
+            self._held = True
+
+    def release(self) -> None:
+        """End of the cycle: the batch is forgotten (the next cycle prefetches its own)."""
+        with self._lock:
+            self._held = False
+            self._table = {}
+            self._table_source = None
+
+    def _expired(self) -> bool:
+        return not self._held and self._clock() - self._covered_at > self._horizon
+
     def _current_table(
         self, source: MetricsSource
     ) -> dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] | None:
         with self._lock:
-            if source is not self._table_source or self._clock() - self._covered_at > self._horizon:
+            if source is not self._table_source or self._expired():
                 return None
             return self._table
 

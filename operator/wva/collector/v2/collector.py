@@ -115,9 +115,17 @@ class V2MetricsCollector:
             await source.stop()
 
     async def begin_cycle(self, models: Sequence[tuple[str, str]]) -> None:
-        """Prefetch this cycle's metrics per namespace ((model_id, namespace) pairs); no-op when off."""
+        """Prefetch this cycle's metrics per namespace ((model_id, namespace) pairs); no-op when off.
+
+        The batch is served until :meth:`end_cycle`, however long the cycle takes.
+        """
         source, _ = self._source()
         await self.batcher.prefetch(source, models)
+        self.batcher.hold()
+
+    async def end_cycle(self) -> None:
+        """The cycle is over: its batch is no longer served."""
+        self.batcher.release()
 
     async def validate_metrics_availability(self, model_id: str, namespace: str) -> MetricsValidationResult:
         source, _ = self._source()
