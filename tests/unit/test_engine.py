@@ -405,3 +405,25 @@ async def test_a_cycle_cancelled_midway_leaves_no_group_unawaited() -> None:
             await asyncio.sleep(0)
         gc.collect()
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+async def test_a_deleted_va_loses_its_decision_counters(env: Any) -> None:
+    """``wva_scaling_decisions_total`` is per variant: a deleted VA's counters go with its gauges, or a fleet
+    that replaces its VAs would expose ever more dead series (the soak benchmark saw the heap grow by
+    them, a few objects per deleted VA)."""
+    engine, inventory, collector, _kube = env
+    for name in ("kept", "gone"):
+        inventory.apply_variant(va(name, modelID=f"acme/{name}"))
+        inventory.apply_deployment(deployment(name, 1))
+        collector.kv[name] = [0.95]
+    await engine.run_cycle()
+
+    def counted() -> set[tuple[str, str]]:
+        return {(s.labels["variant_name"], s.labels["direction"])
+                for family in engine.emitter.operator.decisions.collect() for s in family.samples
+                if s.name == "wva_scaling_decisions_total"}
+
+    assert counted() == {("kept", "up"), ("gone", "up")}
+    inventory.delete_variant(NS, "gone")
+    engine.forget(NS, "gone")
+    assert counted() == {("kept", "up")}

@@ -281,6 +281,9 @@ class MetricsEmitter:
         """Drop a deleted variant's series. Returns whether it had any."""
         self.emit_cold_start(variant_name, namespace, "", None)
         self.emit_reason(variant_name, namespace, "", None)
+        for direction in ("up", "down"):  # its decision counters too: dead series would pile up with churn
+            with contextlib.suppress(KeyError):
+                self.operator.decisions.remove(namespace, variant_name, direction)
         with self._lock:
             shadow = self._shadow_series.pop((namespace, variant_name), None)
             if shadow is not None:
