@@ -41,6 +41,7 @@ import datetime
 import gc
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -160,6 +161,8 @@ def measure() -> dict[str, float]:
         "tasks": len(asyncio.all_tasks()),
         "threads": os_threads(),
         "python_threads": threading.active_count(),
+        # blocks held by Python's allocator: unlike RSS, blind to arenas the allocator keeps after a peak
+        "allocated_blocks": sys.getallocatedblocks(),
     }
 
 
@@ -167,6 +170,7 @@ class CycleTracker:
     """Wraps the engine's ``run_cycle``: counts cycles, keeps the last report, knows when one is running."""
 
     def __init__(self, engine: Any, clock_zero: float) -> None:
+        self.engine = engine
         self.completed = 0
         self.running = False
         self.last: Any = None
@@ -178,8 +182,15 @@ class CycleTracker:
         self.ended_at = 0.0
         self.created = clock_zero  # cycle times on the soak's clock
         self.log: list[tuple[float, float, int, int, int]] = []  # (t, seconds, decisions, fresh, group errors)
+        self.held_codes: list[dict[str, int]] = []  # per cycle: the reason codes of the decisions held
         self._inner = engine.run_cycle
         engine.run_cycle = self._run_cycle
+
+    def _held_codes(self, report: Any) -> dict[str, int]:
+        series = getattr(self.engine.emitter, "_reason_series", {})
+        codes = Counter(str(series[key][3]) if key in series else "?"
+                        for key, decision in report.decisions.items() if not decision.decided)
+        return dict(codes)
 
     async def _run_cycle(self) -> Any:
         self.running = True
@@ -194,6 +205,7 @@ class CycleTracker:
         self.completed += 1
         self.log.append((round(time.monotonic() - self.created, 1), round(report.duration, 2), len(report.decisions),
                          sum(1 for d in report.decisions.values() if d.decided), len(report.group_errors)))
+        self.held_codes.append(self._held_codes(report))
         self.last = report
         self.last_decided = sum(1 for d in report.decisions.values() if d.decided)
         if report.group_errors or (report.decisions and not self.last_decided):
@@ -359,6 +371,10 @@ class Soak:
         tracker = self.tracker
         assert tracker is not None
         held_before = tracker.held_cycles
+        # a VA that churn created since Prometheus' last scrape has no series yet: its decision is held
+        # (HoldMetricsUnavailable) whether Prometheus was restarted or not
+        o = self.options
+        newcomers = max(2, math.ceil(2 * o.churn_vas_per_minute * o.scrape_interval / 60))
         self.note("prometheus stopped")
         await asyncio.to_thread(self.prometheus.stop)
         outage_started = time.monotonic()
@@ -366,26 +382,36 @@ class Soak:
         await asyncio.to_thread(self.prometheus.start)
         down_for = time.monotonic() - outage_started
         self.note("prometheus started again", port=self.prometheus.port)
-        # the first scrape after a start lands a few seconds later; then every live variant is decided
-        # from fresh metrics again
+        # the first scrape after a start lands a few seconds later; then a cycle in which every group
+        # answered and every variant but churn's newest (two scrape intervals' worth) is decided from
+        # fresh metrics
         recovered_from = tracker.completed
 
         def recovered() -> bool:
             last = tracker.last
             return (tracker.completed > recovered_from and last is not None and not last.group_errors
-                    and tracker.last_decided == len(last.decisions) > 0)
+                    and 0 < len(last.decisions) <= tracker.last_decided + newcomers)
 
-        await wait_until(recovered, 10 * self.options.interval + 120, "fresh decisions after the restart")
+        fresh_again = True
+        try:
+            await wait_until(recovered, 10 * self.options.interval + 180, "fresh decisions after the restart")
+        except TimeoutError as exc:
+            fresh_again = False
+            self.note("no fresh decisions after the restart", error=str(exc))
         info = {"down_seconds": round(down_for, 1),
                 "cycles_holding_decisions": tracker.held_cycles - held_before,
+                "fresh_again": fresh_again, "held_allowed_for_new_vas": newcomers,
                 "fresh_again_after_restart_seconds": round(time.monotonic() - outage_started - down_for, 1)}
-        self.note("decisions fresh again", **info)
+        self.note("decisions fresh again" if fresh_again else "gave up waiting for fresh decisions", **info)
         return info
 
 
 def verdict(
-    baseline: dict[str, Any], final: dict[str, Any], options: Options, restart: dict[str, Any]
+    baseline: dict[str, Any] | None, final: dict[str, Any] | None, options: Options, restart: dict[str, Any],
+    failure: str | None = None,
 ) -> dict[str, Any]:
+    if baseline is None or final is None:
+        return {"bounds": {}, "checks": {"the run completed": False}, "ok": False, "failure": failure}
     rss_bound = max(RSS_GROWTH_MIB, RSS_GROWTH_FRACTION * baseline["rss_mib"])
     limits = {
         "rss_mib": (final["rss_mib"] - baseline["rss_mib"], rss_bound,
@@ -425,8 +451,10 @@ def verdict(
         "one gauge series per variant": final["gauge_series"] == final["cluster_live_vas"],
         "every live VA has a decision in its status": final["vas_with_decision"] == final["vas_listed"] == n,
         "the Prometheus outage was seen (a cycle held decisions)": restart.get("cycles_holding_decisions", 0) >= 1,
+        "decisions fresh again after the Prometheus restart": bool(restart.get("fresh_again")),
+        "the run completed": failure is None,
     }
-    return {"bounds": bounds, "checks": checks,
+    return {"bounds": bounds, "checks": checks, "failure": failure,
             "ok": all(b["ok"] for b in bounds.values()) and all(checks.values())}
 
 
@@ -453,6 +481,9 @@ async def run(options: Options) -> dict[str, Any]:
     prometheus = LocalPrometheus([f"127.0.0.1:{cluster.emulator_port}"], scrape_interval=options.scrape_interval)
     soak = Soak(options, cluster, prometheus)
     restart: dict[str, Any] = {}
+    baseline: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None
+    failure: str | None = None
     try:
         await asyncio.to_thread(prometheus.start)
         soak.note("cluster process and Prometheus up", api=cluster.api_url, prometheus=prometheus.url)
@@ -486,19 +517,27 @@ async def run(options: Options) -> dict[str, Any]:
             sampler = asyncio.create_task(soak.sampler(), name="soak-sampler")
             measured_from = time.monotonic()
             try:
-                await soak.sample("start")
-                await asyncio.sleep(options.warmup_seconds)
-                baseline = await soak.quiescent("baseline")
-                soak.phase = "soak"
-                await soak.call("churn", churn)
-                soak_seconds = max(0.0, options.duration - (time.monotonic() - measured_from))
-                restart_at = time.monotonic() + soak_seconds / 2
-                end_at = time.monotonic() + soak_seconds
-                await asyncio.sleep(max(0.0, restart_at - time.monotonic()))
-                restart = await soak.restart_prometheus()
-                await asyncio.sleep(max(0.0, end_at - time.monotonic()))
-                soak.phase = "end"
-                final = await soak.quiescent("final")
+                try:
+                    await soak.sample("start")
+                    await asyncio.sleep(options.warmup_seconds)
+                    baseline = await soak.quiescent("baseline")
+                    soak.phase = "soak"
+                    await soak.call("churn", churn)
+                    soak_seconds = max(0.0, options.duration - (time.monotonic() - measured_from))
+                    restart_at = time.monotonic() + soak_seconds / 2
+                    end_at = time.monotonic() + soak_seconds
+                    await asyncio.sleep(max(0.0, restart_at - time.monotonic()))
+                    restart = await soak.restart_prometheus()
+                    await asyncio.sleep(max(0.0, end_at - time.monotonic()))
+                    soak.phase = "end"
+                    final = await soak.quiescent("final")
+                except Exception as exc:  # reported, and the run fails, rather than lost with its samples
+                    failure = f"{type(exc).__name__}: {exc}"
+                    soak.note("run failed", error=failure)
+                    if baseline is not None and final is None:
+                        soak.phase = "end"
+                        with contextlib.suppress(Exception):
+                            final = await soak.quiescent("final")
             finally:
                 sampler.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -510,7 +549,7 @@ async def run(options: Options) -> dict[str, Any]:
         logging.getLogger().removeHandler(counter)
     tracker = soak.tracker
     assert tracker is not None
-    result = verdict(baseline, final, options, restart)
+    result = verdict(baseline, final, options, restart, failure)
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count()},
@@ -529,16 +568,20 @@ async def run(options: Options) -> dict[str, Any]:
         "verdict": result,
         "baseline": baseline,
         "final": final,
-        "rss_trend_mib_per_hour": trend_mib_per_hour(soak.samples, baseline["t_seconds"]),
+        "rss_trend_mib_per_hour": trend_mib_per_hour(soak.samples, baseline["t_seconds"]) if baseline else None,
         "prometheus_restart": restart,
+        "python_heap": {  # informative: what RSS steps are made of (quiescent samples, after a full collection)
+            key: {"baseline": baseline[key], "final": final[key], "delta": final[key] - baseline[key]}
+            for key in ("allocated_blocks", "gc_objects")
+        } if baseline and final else None,
         "cycles": {
             "completed": tracker.completed,
             "median_seconds": statistics.median(tracker.durations) if tracker.durations else None,
             "max_seconds": max(tracker.durations) if tracker.durations else None,
             "with_group_errors": tracker.group_error_cycles,
             "raised": tracker.errored_cycles,
-            "log": [dict(zip(("t_seconds", "seconds", "decisions", "fresh", "group_errors"), c, strict=True))
-                    for c in tracker.log],
+            "log": [{**dict(zip(("t_seconds", "seconds", "decisions", "fresh", "group_errors"), c, strict=True)),
+                     "held": codes} for c, codes in zip(tracker.log, tracker.held_codes, strict=True)],
         },
         "cluster": stats,
         "operator_log": {"counts": dict(counter.counts), "first": counter.first},
@@ -565,7 +608,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{s['churn_vas_per_minute']:g} VAs and {s['churn_pods_per_minute']:g} pod restarts per minute, Prometheus "
         f"stopped for {s['prometheus_outage_seconds']:g} s halfway. API: {s['api_server']}.",
         "",
-        f"**Verdict: {'PASS' if v['ok'] else 'FAIL'}**",
+        f"**Verdict: {'PASS' if v['ok'] else 'FAIL'}**" + (f" ({v['failure']})" if v.get("failure") else ""),
         "",
         "| measure | baseline | final | delta | bound | ok |",
         "|---|---:|---:|---:|---|---|",
@@ -585,7 +628,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Prometheus restart: {restart}. Churn: {counts.get('vas_created', 0)} VAs created, "
         f"{counts.get('vas_deleted', 0)} deleted, {counts.get('pod_restarts', 0)} pod restarts "
         f"({counts.get('pods_created', 0)} pods created in all). RSS trend over the periodic samples after the "
-        f"baseline: {'n/a' if trend is None else f'{trend:+.1f} MiB/hour'}.",
+        f"baseline: {'n/a' if trend is None else f'{trend:+.1f} MiB/hour'}. Python heap (baseline -> final): "
+        + ", ".join(f"{k} {h['baseline']} -> {h['final']} ({h['delta']:+d})"
+                    for k, h in (results.get("python_heap") or {}).items()) + ".",
         "",
         "| t (s) | phase | kind | RSS (MiB) | fds | tasks | threads | VAs | pods | cycles | last cycle (s) |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
