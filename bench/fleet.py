@@ -8,14 +8,23 @@ API call, which the counting Kubernetes client proves.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.emulator_proc import PodSpec
+from wva.actuator.metrics import MetricsEmitter
+from wva.actuator.status import StatusWriter
 from wva.api.constants import API_VERSION, KIND
+from wva.collector import MetricsCollector, new_metrics_collector
+from wva.collector.legacy import CacheConfig
+from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
 from wva.inventory import Inventory
+from wva.saturation.config import SaturationConfigStore
+from wva.saturation.engine import SaturationEngine
+from wva.sharding import ShardAssignment
 
 PODS_PER_VA = 4
 NAMESPACES = 4
@@ -158,3 +167,57 @@ class CountingKube:
         reads = sum(n for (kind, _), n in self.calls.items() if kind == "read")
         writes = sum(n for (kind, _), n in self.calls.items() if kind == "write")
         return reads, writes
+
+
+def build_collector(mode: str, prom: Any, mapper: PodVAMapper, query_timeout: float = 30.0) -> MetricsCollector:
+    """The collector of a benchmark mode: ``v1``, ``v2-per-model`` or ``v2-batched``."""
+    if mode == "v1":
+        # upstream v1 as the engine sees it every cycle: per-model queries, no result cache in between
+        return new_metrics_collector(
+            False, prom, mapper, cache_config=CacheConfig(enabled=False), query_timeout=query_timeout
+        )
+    registry = SourceRegistry()
+    registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=query_timeout)))
+    return V2MetricsCollector(registry, mapper, batch_queries=mode == "v2-batched")
+
+
+@dataclass
+class BenchOperator:
+    """The operator's parts for the synthetic fleet, wired as ``wva run`` wires them, minus kopf.
+
+    ``prefetch_seconds`` collects the wall time of every ``begin_cycle`` (the batch prefetch).
+    """
+
+    inventory: Inventory
+    collector: MetricsCollector
+    kube: CountingKube
+    engine: SaturationEngine
+    prefetch_seconds: list[float] = field(default_factory=list)
+
+
+def build_operator(
+    n: int, prom: Any, mode: str = "v2-batched", shard: ShardAssignment | None = None, query_timeout: float = 30.0
+) -> BenchOperator:
+    """N VAs of the fleet in an inventory (of one shard, if given), a collector over ``prom``, the
+    engine and a counting Kubernetes client; ``begin_cycle`` is timed."""
+    inventory = Inventory(PodVAMapper(), shard=shard)
+    populate(inventory, fleet(n))  # every object of the fleet, as the watches deliver them
+    kube = CountingKube()
+    collector = build_collector(mode, prom, inventory.mapper, query_timeout)
+    engine = SaturationEngine(
+        inventory, collector, SaturationConfigStore(), StatusWriter(kube, inventory),  # type: ignore[arg-type]
+        MetricsEmitter(), kube,  # type: ignore[arg-type]
+    )
+    op = BenchOperator(inventory, collector, kube, engine)
+    begin_cycle = getattr(collector, "begin_cycle", None)
+    if begin_cycle is not None:
+
+        async def timed_begin_cycle(models: Sequence[tuple[str, str]]) -> None:
+            started = time.perf_counter()
+            try:
+                await begin_cycle(models)
+            finally:
+                op.prefetch_seconds.append(time.perf_counter() - started)
+
+        collector.begin_cycle = timed_begin_cycle  # type: ignore[attr-defined]
+    return op

@@ -23,13 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.fleet import PODS_PER_VA, CountingKube, fleet, populate
-from wva.actuator.metrics import MetricsEmitter
-from wva.actuator.status import StatusWriter
-from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
+from bench.fleet import PODS_PER_VA, CountingKube, build_operator, fleet
+from wva.collector import MetricsCollector
 from wva.gctuning import tune_gc
-from wva.inventory import Inventory
-from wva.saturation.config import SaturationConfigStore
 from wva.saturation.engine import SaturationEngine
 
 # (phase, substrings of the code's file path), first match wins
@@ -105,19 +101,9 @@ class ReplayClient:
         return json.loads(text.replace(NOW, f"{time.time():.3f}"))
 
 
-def build_engine(n: int, prom: Any) -> tuple[SaturationEngine, V2MetricsCollector, CountingKube]:
-    inventory = Inventory(PodVAMapper())
-    populate(inventory, fleet(n))
-    registry = SourceRegistry()
-    registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=30.0)))
-    collector = V2MetricsCollector(registry, inventory.mapper, batch_queries=True)
-    kube = CountingKube()
-    engine = SaturationEngine(
-        inventory, collector, SaturationConfigStore(), StatusWriter(kube, inventory),  # type: ignore[arg-type]
-        MetricsEmitter(), kube,  # type: ignore[arg-type]
-    )
-    return engine, collector, kube
-
+def build_engine(n: int, prom: Any) -> tuple[SaturationEngine, MetricsCollector, CountingKube]:
+    op = build_operator(n, prom)
+    return op.engine, op.collector, op.kube
 
 async def record(n: int, path: Path, scrape_interval: float) -> None:
     from bench.emulator_proc import EmulatorProcess

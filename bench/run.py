@@ -27,18 +27,10 @@ import requests
 from urllib3.util.retry import Retry
 
 from bench.emulator_proc import EmulatorProcess
-from bench.fleet import NAMESPACES, PODS_PER_VA, CountingKube, fleet, populate
+from bench.fleet import NAMESPACES, PODS_PER_VA, build_operator, fleet
 from bench.report import MODES, markdown_table, plot
-from wva.actuator.metrics import MetricsEmitter
-from wva.actuator.status import StatusWriter
-from wva.collector import MetricsCollector, new_metrics_collector
-from wva.collector.legacy import CacheConfig
-from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
 from wva.gctuning import tune_gc
-from wva.inventory import Inventory
 from wva.promconnect import MeteredPrometheusConnect
-from wva.saturation.config import SaturationConfigStore
-from wva.saturation.engine import SaturationEngine
 from wva.sim.prometheus import LocalPrometheus
 
 log = logging.getLogger("bench")
@@ -116,38 +108,11 @@ def fresh_process_memory(url: str, n: int) -> dict[str, float]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def build_collector(mode: str, prom: RecordingPrometheusConnect, mapper: PodVAMapper) -> MetricsCollector:
-    if mode == "v1":
-        # upstream v1 as the engine sees it every cycle: per-model queries, no result cache in between
-        return new_metrics_collector(False, prom, mapper, cache_config=CacheConfig(enabled=False), query_timeout=30.0)
-    registry = SourceRegistry()
-    registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=30.0)))
-    return V2MetricsCollector(registry, mapper, batch_queries=mode == "v2-batched")
-
-
 async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[str, Any], Any]:
     prom = connect(url)
-    inventory = Inventory(PodVAMapper())
-    populate(inventory, fleet(n))
-    kube = CountingKube()
-    collector = build_collector(mode, prom, inventory.mapper)
-    emitter = MetricsEmitter()
-    engine = SaturationEngine(
-        inventory, collector, SaturationConfigStore(), StatusWriter(kube, inventory), emitter, kube  # type: ignore[arg-type]
-    )
-    prefetch_times: list[float] = []
-    begin_cycle = getattr(collector, "begin_cycle", None)
-    if begin_cycle is not None:
-
-        async def timed_begin_cycle(models: list[tuple[str, str]]) -> None:
-            t0 = time.perf_counter()
-            try:
-                await begin_cycle(models)
-            finally:
-                prefetch_times.append(time.perf_counter() - t0)
-
-        collector.begin_cycle = timed_begin_cycle  # type: ignore[attr-defined]
-    await collector.start()
+    op = build_operator(n, prom, mode)
+    engine, kube = op.engine, op.kube
+    await op.collector.start()
     try:
         # warm up to the steady state: the first cycles write every VA's status (and the fleet's
         # first decisions change it once more); measured cycles start after a cycle that wrote nothing
@@ -166,7 +131,7 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
             if wrote == 0 or warmups >= MAX_WARMUPS:
                 break
         walls, cpus, gcs, queries, reads, writes = [], [], [], [], [], []
-        prefetch_times.clear()
+        op.prefetch_seconds.clear()
         # a cycle longer than SLOW_CYCLE is one stable sample on its own: keep the whole run short
         for _ in range(1 if warm_seconds > SLOW_CYCLE else cycles):
             q0, (r0, w0), c0 = prom.queries, kube.totals(), time.process_time()
@@ -205,13 +170,13 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
             # the last cycle's queries, evaluated again by Prometheus with stats (batched mode only:
             # re-running thousands of per-model queries would double the run time)
             "prometheus_eval_seconds_per_cycle": prometheus_eval_seconds(url, prom.recorded) if prom.recorded else None,
-            "batch_prefetch_seconds": statistics.median(prefetch_times) if prefetch_times else None,
+            "batch_prefetch_seconds": statistics.median(op.prefetch_seconds) if op.prefetch_seconds else None,
             "decisions": len(warm.decisions),
         }
-        keep = (inventory, collector, engine)
+        keep = op
         return result, keep
     finally:
-        await collector.stop()
+        await op.collector.stop()
 
 
 async def run(

@@ -32,21 +32,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.emulator_proc import EmulatorProcess
-from bench.fleet import NAMESPACES, PODS_PER_VA, CountingKube, fleet, populate
+from bench.fleet import NAMESPACES, PODS_PER_VA, build_operator, fleet
 from bench.memory import peak_rss_mb, rss_mb
 from bench.run import GCTimer, connect, prometheus_eval_seconds, round_trip
-from wva.actuator.metrics import MetricsEmitter
-from wva.actuator.status import StatusWriter
-from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
 from wva.gctuning import tune_gc
-from wva.inventory import Inventory
-from wva.saturation.config import SaturationConfigStore
-from wva.saturation.engine import SaturationEngine
 from wva.sharding import ShardAssignment
 from wva.sim.prometheus import LocalPrometheus
 
@@ -60,28 +53,10 @@ async def measure_shard(url: str, n: int, shards: int, index: int, cycles: int) 
     tune_gc()  # as `wva run` does
     base = rss_mb()
     prom = connect(url)
-    inventory = Inventory(PodVAMapper(), shard=ShardAssignment(shards, index))
     t0 = time.perf_counter()
-    populate(inventory, fleet(n))  # every object of the fleet, as the watches deliver them; the shard keeps its own
-    populate_seconds = time.perf_counter() - t0
-    kube = CountingKube()
-    registry = SourceRegistry()
-    registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=120.0)))
-    collector = V2MetricsCollector(registry, inventory.mapper, batch_queries=True)
-    engine = SaturationEngine(
-        inventory, collector, SaturationConfigStore(), StatusWriter(kube, inventory), MetricsEmitter(), kube,  # type: ignore[arg-type]
-    )
-    prefetch: list[float] = []
-    begin_cycle = collector.begin_cycle
-
-    async def timed_begin_cycle(models: Sequence[tuple[str, str]]) -> None:
-        started = time.perf_counter()
-        try:
-            await begin_cycle(models)
-        finally:
-            prefetch.append(time.perf_counter() - started)
-
-    collector.begin_cycle = timed_begin_cycle  # type: ignore[method-assign]
+    op = build_operator(n, prom, shard=ShardAssignment(shards, index), query_timeout=120.0)
+    populate_seconds = time.perf_counter() - t0  # the operator's parts and the whole fleet fed to them
+    inventory, collector, engine, kube, prefetch = op.inventory, op.collector, op.engine, op.kube, op.prefetch_seconds
     vas = len(inventory.variants())
     await collector.start()
     try:
