@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from backtest_model import PODS, model_file_text
 from wva.cli import main
 from wva.sim.prometheus import LocalPrometheus, free_port
 
@@ -26,33 +27,11 @@ pytestmark = pytest.mark.prometheus
 
 MODEL = "acme/llama-8b"
 NS = "backtest"
-PODS = ("llama-cheap-5d4f8b7c9-x2x4z", "llama-premium-6c7d9f8b5-abcde")
 OTHER_POD = "mistral-7b-7f9c8d6b4-qwert"  # another model in the same namespace: never part of the load
 SAMPLE = 30  # seconds between recorded samples
 HOUR = 3600
 
-MODEL_FILE = f"""\
-model: {MODEL}
-namespace: {NS}
-thresholds:
-  kvCacheThreshold: 0.8
-  queueLengthThreshold: 5
-variants:
-  - name: cheap
-    deployment: llama-cheap
-    accelerator: L4
-    cost: 5
-    minReplicas: 1
-    maxReplicas: 4
-    initialReplicas: 1
-  - name: premium
-    deployment: llama-premium
-    accelerator: H100
-    cost: 20
-    minReplicas: 1
-    maxReplicas: 2
-    initialReplicas: 1
-"""
+MODEL_FILE = model_file_text(MODEL, NS, "  kvCacheThreshold: 0.8\n  queueLengthThreshold: 5\n")
 
 
 def load_at(offset: float) -> tuple[float, float]:

@@ -35,6 +35,28 @@ def _get(url: str, token: str | None = None) -> tuple[int, str]:
         return 0, ""
 
 
+async def _start_wva_run(
+    env: dict[str, str], metrics_port: int, probe_port: int, *args: str
+) -> asyncio.subprocess.Process:
+    """``wva run`` on the given ports with ``env``; its stderr is kept for the assertions."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wva.cli", "run", "--metrics-port", str(metrics_port), "--probe-port", str(probe_port),
+        *args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> str:
+    """SIGTERM the process (SIGKILL if it has not exited within 30 s); its whole stderr."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    return (await proc.stderr.read()).decode() if proc.stderr else ""
+
+
 @pytest.mark.prometheus
 async def test_wva_run_process_becomes_ready_handles_a_va_and_stops_on_sigterm(
     kube_api: LocalKubernetesAPI, prometheus: LocalPrometheus, unique_ns: str
@@ -62,11 +84,8 @@ async def test_wva_run_process_becomes_ready_handles_a_va_and_stops_on_sigterm(
         "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "svc"}, "modelID": "cli/model",
                  "modelProfile": {"accelerators": [{"acc": "L4", "accCount": 1, "maxBatchSize": 8}]}},
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wva.cli", "run", "--metrics-port", str(metrics_port), "--probe-port", str(probe_port),
-        "--metrics-secure=false",  # this embedded API answers no TokenReview: /metrics as plain HTTP
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    # this embedded API answers no TokenReview: /metrics as plain HTTP
+    proc = await _start_wva_run(env, metrics_port, probe_port, "--metrics-secure=false")
     try:
         async def ready() -> bool:
             status, _ = await asyncio.to_thread(_get, f"http://127.0.0.1:{probe_port}/readyz")
@@ -89,14 +108,7 @@ async def test_wva_run_process_becomes_ready_handles_a_va_and_stops_on_sigterm(
         assert f'wva_desired_replicas{{accelerator_type="L4",namespace="{unique_ns}",variant_name="svc"}} 1.0' in body
         assert "wva_engine_cycles_total" in body
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-        stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+        stderr = await _stop(proc)
     assert proc.returncode == 0, stderr[-3000:]
     assert "Operator started" in stderr and "Operator stopped" in stderr
     assert "over plain HTTP without authentication (--metrics-secure=false)" in stderr
@@ -110,10 +122,7 @@ async def test_wva_run_serves_https_and_refuses_what_it_cannot_authenticate(kube
     env = {**os.environ, "PROMETHEUS_BASE_URL": "http://127.0.0.1:9", "WVA_KUBE_API_URL": kube_api.base_url,
            "POD_NAMESPACE": "wva-system", "POD_NAME": "wva-cli-0", "LEADER_ELECTION": "false"}
     env.pop("WVA_METRICS_SECURE", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wva.cli", "run", "--metrics-port", str(metrics_port), "--probe-port", str(probe_port),
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    proc = await _start_wva_run(env, metrics_port, probe_port)
     try:
         async def serving() -> bool:
             assert proc.returncode is None, "wva run exited early"
@@ -130,14 +139,7 @@ async def test_wva_run_serves_https_and_refuses_what_it_cannot_authenticate(kube
         served = await asyncio.to_thread(ssl.get_server_certificate, ("127.0.0.1", metrics_port))
         assert "BEGIN CERTIFICATE" in served
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-        stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+        stderr = await _stop(proc)
     assert proc.returncode == 0, stderr[-3000:]
     assert "Metrics serving certificate generated (self-signed)" in stderr and "CN=wva-cli-0" in stderr
     assert "bearer token authenticated and authorized" in stderr

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from backtest_model import PODS, model_file_text
 from wva.cli import main
 from wva.collector.types import ReplicaMetrics
 from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, decide_group, next_history
@@ -42,31 +43,10 @@ MODEL = "acme/llama-8b"
 NS = "prod"
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STEP = 30.0
-PODS = ("llama-cheap-5d4f8b7c9-x2x4z", "llama-premium-6c7d9f8b5-abcde")
 
 # the replays here scale down as soon as the rules allow (no stabilisation window); the window and
 # the pending-replica guard have tests of their own below
-MODEL_FILE = f"""
-model: {MODEL}
-namespace: {NS}
-thresholds:
-  scaleDownStabilizationWindow: 0s
-variants:
-  - name: cheap
-    deployment: llama-cheap
-    accelerator: L4
-    cost: 5
-    minReplicas: 1
-    maxReplicas: 4
-    initialReplicas: 1
-  - name: premium
-    deployment: llama-premium
-    accelerator: H100
-    cost: 20
-    minReplicas: 1
-    maxReplicas: 2
-    initialReplicas: 1
-"""
+MODEL_FILE = model_file_text(MODEL, NS, "  scaleDownStabilizationWindow: 0s\n")
 
 Load = tuple[float | None, float | None] | None  # per recorded pod: (kv, queue); None: no pod reported
 
