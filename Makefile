@@ -37,11 +37,12 @@ demo: $(DEMO_STAMP)
 	$(BIN)/wva demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check operator tests bench deploy/grafana
+	$(BIN)/ruff check operator tests bench deploy/grafana deploy/prometheus
 
 typecheck: $(STAMP)
 	$(BIN)/mypy operator/wva
 	$(BIN)/mypy deploy/grafana/build_dashboard.py
+	$(BIN)/mypy deploy/prometheus/build_recording_rules.py
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -81,10 +82,12 @@ soak: $(STAMP)
 sync-crds:
 	bash deploy/sync-crds.sh
 
-# The Grafana dashboard is generated (deploy/grafana/build_dashboard.py) and the alert rules are
-# edited in deploy/prometheus/; both are copied into the chart's files/ (tests fail on drift).
+# The Grafana dashboard is generated (deploy/grafana/build_dashboard.py), the recording rules too
+# (deploy/prometheus/build_recording_rules.py, from wva.collector.v2.recording), and the alert rules
+# are edited in deploy/prometheus/; all are copied into the chart's files/ (tests fail on drift).
 sync-monitoring: $(STAMP)
 	$(BIN)/python deploy/grafana/build_dashboard.py
+	$(BIN)/python deploy/prometheus/build_recording_rules.py
 	cp deploy/prometheus/wva-alerts.yaml charts/workload-variant-autoscaler/files/wva-alerts.yaml
 
 clean:

@@ -19,6 +19,7 @@ from wva.authfilter import AuthFilter, KubeReviewer
 from wva.collector import MetricsCollector, new_metrics_collector
 from wva.collector.activity import RequestActivity
 from wva.collector.v2 import PodScrapingSource, PodVAMapper
+from wva.collector.v2.recording import RecordingMode
 from wva.decisions import DecisionStore
 from wva.inventory import Inventory
 from wva.kube import KubeClient, KubeError, build_api_client
@@ -412,7 +413,7 @@ def _build_collector(
     if mode is MetricsSourceMode.PROMETHEUS:
         return new_metrics_collector(
             settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout,
-            batch_queries=settings.batch_queries,
+            batch_queries=settings.batch_queries, recording_rules=RecordingMode(settings.recording_rules),
         )
     source = pod_source or pod_scraping_source(settings, inventory, metrics=metrics)
     registry = SourceRegistry()
@@ -440,7 +441,7 @@ def _build_collector(
 
     primary = new_metrics_collector(
         settings.collector_v2, prom, mapper, query_timeout=settings.prometheus_query_timeout,
-        batch_queries=settings.batch_queries,
+        batch_queries=settings.batch_queries, recording_rules=RecordingMode(settings.recording_rules),
     )
     log.info("Metrics collector selected source=auto primary=prometheus fallback=pods")
     return FailoverCollector(

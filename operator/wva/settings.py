@@ -14,7 +14,7 @@ import socket
 import string
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -93,6 +93,8 @@ class Settings(BaseModel):
     actuation_mode: ActuationMode = ActuationMode.HPA
     group_by_accelerator: bool = True  # False: variants of a model on different accelerators compete on cost
     batch_queries: bool = True  # collector v2: one combined query per namespace instead of 8 per model
+    # batched v2: read wva's recorded series where they exist (a wva.collector.v2.recording.RecordingMode value)
+    recording_rules: Literal["auto", "true", "false"] = "auto"
     metrics_source: MetricsSourceMode = MetricsSourceMode.PROMETHEUS
     leader_election: bool = True
     lease_name: str = "wva-leader"
@@ -179,6 +181,7 @@ class Settings(BaseModel):
         take("ACTUATION_MODE", "actuation_mode", lambda v: _enum(ActuationMode, v))
         take("WVA_GROUP_BY_ACCELERATOR", "group_by_accelerator", parse_bool)
         take("WVA_BATCH_QUERIES", "batch_queries", _batch_queries)
+        take("WVA_RECORDING_RULES", "recording_rules", _recording_rules)
         take("METRICS_SOURCE", "metrics_source", lambda v: _enum(MetricsSourceMode, v))
         take("LEADER_ELECTION", "leader_election", parse_bool)
         take("LEADER_ELECTION_LEASE_NAME", "lease_name", _dns_label)
@@ -428,6 +431,15 @@ def _batch_queries(value: str) -> bool:
     from wva.collector.v2.batching import batch_queries_enabled
 
     return _strict_flag(batch_queries_enabled, value)
+
+
+def _recording_rules(value: str) -> str:
+    from wva.collector.v2.recording import recording_mode
+
+    try:
+        return recording_mode(value).value
+    except ValueError:  # the caller's error names the variable and the value
+        raise ValueError("not a recording-rules mode; use auto, true/1/yes/on or false/0/no/off") from None
 
 
 def _ring_size(value: str) -> int:

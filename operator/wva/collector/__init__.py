@@ -17,6 +17,7 @@ from wva.flags import flag_word
 if TYPE_CHECKING:
     from wva.collector.legacy import CacheConfig
     from wva.collector.types import PodResolver
+    from wva.collector.v2.recording import RecordingMode
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,13 @@ def new_metrics_collector(
     cache_config: CacheConfig | None = None,
     query_timeout: float = 10.0,
     batch_queries: bool | None = None,
+    recording_rules: RecordingMode | None = None,
 ) -> MetricsCollector:
     """Build the collector ``COLLECTOR_V2`` selects; both answer all three engine calls.
 
     ``prom`` is a ``prometheus_api_client.PrometheusConnect``; ``resolver`` maps pods to VAs from
-    watched state. ``batch_queries`` (v2 only; None: env ``WVA_BATCH_QUERIES``) turns batching on or off.
+    watched state. ``batch_queries`` (v2 only; None: env ``WVA_BATCH_QUERIES``) turns batching on or off;
+    ``recording_rules`` (v2 only; None: env ``WVA_RECORDING_RULES``) whether the batch reads recorded series.
     """
     if v2:
         from wva.collector.v2 import PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
@@ -79,7 +82,7 @@ def new_metrics_collector(
         registry = SourceRegistry()
         registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=query_timeout)))
         log.info("Metrics collector selected collector=v2 source=prometheus")
-        return V2MetricsCollector(registry, resolver, batch_queries=batch_queries)
+        return V2MetricsCollector(registry, resolver, batch_queries=batch_queries, recording_rules=recording_rules)
     from wva.collector.legacy import PrometheusCollector, QueryPolicy
 
     log.info("Metrics collector selected collector=v1")

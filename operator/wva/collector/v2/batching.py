@@ -22,6 +22,16 @@ batch is never served to this cycle. The split parts are not written into the so
 per-model keys: nothing in a cycle reads them there, and at 1,000 models those writes were a sixth of
 the cycle's CPU. The source caches the namespace-wide answers it ran, as it caches every query.
 
+Where wva's recording rules run (:mod:`wva.collector.v2.recording`), the combined query reads the five
+optimizer metrics from their per-(namespace, model) series instead of the per-pod raw series
+(``WVA_RECORDING_RULES``: ``auto`` by default, ``true``, ``false``). Every combined query carries a
+cheap presence branch (tag ``wva_recorded``) that says, per model, when the rules last recorded it;
+in ``auto`` a namespace reads the recorded forms from the cycle after one whose answer had fresh
+recorded series, and the raw forms again once it has none. Models the rules have not recorded (yet)
+are read from the raw forms in the same cycle, in one more query for the namespace (see
+:meth:`QueryBatcher._reconcile_recorded`). The answers keep the raw forms' shape, so the split per
+model is the same. The per-metric fallback path always uses the raw forms.
+
 Only sources that run PromQL and expose their result :class:`Cache` can batch (``PrometheusSource``,
 or any source with ``supports_batch_queries = True`` and a ``cache`` attribute); a pod-scraping source
 does not, and is always queried per model.
@@ -43,6 +53,14 @@ from wva.collector import promql
 from wva.collector.v2.cache import Cache
 from wva.collector.v2.prometheus import PrometheusSource
 from wva.collector.v2.query import QueryTemplate, QueryType
+from wva.collector.v2.recording import (
+    PRESENCE_FORM,
+    PRESENCE_TAG,
+    RECORDED_FORMS,
+    RECORDED_QUERIES,
+    RecordingMode,
+    fresh_models,
+)
 from wva.collector.v2.results import MetricResult, MetricValue, RefreshSpec
 from wva.collector.v2.source import MetricsSource
 from wva.flags import flag_word
@@ -111,7 +129,14 @@ def combined_batch_query(queries: Sequence[str]) -> str:
     unknown = [q for q in queries if q not in BATCH_QUERIES]
     if unknown or not queries:
         raise ValueError(f"no batch form for queries {unknown or list(queries)}")
-    return " or ".join(f'label_replace({BATCH_QUERIES[q]}, "{BATCH_TAG_LABEL}", "{q}", "", "")' for q in queries)
+    return tagged_union([(q, BATCH_QUERIES[q]) for q in queries])
+
+
+def tagged_union(branches: Sequence[tuple[str, str]]) -> str:
+    """``(tag, PromQL)`` branches as one query: each tagged ``wva_query="<tag>"``, joined by ``or``."""
+    if not branches:
+        raise ValueError("no branches for a combined query")
+    return " or ".join(f'label_replace({form}, "{BATCH_TAG_LABEL}", "{tag}", "", "")' for tag, form in branches)
 
 
 def batch_queries_enabled(value: str | None) -> bool:
@@ -187,6 +212,15 @@ def split_combined(result: MetricResult) -> dict[str, dict[str, MetricResult]]:
     }
 
 
+_Entry = tuple[Mapping[str, MetricResult], MetricResult, frozenset[str]]
+
+RECORDED_MAX_AGE = 120.0
+"""Seconds after which a recorded sample counts as missing (the rule evaluation has stalled)."""
+
+RAW_EMPTY_RECHECK = 10
+"""Prefetches before a model whose raw series were empty too is looked for in raw series again."""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchStats:
     """Counters since the batcher was built."""
@@ -196,6 +230,8 @@ class BatchStats:
     batch_failures: int = 0
     served_from_batch: int = 0
     per_model_queries: int = 0
+    recorded_prefetches: int = 0  # namespace prefetches that read recorded series
+    recorded_fallbacks: int = 0  # raw queries for models whose recorded series were missing
 
 
 class QueryBatcher:
@@ -207,6 +243,11 @@ class QueryBatcher:
     a namespace is prefetched one query per metric for ``combined_retry_after`` prefetches before the
     combined query is tried again, so a lasting failure (e.g. Prometheus' sample limit) costs neither
     a wasted query nor a warning every cycle. ``clock`` is monotonic seconds.
+
+    ``recording`` (default ``auto``) lets the combined query read the optimizer metrics from the
+    recording rules' series (:mod:`wva.collector.v2.recording`); see :meth:`_reconcile_recorded`.
+    It needs the combined query and the availability query in ``queries``; without them it is off.
+    A recorded sample older than ``recorded_max_age`` seconds counts as missing.
     """
 
     def __init__(
@@ -218,9 +259,13 @@ class QueryBatcher:
         max_age: float = 60.0,
         queries: Iterable[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        recording: RecordingMode = RecordingMode.AUTO,
+        recorded_max_age: float = RECORDED_MAX_AGE,
     ) -> None:
         if max_age <= 0:
             raise ValueError(f"max_age must be > 0, got {max_age}")
+        if recorded_max_age <= 0:
+            raise ValueError(f"recorded_max_age must be > 0, got {recorded_max_age}")
         if combined_retry_after < 0:
             raise ValueError(f"combined_retry_after must be >= 0, got {combined_retry_after}")
         self.enabled = enabled
@@ -235,14 +280,24 @@ class QueryBatcher:
         self._combined_name = BATCH_QUERY_PREFIX + "combined:" + "+".join(self._queries)
         self.combined_retry_after = combined_retry_after
         self._uncombined: dict[str, int] = {}  # namespace -> prefetches left before combining again
+        recorded = tuple(q for q in self._queries if q in RECORDED_QUERIES)
+        usable = self.combine and bool(recorded) and promql.Q_METRICS_AVAILABILITY in self._queries
+        self.recording = recording if usable else RecordingMode.OFF
+        self.recorded_max_age = recorded_max_age
+        self._recorded = recorded if self.recording is not RecordingMode.OFF else ()
+        self._recorded_name = BATCH_QUERY_PREFIX + "combined-recorded:" + "+".join(self._queries)
+        self._fallback_name = BATCH_QUERY_PREFIX + "combined-raw:" + "+".join(self._recorded)
+        self._reads_recorded: dict[str, bool] = {}  # auto: namespace -> its last answer had fresh recorded series
+        self._raw_empty: dict[str, dict[str, int]] = {}  # namespace -> model -> prefetches before checking again
         self._clock = clock
         self._lock = threading.Lock()
         self._covered_at = 0.0
         self._horizon = max_age  # seconds a batch is served: max_age, or the source cache's TTL if shorter
         self._held = False  # between hold() and release() the batch is served whatever its age
-        # this cycle's split answers, (query, namespace) -> (model -> result, the empty result), and
-        # the source they came from; its keys are the (query, namespace) pairs the batch covers
-        self._table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] = {}
+        # this cycle's split answers, (query, namespace) -> (model -> result, the empty result, the
+        # models it does not answer), and the source they came from; its keys are the (query, namespace)
+        # pairs the batch covers
+        self._table: dict[tuple[str, str], _Entry] = {}
         self._table_source: MetricsSource | None = None
         self._counts: dict[str, int] = dict.fromkeys(BatchStats.__slots__, 0)
 
@@ -289,7 +344,7 @@ class QueryBatcher:
 
     def _current_table(
         self, source: MetricsSource
-    ) -> dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] | None:
+    ) -> dict[tuple[str, str], _Entry] | None:
         with self._lock:
             if source is not self._table_source or self._expired():
                 return None
@@ -310,7 +365,7 @@ class QueryBatcher:
         for model_id, namespace in models:
             by_namespace[namespace].add(model_id)
         started = self._clock()
-        table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]] = {}
+        table: dict[tuple[str, str], _Entry] = {}
         outcomes = await asyncio.gather(
             *(
                 self._prefetch_namespace(source, ns, table)
@@ -334,22 +389,33 @@ class QueryBatcher:
         self,
         source: MetricsSource,
         namespace: str,
-        table: dict[tuple[str, str], tuple[Mapping[str, MetricResult], MetricResult]],
+        table: dict[tuple[str, str], _Entry],
     ) -> int:
         """Fill ``table`` with what the batch of ``namespace`` covers; returns how many queries were sent."""
         params = {promql.PARAM_NAMESPACE: namespace}
         sent = 0
         if self.combine and self._may_combine(namespace):
-            results = await source.refresh(RefreshSpec(queries=[self._combined_name], params=params))
+            recorded = self._reads_recorded_in(namespace)
+            name = self._recorded_name if recorded else self._combined_name
+            results = await source.refresh(RefreshSpec(queries=[name], params=params))
             self._count("batch_queries")
             sent += 1
-            combined = results.get(self._combined_name)
+            combined = results.get(name)
             if combined is not None and combined.error is None:
                 with self._lock:
                     self._uncombined.pop(namespace, None)
                 parts = split_combined(combined)
+                unanswered: frozenset[str] = frozenset()
+                if self.recording is not RecordingMode.OFF:
+                    fallbacks, unanswered = await self._reconcile_recorded(
+                        source, namespace, parts, combined.collected_at, recorded
+                    )
+                    sent += fallbacks
                 for query in self._queries:
-                    table[(query, namespace)] = self._table_entry(query, parts.get(query, {}), combined.collected_at)
+                    table[(query, namespace)] = self._table_entry(
+                        query, parts.get(query, {}), combined.collected_at,
+                        unanswered if query in self._recorded else frozenset(),
+                    )
                 return sent
             self._count("batch_failures")
             with self._lock:
@@ -376,6 +442,117 @@ class QueryBatcher:
             table[(query, namespace)] = self._table_entry(query, split_by_model(result, query), result.collected_at)
         return sent
 
+    def _reads_recorded_in(self, namespace: str) -> bool:
+        """Whether this prefetch of ``namespace`` asks for the recorded forms."""
+        if self.recording is RecordingMode.ON:
+            return True
+        if self.recording is RecordingMode.AUTO:
+            with self._lock:
+                return self._reads_recorded.get(namespace, False)
+        return False
+
+    async def _reconcile_recorded(
+        self,
+        source: MetricsSource,
+        namespace: str,
+        parts: dict[str, dict[str, MetricResult]],
+        collected_at: float,
+        recorded: bool,
+    ) -> tuple[int, frozenset[str]]:
+        """Make a combined answer's optimizer parts what the raw forms give; returns (queries sent, the
+        models left to per-model queries).
+
+        Every combined query (raw or recorded forms) carries the presence branch: per model, when the
+        rules last recorded it. In ``auto`` a namespace reads the recorded forms from the prefetch after
+        one whose answer had fresh recorded series, and the raw forms again after one that had none.
+
+        In an answer of recorded forms, the reference is the availability branch (raw: which models
+        have vLLM series now). A model the rules have not recorded yet (new, or the group not yet
+        evaluated), or recorded more than ``recorded_max_age`` ago (the evaluation stalled), is read
+        from the raw forms in this same prefetch: one more combined query for the namespace, of the
+        recorded metrics only. A model that query finds nothing for either (no requests counted yet,
+        or a vLLM without those series) gets the empty result, as it would without the rules, and is
+        looked for again after ``RAW_EMPTY_RECHECK`` prefetches rather than every cycle. If that query
+        fails, the missing models fall back to their per-model queries.
+        """
+        answered = parts.pop(PRESENCE_TAG, {})
+        stamps = {model: part.values[0].value for model, part in answered.items() if part.values}
+        now = next((p.values[0].timestamp for p in answered.values() if p.values and p.values[0].timestamp > 0),
+                   collected_at)
+        fresh = fresh_models(stamps, now, self.recorded_max_age)
+        if self.recording is RecordingMode.AUTO:
+            with self._lock:
+                before = self._reads_recorded.get(namespace, False)
+                self._reads_recorded[namespace] = bool(fresh)
+            if before != bool(fresh):
+                logger.info(
+                    "Recorded series %s: namespace=%s models=%d",
+                    "found, reading them from the next cycle" if fresh else "gone, reading raw series",
+                    namespace, len(fresh),
+                )
+        if not recorded:
+            return 0, frozenset()
+        self._count("recorded_prefetches")
+        for query in self._recorded:  # a stale or missing recorded part is never served
+            by_model = parts.get(query)
+            if by_model:
+                for model in [m for m in by_model if m not in fresh]:
+                    del by_model[model]
+        reference = set(parts.get(promql.Q_METRICS_AVAILABILITY, {}))
+        missing = reference - fresh - self._raw_empty_models(namespace)
+        if not missing:
+            return 0, frozenset()
+        if not fresh and self.recording is RecordingMode.ON:
+            logger.warning(
+                "Recorded series absent, reading raw series: namespace=%s mode=true models=%d", namespace, len(missing)
+            )
+        params = {promql.PARAM_NAMESPACE: namespace}
+        results = await source.refresh(RefreshSpec(queries=[self._fallback_name], params=params))
+        self._count("batch_queries")
+        self._count("recorded_fallbacks")
+        fallback = results.get(self._fallback_name)
+        if fallback is None or fallback.error is not None:
+            self._count("batch_failures")
+            logger.warning(
+                "Raw query for models without recorded series failed, querying them per model: namespace=%s "
+                "models=%d error=%s", namespace, len(missing), fallback.error if fallback is not None else "no result",
+            )
+            return 1, frozenset(missing)
+        raw = split_combined(fallback)
+        found: set[str] = set()
+        for query in self._recorded:
+            got = raw.get(query, {})
+            target = parts.setdefault(query, {})
+            for model in missing:
+                part = got.get(model)
+                if part is not None:
+                    target[model] = part
+                    found.add(model)
+        empty = missing - found
+        if empty:
+            with self._lock:
+                waiting = self._raw_empty.setdefault(namespace, {})
+                waiting.update(dict.fromkeys(empty, RAW_EMPTY_RECHECK))
+        logger.debug(
+            "Read raw series for models without recorded series: namespace=%s models=%d found=%d",
+            namespace, len(missing), len(found),
+        )
+        return 1, frozenset()
+
+    def _raw_empty_models(self, namespace: str) -> set[str]:
+        """Models of ``namespace`` whose raw series were empty recently (counts one prefetch down)."""
+        with self._lock:
+            waiting = self._raw_empty.get(namespace)
+            if not waiting:
+                return set()
+            skip = set(waiting)
+            for model in skip:
+                if waiting[model] <= 1:
+                    del waiting[model]
+                else:
+                    waiting[model] -= 1
+            return skip
+
     def _may_combine(self, namespace: str) -> bool:
         """False while ``namespace`` waits out a failed combined query (counts one prefetch down)."""
         with self._lock:
@@ -390,10 +567,11 @@ class QueryBatcher:
 
     @staticmethod
     def _table_entry(
-        query: str, parts: Mapping[str, MetricResult], collected_at: float
-    ) -> tuple[Mapping[str, MetricResult], MetricResult]:
-        """(each model's part, the empty result a model the batch missed gets) for the batcher's table."""
-        return parts, MetricResult(query_name=query, values=[], collected_at=collected_at)
+        query: str, parts: Mapping[str, MetricResult], collected_at: float, unanswered: frozenset[str] = frozenset()
+    ) -> _Entry:
+        """(each model's part, the empty result a model the batch missed gets, the models the batch does
+        not answer: they are queried per model) for the batcher's table."""
+        return parts, MetricResult(query_name=query, values=[], collected_at=collected_at), unanswered
 
     async def fetch(self, source: MetricsSource, spec: RefreshSpec) -> dict[str, MetricResult]:
         """``source.refresh(spec)``, except that queries covered by this cycle's batch come from that batch.
@@ -413,10 +591,10 @@ class QueryBatcher:
         missing: list[str] = []
         for name in names:
             entry = table.get((name, namespace)) if table is not None and namespace is not None else None
-            if entry is None or model is None:
+            if entry is None or model is None or model in entry[2]:
                 missing.append(name)
             else:
-                parts, empty = entry
+                parts, empty, _ = entry
                 out[name] = parts.get(model) or empty
         if out:
             self._count("served_from_batch", len(out))
@@ -438,15 +616,27 @@ class QueryBatcher:
             for query in self._queries
         ]
         if self.combine:
-            templates.append(
-                QueryTemplate(
-                    name=self._combined_name,
-                    type=QueryType.PROMQL,
-                    template=combined_batch_query(self._queries),
-                    params=(promql.PARAM_NAMESPACE,),
-                    description=f"{', '.join(self._queries)} for every model of a namespace, tagged {BATCH_TAG_LABEL}",
-                )
-            )
+            described = f"{', '.join(self._queries)} for every model of a namespace, tagged {BATCH_TAG_LABEL}"
+            combined = [(q, BATCH_QUERIES[q]) for q in self._queries]
+            presence = [(PRESENCE_TAG, PRESENCE_FORM)] if self._recorded else []
+            forms = [(self._combined_name, tagged_union(combined + presence), described)]
+            if self._recorded:
+                forms.append((
+                    self._recorded_name,
+                    tagged_union([(q, RECORDED_FORMS.get(q, f)) if q in self._recorded else (q, f)
+                                  for q, f in combined] + presence),
+                    described + ", the optimizer metrics from the recording rules",
+                ))
+                forms.append((
+                    self._fallback_name,
+                    combined_batch_query(self._recorded),
+                    f"{', '.join(self._recorded)} from the raw series, for models without recorded series",
+                ))
+            templates += [
+                QueryTemplate(name=name, type=QueryType.PROMQL, template=text,
+                              params=(promql.PARAM_NAMESPACE,), description=description)
+                for name, text, description in forms
+            ]
         for template in templates:
             if query_list.get(template.name) is None:
                 with contextlib.suppress(ValueError):  # registered concurrently

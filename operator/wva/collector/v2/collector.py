@@ -17,6 +17,7 @@ from wva.collector.types import (
 )
 from wva.collector.v2.batching import QueryBatcher, batching_from_env
 from wva.collector.v2.errors import MetricsCollectionError
+from wva.collector.v2.recording import RecordingMode, recording_mode_from_env
 from wva.collector.v2.registration import register_default_queries
 from wva.collector.v2.replica import DEFAULT_STALENESS_THRESHOLD, ReplicaMetricsCollector
 from wva.collector.v2.results import MetricResult, RefreshSpec
@@ -63,7 +64,9 @@ class V2MetricsCollector:
     ``batch_queries`` (default: env ``WVA_BATCH_QUERIES``, on unless set false) makes
     :meth:`begin_cycle` fetch every metric for all models of a namespace at once: one combined query
     per namespace, or one query per metric with ``combine_batch_queries=False``; see
-    :mod:`wva.collector.v2.batching`. Off, every call queries per model.
+    :mod:`wva.collector.v2.batching`. Off, every call queries per model. ``recording_rules`` (default:
+    env ``WVA_RECORDING_RULES``, ``auto``) lets the combined query read the optimizer metrics from
+    wva's recording rules where they exist (:mod:`wva.collector.v2.recording`).
     """
 
     def __init__(
@@ -76,10 +79,13 @@ class V2MetricsCollector:
         clock: Callable[[], float] = time.time,
         batch_queries: bool | None = None,
         combine_batch_queries: bool = True,
+        recording_rules: RecordingMode | None = None,
     ) -> None:
         self._registry = registry
         self.batcher = QueryBatcher(
-            enabled=batching_from_env() if batch_queries is None else batch_queries, combine=combine_batch_queries
+            enabled=batching_from_env() if batch_queries is None else batch_queries,
+            combine=combine_batch_queries,
+            recording=recording_mode_from_env() if recording_rules is None else recording_rules,
         )
         self._mapper = mapper
         self.source_name = source_name
