@@ -32,6 +32,12 @@ class OperatorMetrics:
         self.cycles = Counter(
             "wva_engine_cycles_total", "Engine cycles run, by outcome.", ["outcome"], registry=registry
         )
+        self.groups = Counter(
+            "wva_engine_groups_total",
+            "Model groups handled by engine cycles: decided again, or kept (inputs unchanged since a quiet decision).",
+            ["outcome"],
+            registry=registry,
+        )
         self.interval = Gauge(
             "wva_engine_interval_seconds", "The configured engine interval (GLOBAL_OPT_INTERVAL).", registry=registry
         )

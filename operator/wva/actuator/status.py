@@ -201,6 +201,16 @@ class StatusWriter:
                 self._remember(key, new_status, comparable, update)
                 return True
 
+    def current(self, record: VariantRecord) -> bool:
+        """Whether ``record`` holds the status this writer last wrote or confirmed for it, and its heartbeat
+        is not due: the engine may then skip building an update it knows to be the same."""
+        key = record.key
+        written = self._last_written.get(key)
+        if written is None or written[0] is not record.status:
+            return False
+        last = self._last_full_write.get(key)
+        return last is not None and time.monotonic() - last < self.heartbeat
+
     def _prepare(
         self, record: VariantRecord, update: StatusUpdate
     ) -> tuple[VariantAutoscalingStatus, dict[str, Any], dict[str, Any]]:

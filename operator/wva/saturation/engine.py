@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from wva.actuator.drain import DrainAwareScaler
@@ -44,6 +44,7 @@ from wva.decisions.decide import DEFAULT_STABILIZATION_WINDOW, GroupHistory, nex
 from wva.inventory import DeploymentRecord, Inventory, VariantRecord
 from wva.kube import KubeClient, KubeError
 from wva.saturation.config import SaturationConfigStore, SaturationScalingConfig, with_variant_overrides
+from wva.saturation.reuse import decision_inputs, is_quiet, same_config
 from wva.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class CycleReport:
     group_errors: dict[GroupKey, str] = field(default_factory=dict)
     invalid: dict[tuple[str, str], str] = field(default_factory=dict)
     kube_calls: int = 0
+    reused: int = 0  # groups that kept last cycle's quiet decision: their inputs did not change
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,17 @@ class _GroupMetrics:
     replicas: list[ReplicaMetrics] | None
     error: str | None
     source: str | None = None  # which metrics source served the group (collectors that can fail over)
+
+
+@dataclass(slots=True)
+class _Kept:
+    """A group's last quiet decision, what it was decided from, and what applying it produced."""
+
+    config: SaturationScalingConfig
+    inputs: Hashable
+    decision: GroupDecision
+    applied: Hashable = None  # the members and metrics the decision was last applied with, all writes landed
+    decisions: dict[tuple[str, str], Decision] | None = None
 
 
 EventSink = Callable[[VariantRecord, str, str, str], Awaitable[None]]
@@ -130,6 +143,7 @@ class SaturationEngine:
         group_by_accelerator: bool = True,
         decisions: DecisionStore | None = None,
         drain: DrainAwareScaler | None = None,
+        reuse_decisions: bool = True,
     ) -> None:
         self.inventory = inventory
         self.collector = collector
@@ -148,6 +162,9 @@ class SaturationEngine:
         # one owner of stabilisation: wva's window by default only when wva scales the Deployment itself
         self.default_stabilization_window = DEFAULT_STABILIZATION_WINDOW if direct_actuation else 0.0
         self._histories: dict[GroupKey, GroupHistory] = {}
+        # a group's quiet decision stands while its inputs are unchanged (wva.saturation.reuse)
+        self.reuse_decisions = reuse_decisions
+        self._kept: dict[GroupKey, _Kept] = {}
         self._max_groups = max_concurrent_groups
         self._task: asyncio.Task[None] | None = None
         self._cycle_lock = asyncio.Lock()
@@ -238,10 +255,14 @@ class SaturationEngine:
             self._prune_sources({(model, ns) for model, ns, _acc in groups})
             for gone in [k for k in self._histories if k not in groups]:
                 del self._histories[gone]
+            for gone in [k for k in self._kept if k not in groups]:
+                del self._kept[gone]
             report.duration = time.perf_counter() - t0
             report.kube_calls = sum(self.kube.calls.values()) - calls_before
             self.emitter.operator.cycle_duration.observe(report.duration)
             self.emitter.operator.cycles.labels("ok" if not report.group_errors else "partial").inc()
+            self.emitter.operator.groups.labels("decided").inc(report.groups - report.reused)
+            self.emitter.operator.groups.labels("kept").inc(report.reused)
             self.cycles += 1
             self.last_report = report
             log.info(
@@ -368,21 +389,47 @@ class SaturationEngine:
             idle = None
             if config.scale_to_zero and not at_zero and self.activity is not None:
                 idle = await self.activity.idle(model_id, namespace, config.scale_to_zero_retention)
-            decision = self._decide(model_id, namespace, members, collected, config, self._histories.get(key), idle,
-                                    woken)
-            self._histories[key] = next_history(self._histories.get(key), decision.record)
-            self.decisions.add(decision.record, (record.key for record in records))
+            variants = self._variant_inputs(namespace, members)
+            inputs = decision_inputs(variants, collected.replicas, collected.availability, collected.error,
+                                     collected.source, idle, woken)
+            kept = self._kept.get(key) if self.reuse_decisions else None
+            applied = (tuple(members), collected.availability, collected.optimizer)
+            if kept is not None and kept.inputs == inputs and same_config(kept.config, config):
+                # nothing the decision reads changed since a quiet decision: it stands (see wva.saturation.reuse)
+                decision = kept.decision
+                report.reused += 1
+                if kept.decisions is not None and kept.applied == applied \
+                        and all(self.status_writer.current(rec) for rec, _dep in members):
+                    report.decisions.update(kept.decisions)  # status, gauges and conditions are as written
+                    return
+            else:
+                decision = self._decide(model_id, namespace, variants, collected, config, self._histories.get(key),
+                                        idle, woken)
+                self._histories[key] = next_history(self._histories.get(key), decision.record)
+                self.decisions.add(decision.record, (record.key for record in records))
+                kept = _Kept(config, inputs, decision) if is_quiet(decision, config) else None
+                if kept is not None:
+                    self._kept[key] = kept
+                else:
+                    self._kept.pop(key, None)
             reporting = _reporting_counts(decision)
             # one variant after the other, not a task each: applying rarely waits (unchanged status is
             # not written), and a task per VA was a tenth of a large fleet's cycle
             failure: Exception | None = None
+            written = True
             for rec, dep in members:
                 try:
-                    await self._apply(rec, dep, collected, decision, report, reporting.get(rec.name, 0))
+                    written = await self._apply(rec, dep, collected, decision, report, reporting.get(rec.name, 0)) \
+                        and written
                 except Exception as exc:  # the group's other variants still get their decision
                     failure = failure or exc
             if failure is not None:
                 raise failure
+            if kept is not None and written:
+                kept.applied = applied
+                kept.decisions = {rec.key: report.decisions[rec.key] for rec, _dep in members}
+            elif kept is not None:
+                kept.decisions = None  # a write did not land: apply again next cycle
         except Exception as exc:
             report.group_errors[key] = f"{type(exc).__name__}: {exc}"
             self.emitter.operator.errors.labels("engine", "group").inc()
@@ -425,18 +472,10 @@ class SaturationEngine:
                 self._source_series.discard((namespace, model_id, source))
                 self.emitter.operator.metrics_source.remove(namespace, model_id, source)
 
-    def _decide(
-        self,
-        model_id: str,
-        namespace: str,
-        members: list[tuple[VariantRecord, DeploymentRecord]],
-        collected: _GroupMetrics,
-        config: SaturationScalingConfig,
-        history: GroupHistory | None = None,
-        idle: bool | None = None,
-        woken: bool = False,
-    ) -> GroupDecision:
-        variants = [
+    def _variant_inputs(
+        self, namespace: str, members: list[tuple[VariantRecord, DeploymentRecord]]
+    ) -> list[VariantInput]:
+        return [
             VariantInput(
                 name=record.name,
                 accelerator=record.accelerator,
@@ -451,6 +490,18 @@ class SaturationEngine:
             )
             for record, deployment in members
         ]
+
+    def _decide(
+        self,
+        model_id: str,
+        namespace: str,
+        variants: list[VariantInput],
+        collected: _GroupMetrics,
+        config: SaturationScalingConfig,
+        history: GroupHistory | None = None,
+        idle: bool | None = None,
+        woken: bool = False,
+    ) -> GroupDecision:
         unavailable = collected.error
         if unavailable is None and not collected.availability.available:
             unavailable = collected.availability.message
@@ -468,7 +519,8 @@ class SaturationEngine:
         group: GroupDecision,
         report: CycleReport,
         reporting: int = 0,
-    ) -> None:
+    ) -> bool:
+        """Write, publish and (direct mode) scale one variant's decision; False when its status write failed."""
         previous = record.previous_desired
         current = deployment.current_replicas
         outcome = group.outcome(record.name)
@@ -523,7 +575,7 @@ class SaturationEngine:
         applied = True
         if self.direct_actuation and target != deployment.spec_replicas:
             applied = await self._scale(record, deployment, target, collected.replicas)
-        await self.status_writer.write(
+        written = await self.status_writer.write(
             record,
             StatusUpdate(
                 conditions=tuple(conditions),
@@ -550,6 +602,7 @@ class SaturationEngine:
                 record, "Normal", "ScaledUp" if direction == "up" else "ScaledDown",
                 f"{outcome.code}: {outcome.message}",
             )
+        return written
 
     async def _replicas_condition(self, record: VariantRecord, group: GroupDecision, code: str) -> ConditionUpdate:
         """ReplicasReady: all up, starting, or stuck (then a Warning Event, once per episode)."""
