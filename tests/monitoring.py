@@ -20,6 +20,8 @@ DASHBOARD = REPO / "deploy" / "grafana" / "wva-dashboard.json"
 CHART_DASHBOARD = REPO / "charts" / "workload-variant-autoscaler" / "files" / "wva-dashboard.json"
 ALERTS = REPO / "deploy" / "prometheus" / "wva-alerts.yaml"
 CHART_ALERTS = REPO / "charts" / "workload-variant-autoscaler" / "files" / "wva-alerts.yaml"
+RECORDING_RULES = REPO / "deploy" / "prometheus" / "wva-recording-rules.yaml"
+CHART_RECORDING_RULES = REPO / "charts" / "workload-variant-autoscaler" / "files" / "wva-recording-rules.yaml"
 
 # series another exporter provides: vLLM's (scraped from the pods) and Prometheus' own ``up``
 FOREIGN_PREFIXES = ("vllm:",)

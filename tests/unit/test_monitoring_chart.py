@@ -7,12 +7,13 @@ import json
 from typing import Any
 
 import jsonschema
+import pytest
 import yaml
 
 # chart and helm are test_chart's module-scoped fixtures (the loaded chart, the Helm SDK)
 from test_chart import CHART, FULLNAME, NAMESPACE, chart, checks, helm, render  # noqa: F401
 
-from monitoring import ALERTS, CHART_ALERTS, CHART_DASHBOARD, DASHBOARD
+from monitoring import ALERTS, CHART_ALERTS, CHART_DASHBOARD, CHART_RECORDING_RULES, DASHBOARD, RECORDING_RULES
 
 # the parts of the Prometheus Operator's PrometheusRule CRD (monitoring.coreos.com/v1) the chart uses
 PROMETHEUS_RULE_SCHEMA: dict[str, Any] = {
@@ -122,5 +123,58 @@ def test_dashboard_configmap_namespace_labels_and_annotations(chart: Any) -> Non
 
 def test_helm_lint_is_clean_with_both_enabled(helm: Any) -> None:  # noqa: F811
     report = helm.lint(CHART, ENABLED, strict=True, namespace=NAMESPACE)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+# --- recording rules (files/wva-recording-rules.yaml, generated from wva.collector.v2.recording) -----
+
+RECORDING = {"recordingRules": {"enabled": True}}
+
+
+def _plain_recording_rules() -> Any:
+    return yaml.safe_load(RECORDING_RULES.read_text(encoding="utf-8"))
+
+
+def test_recording_rules_are_off_by_default_and_valid_when_on(chart: Any) -> None:  # noqa: F811
+    assert [r for r in render(chart).kind("PrometheusRule") if r["metadata"]["name"].endswith("-recording")] == []
+    rule = render(chart, RECORDING).named("PrometheusRule", f"{FULLNAME}-recording")
+    jsonschema.validate(rule, PROMETHEUS_RULE_SCHEMA)
+    assert rule["metadata"]["namespace"] == NAMESPACE
+    assert rule["spec"] == _plain_recording_rules()  # the default interval is the plain file's, 30s
+    assert rule["spec"]["groups"][0]["interval"] == "30s"
+    assert CHART_RECORDING_RULES.read_bytes() == RECORDING_RULES.read_bytes()
+
+
+def test_recording_rules_interval_and_labels_come_from_the_values(chart: Any) -> None:  # noqa: F811
+    values = {"globalOptInterval": "1m", "recordingRules": {"enabled": True, "interval": "1m30s",
+                                                            "labels": {"release": "kube-prometheus-stack"}}}
+    rule = render(chart, values).named("PrometheusRule", f"{FULLNAME}-recording")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (group,) = rule["spec"]["groups"]
+    (plain,) = _plain_recording_rules()["groups"]
+    assert group == {**plain, "interval": "1m30s"}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"recordingRules": {"enabled": True, "interval": "15s"}}, "no shorter than globalOptInterval (30s)"),
+        ({"globalOptInterval": "2m", "recordingRules": {"enabled": True, "interval": "1m"}},
+         "no shorter than globalOptInterval (2m)"),
+        ({"recordingRules": {"enabled": True, "interval": "1.5m"}}, "recordingRules.interval must be a duration"),
+        ({"recordingRules": {"enabled": True, "interval": "0s"}}, "recordingRules.interval must be a duration"),
+    ],
+)
+def test_a_recording_interval_shorter_than_the_engine_tick_fails(
+    chart: Any, helm: Any, values: dict[str, Any], message: str  # noqa: F811
+) -> None:
+    with pytest.raises(helm.HelmError) as err:
+        render(chart, values)
+    assert message in str(err.value)
+
+
+def test_helm_lint_is_clean_with_recording_rules(helm: Any) -> None:  # noqa: F811
+    report = helm.lint(CHART, {**ENABLED, **RECORDING}, strict=True, namespace=NAMESPACE)
     assert report["errors"] == []
     assert [m for m in report["messages"] if m["severity"] >= 2] == []

@@ -1,7 +1,8 @@
 """Run a real Prometheus server (the distribution's binary) on loopback for tests, demo and benchmarks.
 
 The server scrapes a list of ``host:port`` targets every second with ``honor_labels`` so the
-emulator's ``namespace``/``pod`` labels survive, just as target labels do in a cluster.
+emulator's ``namespace``/``pod`` labels survive, just as target labels do in a cluster. Rules files
+(``rule_files``) are loaded at start and can be swapped on a running server (:meth:`LocalPrometheus.load_rules`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -65,6 +67,7 @@ class LocalPrometheus:
         metrics_path: str = "/metrics",
         scrape_configs: str | None = None,
         retention: str = "1h",
+        rule_files: Sequence[str | Path] = (),
     ) -> None:
         self.binary = binary or find_prometheus_binary()
         if self.binary is None:
@@ -75,6 +78,7 @@ class LocalPrometheus:
         self.scrape_configs = scrape_configs  # YAML list items replacing the static job (service discovery)
         self.port = port or free_port()
         self.retention = retention  # --storage.tsdb.retention.time: longer to query backfilled history
+        self.rule_files = [str(Path(f).resolve()) for f in rule_files]
         self._dir = Path(tempfile.mkdtemp(prefix="wva-prometheus-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -98,8 +102,10 @@ class LocalPrometheus:
             "global:\n"
             f"  scrape_interval: {interval}\n"
             f"  evaluation_interval: {interval}\n"
-            "scrape_configs:\n"
         )
+        if self.rule_files:
+            config += "rule_files:\n" + "".join(f"  - {json.dumps(f)}\n" for f in self.rule_files)
+        config += "scrape_configs:\n"
         if self.scrape_configs is not None:
             config += self.scrape_configs
         else:
@@ -142,6 +148,30 @@ class LocalPrometheus:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"prometheus at {self.url} not ready within {wait_ready}s")
+
+    def rule_groups(self) -> list[str]:
+        """The names of the rule groups the running server has loaded (``/api/v1/rules``)."""
+        with urllib.request.urlopen(self.url + "/api/v1/rules", timeout=5.0) as resp:
+            body = json.loads(resp.read())
+        return [str(group["name"]) for group in body["data"]["groups"]]
+
+    def load_rules(self, rule_files: Sequence[str | Path], groups: Sequence[str], timeout: float = 20.0) -> None:
+        """Replace the rules files of the running server (config rewritten, SIGHUP) and wait until it
+        has loaded exactly the rule groups ``groups``."""
+        self.rule_files = [str(Path(f).resolve()) for f in rule_files]
+        self._write_config()
+        if not self.running or self._proc is None:
+            raise RuntimeError("prometheus is not running")
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        loaded: list[str] = []
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, urllib.error.URLError, KeyError, ValueError):
+                loaded = self.rule_groups()
+                if sorted(loaded) == sorted(groups):
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"prometheus loaded rule groups {loaded}, not {list(groups)}, within {timeout}s")
 
     def stop(self) -> None:
         if self._proc is None:
