@@ -5,6 +5,8 @@
 - ``nodes`` (session): three node agents (two L4 nodes, one H100 node) that run bound pods as
   vLLM-emulator processes on their own loopback addresses.
 - ``kube``: an admin ``ApiClient``; ``namespace``: a fresh namespace, deleted afterwards.
+- ``live``: all of it for a test that runs ``wva run`` against real pods: the control plane, the nodes,
+  Prometheus, the chart's release (``wva_release``), the test's namespace and a Lease of its own.
 - ``cp_prometheus`` (session): a real Prometheus (built from its Go module, since Debian's package
   lacks Kubernetes discovery) finding those pods through ``kubernetes_sd_configs`` against the
   test apiserver, with a client certificate allowed only to list and watch pods.
@@ -15,6 +17,7 @@ Without the binaries these tests skip with the build hint, except under
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -25,10 +28,21 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
 
 from cluster import ControlPlane
 from cpbuild import BUILD_HINT, built
-from cpsupport import CHART, CRD_DIR, apply_manifests, cp_prometheus_config, delete_namespace, ensure_namespace, helm
+from cpsupport import (
+    CHART,
+    CRD_DIR,
+    WvaProcess,
+    apply_manifests,
+    chart_wva,
+    cp_prometheus_config,
+    delete_namespace,
+    ensure_namespace,
+    helm,
+)
 from node_agent import NodePool, NodeSpec
 from wva.sim.prometheus import LocalPrometheus
 
@@ -194,6 +208,44 @@ def wva_release(control_plane: ControlPlane, cp_prometheus: LocalPrometheus, tmp
     finally:
         api.close()
         helm(control_plane, home, "uninstall", name, "--namespace", namespace)
+
+
+@dataclass(frozen=True)
+class LiveCluster:
+    """One test's namespace on the whole harness: nodes that run its pods, Prometheus scraping them and the
+    chart's release whose identity its ``wva run`` processes take; ``tmp_path`` holds their logs."""
+
+    plane: ControlPlane
+    nodes: NodePool
+    prometheus: LocalPrometheus
+    release: Release
+    kube: k8s.ApiClient
+    namespace: str
+    tmp_path: Path
+
+    @property
+    def lease(self) -> str:
+        """The test's own leader Lease (in the release namespace; ``live`` deletes it afterwards)."""
+        return f"wva-leader-{self.namespace}"[:63].rstrip("-")
+
+    def wva(self, name: str, **env: str) -> WvaProcess:
+        """A ``wva run`` process (not started) like the chart's pod, electing on :attr:`lease` unless
+        ``env`` names another Lease."""
+        return chart_wva(self.plane, self.kube, self.release, self.tmp_path, name,
+                         **{"LEADER_ELECTION_LEASE_NAME": self.lease, **env})
+
+    def read_lease(self, name: str | None = None) -> Any:
+        """A Lease of the release namespace, :attr:`lease` by default."""
+        return k8s.CoordinationV1Api(self.kube).read_namespaced_lease(name or self.lease, self.release.namespace)
+
+
+@pytest.fixture()
+def live(control_plane: ControlPlane, nodes: NodePool, cp_prometheus: LocalPrometheus, wva_release: Release,
+         kube: k8s.ApiClient, namespace: str, tmp_path: Path) -> Iterator[LiveCluster]:
+    cluster = LiveCluster(control_plane, nodes, cp_prometheus, wva_release, kube, namespace, tmp_path)
+    yield cluster
+    with contextlib.suppress(ApiException):  # it lives in the shared release namespace
+        k8s.CoordinationV1Api(kube).delete_namespaced_lease(cluster.lease, wva_release.namespace)
 
 
 def _prometheus_rbac() -> list[dict[str, Any]]:

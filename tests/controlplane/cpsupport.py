@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes import dynamic
 from kubernetes.client.rest import ApiException
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,6 +32,10 @@ CRD_DIR = ROOT / "crds"
 CHART = ROOT / "charts" / "workload-variant-autoscaler"
 FIELD_MANAGER = "wva-tests"
 EMULATOR_PORT = 8000
+# leader election in the tests: a short lease, so a handover happens within seconds
+LEASE_SECONDS = 6.0
+RENEW_SECONDS = LEASE_SECONDS / 3  # the elector renews (and a standby retries) every third of the duration
+SLACK_SECONDS = 3.0  # request latency and polling on a busy two-core machine
 T = TypeVar("T")
 
 
@@ -178,6 +183,22 @@ def variant(
     }
 
 
+def gpu_free_deployment(name: str, namespace: str, model: str) -> dict[str, Any]:
+    """The emulator Deployment of ``vllm_deployment`` (one replica) without the GPU request and node selector."""
+    body = vllm_deployment(name, namespace, model, replicas=1)
+    pod_spec = body["spec"]["template"]["spec"]
+    pod_spec.pop("nodeSelector")
+    pod_spec["containers"][0].pop("resources")
+    return body
+
+
+def deploy_variant(api: k8s.ApiClient, namespace: str, name: str, model: str, replicas: int = 1,
+                   **spec: Any) -> None:
+    """An emulator Deployment ``name`` and its VA of the same name (``spec``: :func:`variant`'s options)."""
+    server_side_apply(api, vllm_deployment(name, namespace, model, replicas=replicas))
+    create_va(api, variant(name, namespace, model, **spec))
+
+
 def get_va(api: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]:
     result: dict[str, Any] = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name
@@ -205,13 +226,54 @@ def desired_replicas(va: dict[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
+def list_vas(api: k8s.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:
+    items = k8s.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+    return {va["metadata"]["name"]: va for va in items}
+
+
+def wrong_statuses(api: k8s.ApiClient, namespace: str, expected: dict[str, int]) -> dict[str, str]:
+    """VA -> what is not (yet) right about its status, for the VAs in ``expected`` (name -> desired replicas):
+    TargetResolved and MetricsAvailable must be True; {} when all are right."""
+    vas = list_vas(api, namespace)
+    wrong = {}
+    for name, want in expected.items():
+        va = vas.get(name)
+        if va is None:
+            wrong[name] = "missing"
+            continue
+        got = ((condition(va, "TargetResolved") or {}).get("status"),
+               (condition(va, "MetricsAvailable") or {}).get("status"), desired_replicas(va))
+        if got != ("True", "True", want):
+            wrong[name] = f"TargetResolved={got[0]} MetricsAvailable={got[1]} desired={got[2]}"
+    return wrong
+
+
+def is_ready(pod: Any) -> bool:
+    """Ready and not being deleted."""
+    return pod.metadata.deletion_timestamp is None and any(
+        c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or [])
+    )
+
+
 def ready_pods(api: k8s.ApiClient, namespace: str, app: str) -> list[Any]:
     pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app={app}").items
-    return [
-        p for p in pods
-        if p.metadata.deletion_timestamp is None
-        and any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
-    ]
+    return [p for p in pods if is_ready(p)]
+
+
+def wait_ready_pods(api: k8s.ApiClient, namespace: str, app: str, count: int, timeout: float, what: str) -> list[Any]:
+    """Wait until exactly ``count`` pods of ``app`` are ready; those pods."""
+    return wait_until(lambda: (pods := ready_pods(api, namespace, app)) and len(pods) == count and pods, timeout, what)
+
+
+def ready_pod_ips(api: k8s.ApiClient, namespace: str) -> dict[str, str]:
+    """app label -> pod IP of every ready pod of the namespace that has an IP."""
+    pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace).items
+    return {p.metadata.labels["app"]: p.status.pod_ip for p in pods if is_ready(p) and p.status.pod_ip}
+
+
+def pods_left(nodes: Any, namespace: str) -> int:
+    """How many pod processes of the namespace the node agents still run."""
+    return len([p for p in nodes.running_pods() if p.namespace == namespace])
 
 
 def samples(metrics: str, name: str) -> list[tuple[dict[str, str], float]]:
@@ -222,6 +284,20 @@ def samples(metrics: str, name: str) -> list[tuple[dict[str, str], float]]:
         for sample in family.samples
         if sample.name == name
     ]
+
+
+def engine_cycles(metrics: str) -> float:
+    """``wva_engine_cycles_total`` summed over outcomes."""
+    return sum(value for _, value in samples(metrics, "wva_engine_cycles_total"))
+
+
+def desired_gauges(metrics: str, namespace: str) -> dict[str, float]:
+    """``wva_desired_replicas`` of the namespace's variants, by variant name."""
+    return {
+        labels["variant_name"]: value
+        for labels, value in samples(metrics, "wva_desired_replicas")
+        if labels.get("namespace") == namespace
+    }
 
 
 def set_load(pod_ip: str, **values: float) -> None:
@@ -251,6 +327,12 @@ def service_account_token(api: k8s.ApiClient, namespace: str, name: str, seconds
     answer = k8s.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request)
     token: str = answer.status.token
     return token
+
+
+def as_wva_client(plane: Any, api: k8s.ApiClient, release: Any, stem: str) -> k8s.ApiClient:
+    """An ``ApiClient`` authenticated as the chart's ServiceAccount (a TokenRequest token): its RBAC decides."""
+    token = service_account_token(api, release.namespace, release.service_account, seconds=600)
+    return k8s_config.new_client_from_config(str(plane.token_kubeconfig(stem, token, namespace=release.namespace)))
 
 
 def cp_prometheus_config(plane: Any, pair: KeyPair) -> str:
@@ -435,6 +517,23 @@ def chart_wva(plane: Any, api: k8s.ApiClient, release: Any, log_dir: Path, name:
     if process.secure:  # read its metrics as Prometheus would: the token of the account bound to the reader role
         process.metrics_token = service_account_token(api, *release.scraper)
     return process
+
+
+def election_env(lease: str) -> dict[str, str]:
+    """The env of processes that compete for ``lease`` (``LEASE_SECONDS``), on collector v2."""
+    return {
+        "LEADER_ELECTION": "true",
+        "LEADER_ELECTION_LEASE_NAME": lease,
+        "LEADER_ELECTION_LEASE_DURATION": f"{LEASE_SECONDS:g}s",
+        "COLLECTOR_V2": "true",
+    }
+
+
+def assert_clean_log(process: WvaProcess, covers: str = "everything wva does", name: str = "") -> None:
+    """No Traceback in the process' log, and no 403 or Forbidden: the chart's RBAC covers ``covers``."""
+    log, who = process.log_text(), f"{name}: " if name else ""
+    assert "Traceback" not in log, f"{who}\n{log[-4000:]}"
+    assert " 403" not in log and "Forbidden" not in log, f"{who}the chart's RBAC covers {covers}"
 
 
 class LoadDriver:

@@ -19,20 +19,18 @@ from typing import Any, TypeVar
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
 from cluster import ControlPlane
-from conftest import Release
+from conftest import LiveCluster, Release
 from cpsupport import (
     EMULATOR_PORT,
-    ready_pods,
+    as_wva_client,
     server_side_apply,
-    service_account_token,
     set_load,
     vllm_deployment,
+    wait_ready_pods,
     wait_until,
 )
-from node_agent import NodePool
 from wva.actuator.drain import DELETION_COST_ANNOTATION, DrainAwareScaler, PodLoad, plan_scale_down
 from wva.collector.v2.exposition import parse_exposition, reading_from_samples
 from wva.inventory import Inventory
@@ -49,9 +47,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture()
 def wva_kube(control_plane: ControlPlane, kube: k8s.ApiClient, wva_release: Release) -> Iterator[KubeClient]:
     """wva's own KubeClient under the chart's ServiceAccount (a TokenRequest token): its RBAC decides."""
-    token = service_account_token(kube, wva_release.namespace, wva_release.service_account, seconds=600)
-    path = control_plane.token_kubeconfig("drain-wva", token, namespace=wva_release.namespace)
-    client = KubeClient(k8s_config.new_client_from_config(str(path)))
+    client = KubeClient(as_wva_client(control_plane, kube, wva_release, "drain-wva"))
     try:
         yield client
     finally:
@@ -106,18 +102,16 @@ def scale_down_and_time(kube: k8s.ApiClient, wva_kube: KubeClient, namespace: st
     return time.monotonic() - started
 
 
-def test_replicaset_controller_removes_the_least_loaded_pod(
-    control_plane: ControlPlane,
-    nodes: NodePool,
-    wva_release: Release,
-    kube: k8s.ApiClient,
-    wva_kube: KubeClient,
-    namespace: str,
-) -> None:
+def pods_serving(live: LiveCluster, model: str, replicas: int, what: str) -> list[Any]:
+    """The app's emulator Deployment serving ``model``, waited for until its pods are ready; those pods."""
+    server_side_apply(live.kube, vllm_deployment(APP, live.namespace, model, replicas=replicas))
+    return wait_ready_pods(live.kube, live.namespace, APP, replicas, 60, what)
+
+
+def test_replicaset_controller_removes_the_least_loaded_pod(live: LiveCluster, wva_kube: KubeClient) -> None:
+    kube, namespace, nodes = live.kube, live.namespace, live.nodes
     model = "meta/llama-drain"
-    server_side_apply(kube, vllm_deployment(APP, namespace, model, replicas=3))
-    pods = wait_until(lambda: len(ready_pods(kube, namespace, APP)) == 3 and ready_pods(kube, namespace, APP), 60,
-                      "three ready pods")
+    pods = pods_serving(live, model, 3, "three ready pods")
 
     # round 1, 3 -> 2: the least-loaded pod is the one the controller would otherwise keep
     victim = against_the_controller(pods)
@@ -168,18 +162,10 @@ def test_replicaset_controller_removes_the_least_loaded_pod(
           "after the scale patch")
 
 
-def test_drain_wait_holds_the_scale_down_until_the_victim_is_idle(
-    control_plane: ControlPlane,
-    nodes: NodePool,
-    wva_release: Release,
-    kube: k8s.ApiClient,
-    wva_kube: KubeClient,
-    namespace: str,
-) -> None:
+def test_drain_wait_holds_the_scale_down_until_the_victim_is_idle(live: LiveCluster, wva_kube: KubeClient) -> None:
+    kube, namespace = live.kube, live.namespace
     model = "meta/llama-drain-wait"
-    server_side_apply(kube, vllm_deployment(APP, namespace, model, replicas=2))
-    pods = wait_until(lambda: len(ready_pods(kube, namespace, APP)) == 2 and ready_pods(kube, namespace, APP), 60,
-                      "two ready pods")
+    pods = pods_serving(live, model, 2, "two ready pods")
     victim, other = sorted(pods, key=lambda p: p.metadata.name)
     ips = {p.metadata.name: p.status.pod_ip for p in pods}
     set_load(victim.status.pod_ip, num_requests_running=2, kv_cache_usage=0.2)

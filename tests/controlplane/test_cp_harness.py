@@ -9,7 +9,7 @@ import urllib.request
 from kubernetes import client as k8s
 
 from cluster import ControlPlane
-from cpsupport import ready_pods, server_side_apply, vllm_deployment, wait_until
+from cpsupport import pods_left, server_side_apply, vllm_deployment, wait_ready_pods, wait_until
 from node_agent import NodePool
 from wva.sim.prometheus import LocalPrometheus
 
@@ -39,8 +39,7 @@ def test_deployment_pods_are_scheduled_run_and_scraped(
 ) -> None:
     deployment = vllm_deployment("h100", namespace, "m/harness", replicas=2, gpu_product="NVIDIA-H100-80GB-HBM3")
     server_side_apply(kube, deployment)
-    pods = wait_until(lambda: len(ready_pods(kube, namespace, "h100")) == 2 and ready_pods(kube, namespace, "h100"),
-                      60, "two ready pods")
+    pods = wait_ready_pods(kube, namespace, "h100", 2, 60, "two ready pods")
     assert {p.spec.node_name for p in pods} == {"gpu-h100-a"}, "the scheduler honours the GPU node selector"
     ips = {p.status.pod_ip for p in pods}
     assert len(ips) == 2 and all(ip.startswith("127.") for ip in ips), ips
@@ -56,10 +55,6 @@ def test_deployment_pods_are_scheduled_run_and_scraped(
 
     # scale down through the scale subresource: the deployment controller removes a pod, its process ends
     k8s.AppsV1Api(kube).patch_namespaced_deployment_scale("h100", namespace, {"spec": {"replicas": 1}})
-    wait_until(
-        lambda: len([p for p in nodes.running_pods() if p.namespace == namespace]) == 1,
-        60,
-        "one emulator process left",
-    )
+    wait_until(lambda: pods_left(nodes, namespace) == 1, 60, "one emulator process left")
     wait_until(lambda: len(k8s.CoreV1Api(kube).list_namespaced_pod(namespace).items) == 1, 60, "one pod left")
     assert not nodes.errors(), nodes.errors()

@@ -30,39 +30,31 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
 
-from cluster import ControlPlane
-from conftest import Release
+from conftest import LiveCluster
 from cpsupport import (
+    LEASE_SECONDS,
+    RENEW_SECONDS,
+    SLACK_SECONDS,
     LoadDriver,
     WvaProcess,
-    chart_wva,
+    assert_clean_log,
     condition,
-    create_va,
+    deploy_variant,
     desired_replicas,
+    election_env,
     get_va,
-    ready_pods,
     samples,
-    server_side_apply,
-    variant,
-    vllm_deployment,
+    wait_ready_pods,
     wait_until,
 )
-from node_agent import NodePool
 from test_cp_loop import IDLE, SATURATED, gauge
-from wva.sim.prometheus import LocalPrometheus
 
-LEASE_SECONDS = 6.0
-RENEW_SECONDS = LEASE_SECONDS / 3  # the elector renews (and a standby retries) every third of the duration
-SLACK_SECONDS = 3.0  # request latency and polling on a busy two-core machine
 APP = "llama-elect"
 
 
@@ -165,10 +157,6 @@ def desired_series(metrics: str) -> list[tuple[dict[str, str], float]]:
 
 
 # --- the Lease ----------------------------------------------------------------------------------------
-def read_lease(api: k8s.ApiClient, namespace: str, name: str) -> Any:
-    return k8s.CoordinationV1Api(api).read_namespaced_lease(name, namespace)
-
-
 def leader_among(processes: list[WvaProcess]) -> WvaProcess | None:
     """The one process reporting ``wva_leader`` 1 while every other reports 0, else None."""
     values = [leader_gauge(p) for p in processes]
@@ -182,47 +170,20 @@ def last_run_time(va: dict[str, Any]) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-@pytest.fixture()
-def lease_name(kube: k8s.ApiClient, wva_release: Release, namespace: str) -> Iterator[str]:
-    """A Lease name of this test alone, deleted afterwards (it lives in the shared release namespace)."""
-    name = f"wva-leader-{namespace}"[:63].rstrip("-")
-    yield name
-    with contextlib.suppress(ApiException):
-        k8s.CoordinationV1Api(kube).delete_namespaced_lease(name, wva_release.namespace)
+def one_variant_for_election(live: LiveCluster, model: str) -> dict[str, str]:
+    """One VA with a one-pod Deployment, and the env of processes that compete for the test's Lease."""
+    deploy_variant(live.kube, live.namespace, APP, model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3)
+    wait_ready_pods(live.kube, live.namespace, APP, 1, 90, "the first pod ready")
+    return election_env(live.lease)
 
 
-def one_variant_for_election(
-    kube: k8s.ApiClient, namespace: str, model: str, lease_name: str
-) -> dict[str, str]:
-    """One VA with a one-pod Deployment, and the env of processes that compete for ``lease_name``."""
-    server_side_apply(kube, vllm_deployment(APP, namespace, model, replicas=1))
-    create_va(kube, variant(APP, namespace, model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3))
-    wait_until(lambda: len(ready_pods(kube, namespace, APP)) == 1, 90, "the first pod ready")
-    env = {
-        "LEADER_ELECTION": "true",
-        "LEADER_ELECTION_LEASE_NAME": lease_name,
-        "LEADER_ELECTION_LEASE_DURATION": f"{LEASE_SECONDS:g}s",
-        "COLLECTOR_V2": "true",
-    }
-    return env
-
-
-def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
-    control_plane: ControlPlane,
-    nodes: NodePool,
-    cp_prometheus: LocalPrometheus,
-    wva_release: Release,
-    kube: k8s.ApiClient,
-    namespace: str,
-    lease_name: str,
-    tmp_path: Path,
-) -> None:
+def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(live: LiveCluster) -> None:
+    kube, namespace = live.kube, live.namespace
     apps = k8s.AppsV1Api(kube)
-    model = "meta/llama-leader"
-    env = one_variant_for_election(kube, namespace, model, lease_name)
+    env = one_variant_for_election(live, "meta/llama-leader")
 
     names = ["elect-a", "elect-b", "elect-c"]
-    procs = {n: chart_wva(control_plane, kube, wva_release, tmp_path, n, **env) for n in names}
+    procs = {n: live.wva(n, **env) for n in names}
     pair = [procs["elect-a"], procs["elect-b"]]
     try:
         for proc in pair:  # both at once: they race for the Lease
@@ -236,7 +197,7 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
             leader = wait_until(lambda: leader_among(pair), 60, "exactly one process with wva_leader 1")
             standby = pair[1 - pair.index(leader)]
             leader_name, standby_name = names[pair.index(leader)], names[pair.index(standby)]
-            lease = read_lease(kube, wva_release.namespace, lease_name)
+            lease = live.read_lease()
             assert lease.spec.holder_identity == leader_name
             assert lease.spec.lease_duration_seconds == int(LEASE_SECONDS)
             # over three renew rounds the roles hold (never two leaders, never none) and the Lease is renewed
@@ -245,7 +206,7 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
             while time.monotonic() < end:
                 assert leader_among(pair) is leader, (leader_gauge(pair[0]), leader_gauge(pair[1]))
                 time.sleep(0.3)  # sampling the roles over a fixed window: there is nothing to wait for
-            lease = read_lease(kube, wva_release.namespace, lease_name)
+            lease = live.read_lease()
             assert lease.spec.holder_identity == leader_name and lease.spec.renew_time > first_renew
 
             # --- only the leader writes -----------------------------------------------------------------
@@ -278,7 +239,7 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
             assert handover <= LEASE_SECONDS + RENEW_SECONDS + SLACK_SECONDS, f"handover took {handover:.2f}s"
             # the last renewal was at most one renew interval (plus a request) before the kill
             assert handover >= LEASE_SECONDS - RENEW_SECONDS - 1.0, f"took over a live lease after {handover:.2f}s"
-            lease = read_lease(kube, wva_release.namespace, lease_name)
+            lease = live.read_lease()
             assert lease.spec.holder_identity == standby_name
             assert (lease.spec.lease_transitions or 0) == transitions_before + 1
             new_leader = standby
@@ -293,7 +254,7 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
             load.set(**SATURATED)
             wait_until(lambda: apps.read_namespaced_deployment(APP, namespace).spec.replicas == 3, 120,
                        f"the new leader scales up; log:\n{new_leader.tail()}")
-            wait_until(lambda: len(ready_pods(kube, namespace, APP)) == 3, 90, "three ready pods")
+            wait_ready_pods(kube, namespace, APP, 3, 90, "three ready pods")
             wait_until(lambda: desired_replicas(get_va(kube, namespace, APP)) == 3, 30, "status says 3")
 
             # --- SIGTERM of the leader releases the Lease: a fresh standby takes over at its next try ----
@@ -307,7 +268,7 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
             # renewed at most a renew interval before SIGTERM, the lease would still be valid for seconds:
             # a holder other than the stopped process means it released the Lease on its way out
             assert exited < LEASE_SECONDS - RENEW_SECONDS - 1.0, f"the leader took {exited:.2f}s to exit"
-            lease = read_lease(kube, wva_release.namespace, lease_name)
+            lease = live.read_lease()
             assert lease.spec.holder_identity in (None, "elect-c"), lease.spec
             wait_until(lambda: leader_gauge(third) == 1.0, LEASE_SECONDS + 30, f"the third leads:\n{third.tail()}",
                        interval=0.1)
@@ -315,7 +276,7 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
             print(f"SIGTERM handover: {graceful:.2f}s (the leader exited after {exited:.2f}s)")
             # a released Lease is taken at the standby's next attempt, not after the lease ran out
             assert graceful < LEASE_SECONDS, f"graceful handover took {graceful:.2f}s"
-            lease = read_lease(kube, wva_release.namespace, lease_name)
+            lease = live.read_lease()
             assert lease.spec.holder_identity == "elect-c"
             assert (lease.spec.lease_transitions or 0) == transitions_before + 2
             wait_until(lambda: gauge(third.metrics(), "wva_desired_replicas", namespace, APP) == 3.0, 60,
@@ -324,34 +285,22 @@ def test_one_leader_writes_and_the_standby_takes_over_when_it_dies(
         codes = {n: p.stop() for n, p in procs.items() if p.alive}
     assert all(code == 0 for code in codes.values()), codes
     for name, proc in procs.items():
-        log = proc.log_text()
-        assert "Traceback" not in log, f"{name}:\n{log[-4000:]}"
-        assert " 403" not in log and "Forbidden" not in log, f"{name}: the chart's RBAC covers leader election"
+        assert_clean_log(proc, "leader election", name)
 
 
-def test_a_leader_cut_off_from_the_apiserver_steps_down_before_the_standby_takes_over(
-    control_plane: ControlPlane,
-    nodes: NodePool,
-    cp_prometheus: LocalPrometheus,
-    wva_release: Release,
-    kube: k8s.ApiClient,
-    namespace: str,
-    lease_name: str,
-    tmp_path: Path,
-) -> None:
+def test_a_leader_cut_off_from_the_apiserver_steps_down_before_the_standby_takes_over(live: LiveCluster) -> None:
     """A partition, not a crash: the leader's link to the apiserver hangs (Prometheus still answers it).
 
     The standby takes the Lease once it expires. The leader must have stopped leading by then, without
     waiting for its hung requests to time out: at no moment may both processes report ``wva_leader`` 1
     and both expose a ``wva_desired_replicas`` series (an HPA reading either would see two answers)."""
-    model = "meta/llama-partition"
-    env = one_variant_for_election(kube, namespace, model, lease_name)
-    proxy = HoldingProxy(control_plane.server)
+    kube, namespace = live.kube, live.namespace
+    env = one_variant_for_election(live, "meta/llama-partition")
+    proxy = HoldingProxy(live.plane.server)
     # the cut-off process serves its metrics as plain HTTP: a secure port asks the apiserver about every
     # token, so once its cached answer expires it could only answer 503, and the test reads its gauges
-    leader = through(proxy, chart_wva(control_plane, kube, wva_release, tmp_path, "cut-a", **env,
-                                      WVA_METRICS_SECURE="false"), tmp_path)
-    standby = chart_wva(control_plane, kube, wva_release, tmp_path, "cut-b", **env)
+    leader = through(proxy, live.wva("cut-a", **env, WVA_METRICS_SECURE="false"), live.tmp_path)
+    standby = live.wva("cut-b", **env)
     try:
         leader.start("--namespace", namespace)
         leader.wait_ready(90)
@@ -396,7 +345,7 @@ def test_a_leader_cut_off_from_the_apiserver_steps_down_before_the_standby_takes
 
             # the link comes back: the old leader finds the Lease taken and stays a standby
             proxy.release()
-            lease = read_lease(kube, wva_release.namespace, lease_name)
+            lease = live.read_lease()
             assert lease.spec.holder_identity == "cut-b"
             wait_until(lambda: "Leader election error" in leader.log_text(), 30, "the cut-off leader saw errors")
             end = time.monotonic() + 2 * RENEW_SECONDS + 1
@@ -408,5 +357,4 @@ def test_a_leader_cut_off_from_the_apiserver_steps_down_before_the_standby_takes
         codes = {"cut-a": leader.stop(), "cut-b": standby.stop()}
         proxy.close()
     assert codes == {"cut-a": 0, "cut-b": 0}, codes
-    log = standby.log_text()
-    assert "Traceback" not in log and " 403" not in log and "Forbidden" not in log, log[-4000:]
+    assert_clean_log(standby, "leader election")

@@ -10,29 +10,23 @@ it scales back down to ``minReplicas``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 
-from cluster import ControlPlane
-from conftest import Release
+from conftest import LiveCluster
 from cpsupport import (
     LoadDriver,
-    chart_wva,
-    create_va,
+    assert_clean_log,
+    deploy_variant,
     desired_replicas,
     get_va,
-    ready_pods,
+    pods_left,
     samples,
-    server_side_apply,
-    variant,
-    vllm_deployment,
+    wait_ready_pods,
     wait_until,
 )
-from node_agent import NodePool
-from wva.sim.prometheus import LocalPrometheus
 
 SATURATED = {"kv_cache_usage": 0.95, "num_requests_waiting": 8.0, "num_requests_running": 8.0}
 IDLE = {"kv_cache_usage": 0.05, "num_requests_waiting": 0.0, "num_requests_running": 0.0}
@@ -52,26 +46,14 @@ def gauge(metrics: str, name: str, namespace: str, variant_name: str) -> float |
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
-def test_load_scales_the_deployment_up_through_real_pods_and_back_down(
-    path: str,
-    control_plane: ControlPlane,
-    nodes: NodePool,
-    cp_prometheus: LocalPrometheus,
-    wva_release: Release,
-    kube: k8s.ApiClient,
-    namespace: str,
-    tmp_path: Path,
-) -> None:
+def test_load_scales_the_deployment_up_through_real_pods_and_back_down(path: str, live: LiveCluster) -> None:
+    kube, namespace = live.kube, live.namespace
     apps = k8s.AppsV1Api(kube)
     model = f"meta/llama-{path}"
-    server_side_apply(kube, vllm_deployment("llama-l4", namespace, model, replicas=1))
-    create_va(kube, variant("llama-l4", namespace, model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3))
-    wait_until(lambda: len(ready_pods(kube, namespace, "llama-l4")) == 1, 60, "the first pod ready")
+    deploy_variant(kube, namespace, "llama-l4", model, accelerator="L4", cost="5", min_replicas=1, max_replicas=3)
+    wait_ready_pods(kube, namespace, "llama-l4", 1, 60, "the first pod ready")
 
-    wva = chart_wva(
-        control_plane, kube, wva_release, tmp_path, f"loop-{path}",
-        LEADER_ELECTION_LEASE_NAME=f"wva-leader-{namespace}", **PATHS[path],
-    ).start("--namespace", namespace)
+    wva = live.wva(f"loop-{path}", **PATHS[path]).start("--namespace", namespace)
     try:
         wva.wait_ready()
         with LoadDriver(kube, namespace, "llama-l4") as load:
@@ -82,8 +64,7 @@ def test_load_scales_the_deployment_up_through_real_pods_and_back_down(
             load.set(**SATURATED)
             wait_until(lambda: apps.read_namespaced_deployment("llama-l4", namespace).spec.replicas == 3, 90,
                        f"scale-up to maxReplicas; wva log:\n{wva.tail()}")
-            pods = wait_until(lambda: len(ready_pods(kube, namespace, "llama-l4")) == 3
-                              and ready_pods(kube, namespace, "llama-l4"), 60, "three ready pods")
+            pods = wait_ready_pods(kube, namespace, "llama-l4", 3, 60, "three ready pods")
             assert {p.spec.node_name for p in pods} <= {"gpu-l4-a", "gpu-l4-b"}
             va = get_va(kube, namespace, "llama-l4")
             assert desired_replicas(va) == 3
@@ -110,15 +91,12 @@ def test_load_scales_the_deployment_up_through_real_pods_and_back_down(
             wait_until(lambda: desired_replicas(get_va(kube, namespace, "llama-l4")) == 1, 30, "status says 1")
             wait_until(lambda: last_reason(get_va(kube, namespace, "llama-l4")) in ("AtMinReplicas", "HoldSteady"),
                        30, "a hold at the minimum")
-            wait_until(lambda: len([p for p in nodes.running_pods() if p.namespace == namespace]) == 1, 60,
-                       "the removed pods' processes ended")
+            wait_until(lambda: pods_left(live.nodes, namespace) == 1, 60, "the removed pods' processes ended")
         assert wva.alive, wva.tail()
     finally:
         code = wva.stop()
     assert code == 0, wva.tail()
-    log = wva.log_text()
-    assert "Traceback" not in log, log[-4000:]
-    assert " 403" not in log and "Forbidden" not in log, "the chart's RBAC covers everything wva does"
+    assert_clean_log(wva)
 
 
 def last_reason(va: dict[str, Any]) -> str | None:

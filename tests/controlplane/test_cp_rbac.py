@@ -17,15 +17,13 @@ from kubernetes.client.rest import ApiException
 
 from cluster import ControlPlane
 from conftest import Release
-from cpsupport import create_va, server_side_apply, service_account_token, variant, vllm_deployment
+from cpsupport import as_wva_client, deploy_variant, service_account_token
 from wva.api.constants import GROUP, PLURAL, VERSION
 
 
 @pytest.fixture()
 def as_wva(control_plane: ControlPlane, kube: k8s.ApiClient, wva_release: Release) -> Iterator[k8s.ApiClient]:
-    token = service_account_token(kube, wva_release.namespace, wva_release.service_account, seconds=600)
-    path = control_plane.token_kubeconfig("rbac-probe", token, namespace=wva_release.namespace)
-    api = k8s_config.new_client_from_config(str(path))
+    api = as_wva_client(control_plane, kube, wva_release, "rbac-probe")
     try:
         yield api
     finally:
@@ -34,8 +32,7 @@ def as_wva(control_plane: ControlPlane, kube: k8s.ApiClient, wva_release: Releas
 
 @pytest.fixture()
 def workload(kube: k8s.ApiClient, namespace: str) -> str:
-    server_side_apply(kube, vllm_deployment("probe", namespace, "m/rbac", replicas=0))
-    create_va(kube, variant("probe", namespace, "m/rbac"))
+    deploy_variant(kube, namespace, "probe", "m/rbac", replicas=0)
     return namespace
 
 

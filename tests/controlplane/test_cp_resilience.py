@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime
 import threading
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
@@ -23,28 +22,24 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from cluster import ControlPlane
-from conftest import Release
+from conftest import LiveCluster, Release
 from cpsupport import (
     LoadDriver,
-    chart_wva,
+    as_wva_client,
     condition,
     create_va,
+    deploy_variant,
     desired_replicas,
     get_va,
     ready_pods,
-    server_side_apply,
-    service_account_token,
     variant,
-    vllm_deployment,
     wait_until,
 )
-from node_agent import NodePool
 from test_cp_loop import IDLE, SATURATED, gauge
 from wva.actuator.status import ConditionUpdate, StatusUpdate, StatusWriter
 from wva.api.constants import GROUP, PLURAL, VERSION
 from wva.inventory import Inventory
 from wva.kube import KubeClient
-from wva.sim.prometheus import LocalPrometheus
 
 EXTERNAL = "ExternalCheck"
 
@@ -93,15 +88,11 @@ class OtherStatusWriter(threading.Thread):
                 self.stop_event.wait(0.02)
 
 
-def test_wva_and_another_status_writer_side_by_side_lose_nothing(
-    control_plane: ControlPlane, nodes: NodePool, cp_prometheus: LocalPrometheus, wva_release: Release,
-    kube: k8s.ApiClient, namespace: str, tmp_path: Path,
-) -> None:
-    server_side_apply(kube, vllm_deployment("contended", namespace, "m/contended", replicas=1))
-    create_va(kube, variant("contended", namespace, "m/contended", min_replicas=1, max_replicas=3))
+def test_wva_and_another_status_writer_side_by_side_lose_nothing(live: LiveCluster) -> None:
+    kube, namespace = live.kube, live.namespace
+    deploy_variant(kube, namespace, "contended", "m/contended", min_replicas=1, max_replicas=3)
     wait_until(lambda: ready_pods(kube, namespace, "contended"), 60, "the pod ready")
-    wva = chart_wva(control_plane, kube, wva_release, tmp_path, "conflicts", COLLECTOR_V2="true",
-                    LEADER_ELECTION_LEASE_NAME=f"wva-leader-{namespace}").start("--namespace", namespace)
+    wva = live.wva("conflicts", COLLECTOR_V2="true").start("--namespace", namespace)
     other = OtherStatusWriter(kube, namespace, "contended")
     try:
         wva.wait_ready()
@@ -133,11 +124,7 @@ async def test_a_status_write_built_on_a_stale_resource_version_gets_a_real_409_
     writes. The real server answers 409 (the resourceVersion moved); wva re-reads, applies its change
     on top of what is stored, and the second write lands with both writers' parts."""
     create_va(kube, variant("stale", namespace, "m/stale"))
-    token = service_account_token(kube, wva_release.namespace, wva_release.service_account, seconds=600)
-    as_wva = k8s_config.new_client_from_config(
-        str(control_plane.token_kubeconfig("stale-writer", token, namespace=wva_release.namespace))
-    )
-    kube_client = KubeClient(as_wva)
+    kube_client = KubeClient(as_wva_client(control_plane, kube, wva_release, "stale-writer"))
     inventory = Inventory()
     try:
         record = inventory.apply_variant(get_va(kube, namespace, "stale"))
@@ -163,18 +150,14 @@ async def test_a_status_write_built_on_a_stale_resource_version_gets_a_real_409_
         kube_client.close()
 
 
-def test_apiserver_restart_and_410_gone_resume_the_watches_with_the_cluster_as_it_is(
-    control_plane: ControlPlane, nodes: NodePool, cp_prometheus: LocalPrometheus, wva_release: Release,
-    kube: k8s.ApiClient, namespace: str, tmp_path: Path,
-) -> None:
+def test_apiserver_restart_and_410_gone_resume_the_watches_with_the_cluster_as_it_is(live: LiveCluster) -> None:
+    kube, namespace, control_plane = live.kube, live.namespace, live.plane
     apps = k8s.AppsV1Api(kube)
     for name in ("steady", "doomed"):
-        server_side_apply(kube, vllm_deployment(name, namespace, f"m/{name}", replicas=1))
-        create_va(kube, variant(name, namespace, f"m/{name}", min_replicas=1, max_replicas=2))
+        deploy_variant(kube, namespace, name, f"m/{name}", min_replicas=1, max_replicas=2)
     wait_until(lambda: ready_pods(kube, namespace, "steady") and ready_pods(kube, namespace, "doomed"), 60,
                "both first pods ready")
-    wva = chart_wva(control_plane, kube, wva_release, tmp_path, "restart", COLLECTOR_V2="true",
-                    LEADER_ELECTION_LEASE_NAME=f"wva-leader-{namespace}").start("--namespace", namespace)
+    wva = live.wva("restart", COLLECTOR_V2="true").start("--namespace", namespace)
     try:
         wva.wait_ready()
         with LoadDriver(kube, namespace, "steady") as load:
@@ -191,8 +174,7 @@ def test_apiserver_restart_and_410_gone_resume_the_watches_with_the_cluster_as_i
             side_api = k8s_config.new_client_from_config(str(side_kubeconfig))
             try:
                 # what wva cannot see happen: a new variant, a deleted one, a bound lowered
-                server_side_apply(side_api, vllm_deployment("newcomer", namespace, "m/newcomer", replicas=1))
-                create_va(side_api, variant("newcomer", namespace, "m/newcomer", min_replicas=1, max_replicas=2))
+                deploy_variant(side_api, namespace, "newcomer", "m/newcomer", min_replicas=1, max_replicas=2)
                 k8s.CustomObjectsApi(side_api).delete_namespaced_custom_object(
                     GROUP, VERSION, namespace, PLURAL, "doomed"
                 )

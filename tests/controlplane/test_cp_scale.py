@@ -18,34 +18,29 @@ deleted and every pod process must end.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
 
-from cluster import ControlPlane
-from conftest import Release
+from conftest import LiveCluster
 from cpsupport import (
-    chart_wva,
-    condition,
+    assert_clean_log,
     create_va,
     delete_namespace,
-    desired_replicas,
-    samples,
+    desired_gauges,
+    engine_cycles,
+    gpu_free_deployment,
+    pods_left,
+    ready_pod_ips,
     set_load,
     variant,
-    vllm_deployment,
     wait_until,
+    wrong_statuses,
 )
-from node_agent import NodePool
 from test_cp_loop import IDLE, SATURATED
-from wva.api.constants import GROUP, PLURAL, VERSION
-from wva.sim.prometheus import LocalPrometheus
 
 COUNT = 200
 MIN_REPLICAS, MAX_REPLICAS = 1, 2
@@ -64,76 +59,11 @@ def expected_replicas(i: int) -> int:
     return MAX_REPLICAS if saturated(i) else MIN_REPLICAS
 
 
-def gpu_free_deployment(i: int, namespace: str) -> dict[str, Any]:
-    """The emulator Deployment of ``vllm_deployment`` without the GPU request and the GPU node selector."""
-    body = vllm_deployment(name_of(i), namespace, f"scale/model-{i:03d}", replicas=1)
-    pod_spec = body["spec"]["template"]["spec"]
-    pod_spec.pop("nodeSelector")
-    pod_spec["containers"][0].pop("resources")
-    return body
-
-
-def engine_cycles(metrics: str) -> float:
-    """``wva_engine_cycles_total`` summed over outcomes."""
-    return sum(value for _, value in samples(metrics, "wva_engine_cycles_total"))
-
-
-def desired_gauges(metrics: str, namespace: str) -> dict[str, float]:
-    return {
-        labels["variant_name"]: value
-        for labels, value in samples(metrics, "wva_desired_replicas")
-        if labels.get("namespace") == namespace
-    }
-
-
-def ready_pod_ips(core: k8s.CoreV1Api, namespace: str) -> dict[str, str]:
-    """app label -> pod IP of every ready, not deleting pod."""
-    out: dict[str, str] = {}
-    for pod in core.list_namespaced_pod(namespace).items:
-        ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-        if ready and pod.metadata.deletion_timestamp is None and pod.status.pod_ip:
-            out[pod.metadata.labels["app"]] = pod.status.pod_ip
-    return out
-
-
-def wrong_statuses(api: k8s.ApiClient, namespace: str) -> dict[str, str]:
-    """Every VA whose status is not (yet) the correct one, with what is wrong; {} when all are right."""
-    items = k8s.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
-    by_name = {va["metadata"]["name"]: va for va in items}
-    wrong: dict[str, str] = {}
-    for i in range(COUNT):
-        va = by_name.get(name_of(i))
-        if va is None:
-            wrong[name_of(i)] = "missing"
-            continue
-        target = (condition(va, "TargetResolved") or {}).get("status")
-        metrics = (condition(va, "MetricsAvailable") or {}).get("status")
-        desired = desired_replicas(va)
-        if (target, metrics, desired) != ("True", "True", expected_replicas(i)):
-            wrong[name_of(i)] = f"TargetResolved={target} MetricsAvailable={metrics} desired={desired}"
-    return wrong
-
-
-def pods_left(nodes: NodePool, namespace: str) -> int:
-    return len([p for p in nodes.running_pods() if p.namespace == namespace])
-
-
-def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_few_cycles(
-    control_plane: ControlPlane,
-    nodes: NodePool,
-    cp_prometheus: LocalPrometheus,
-    wva_release: Release,
-    kube: k8s.ApiClient,
-    namespace: str,
-    tmp_path: Path,
-) -> None:
-    core, apps = k8s.CoreV1Api(kube), k8s.AppsV1Api(kube)
+def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_few_cycles(live: LiveCluster) -> None:
+    kube, namespace, nodes = live.kube, live.namespace, live.nodes
+    apps = k8s.AppsV1Api(kube)
     timings: dict[str, float] = {}
-    lease = f"wva-leader-{namespace}"[:63].rstrip("-")
-    wva = chart_wva(
-        control_plane, kube, wva_release, tmp_path, "scale", LEADER_ELECTION_LEASE_NAME=lease,
-        COLLECTOR_V2="true", ACTUATION_MODE="hpa",
-    ).start("--namespace", namespace)
+    wva = live.wva("scale", COLLECTOR_V2="true", ACTUATION_MODE="hpa").start("--namespace", namespace)
     code: int | None = None
     left = -1
     try:
@@ -146,7 +76,7 @@ def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_fe
         for i in range(COUNT):
             body = variant(name_of(i), namespace, f"scale/model-{i:03d}", accelerator="L4", cost="5",
                            min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS)
-            deployment = gpu_free_deployment(i, namespace)
+            deployment = gpu_free_deployment(name_of(i), namespace, f"scale/model-{i:03d}")
             jobs.append(lambda body=body: create_va(kube, body))
             jobs.append(lambda deployment=deployment: apps.create_namespaced_deployment(namespace, deployment))
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -155,7 +85,7 @@ def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_fe
         timings["create 400 objects"] = time.monotonic() - started
 
         # --- every pod running and ready, then the load set on the odd ones ---------------------------
-        ips = wait_until(lambda: (found := ready_pod_ips(core, namespace)) and len(found) == COUNT and found, 240,
+        ips = wait_until(lambda: (found := ready_pod_ips(kube, namespace)) and len(found) == COUNT and found, 240,
                          f"{COUNT} ready pods", interval=1.0)
         timings[f"{COUNT} pods ready"] = time.monotonic() - started
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -167,8 +97,8 @@ def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_fe
         selector = f'namespace="{namespace}"'
 
         def prometheus_has_the_load() -> bool:
-            every = cp_prometheus.query(f"count(vllm:kv_cache_usage_perc{{{selector}}})")
-            busy = cp_prometheus.query(f"count(vllm:kv_cache_usage_perc{{{selector}}} >= 0.9)")
+            every = live.prometheus.query(f"count(vllm:kv_cache_usage_perc{{{selector}}})")
+            busy = live.prometheus.query(f"count(vllm:kv_cache_usage_perc{{{selector}}} >= 0.9)")
             return bool(every and busy) and (float(every[0]["value"][1]), float(busy[0]["value"][1])) == (
                 COUNT, COUNT // 2
             )
@@ -178,7 +108,8 @@ def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_fe
         cycles_at_metrics = engine_cycles(wva.metrics())
 
         # --- every status right within a few cycles --------------------------------------------------
-        wait_until(lambda: not wrong_statuses(kube, namespace), 120,
+        expected = {name_of(i): expected_replicas(i) for i in range(COUNT)}
+        wait_until(lambda: not wrong_statuses(kube, namespace, expected), 120,
                    f"every VA's status correct; wva log:\n{wva.tail(20)}", interval=1.0)
         timings["all statuses correct"] = time.monotonic() - started
         cycles_at_correct = engine_cycles(wva.metrics())
@@ -199,15 +130,12 @@ def test_two_hundred_variants_created_at_once_reach_a_correct_status_within_a_fe
     finally:
         code = wva.stop()
         delete_namespace(kube, namespace)
-        with contextlib.suppress(ApiException):
-            k8s.CoordinationV1Api(kube).delete_namespaced_lease(lease, wva_release.namespace)
         deadline = time.monotonic() + 120
         while (left := pods_left(nodes, namespace)) and time.monotonic() < deadline:
             time.sleep(0.5)  # cannot raise here without hiding the test's own failure
     assert code == 0, wva.tail()
     assert left == 0, f"{left} pod processes of {namespace} still running 120 s after the namespace was deleted"
+    assert_clean_log(wva)
     log = wva.log_text()
-    assert "Traceback" not in log, log[-4000:]
-    assert " 403" not in log and "Forbidden" not in log, "the chart's RBAC covers everything wva does"
     # the only replica keeps its Lease through the burst: renewals do not queue behind 400 status writes
     assert log.count("Leadership acquired") == 1 and "Leader election error" not in log, log[-4000:]

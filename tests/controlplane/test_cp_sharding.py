@@ -32,40 +32,39 @@ import datetime
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from cluster import ControlPlane
-from conftest import Release
+from conftest import LiveCluster, Release
 from cpsupport import (
+    LEASE_SECONDS,
+    RENEW_SECONDS,
+    SLACK_SECONDS,
     WvaProcess,
-    chart_wva,
-    condition,
+    assert_clean_log,
     create_va,
-    desired_replicas,
+    desired_gauges,
+    election_env,
+    engine_cycles,
+    gpu_free_deployment,
+    list_vas,
+    ready_pod_ips,
     samples,
     server_side_apply,
     set_load,
     variant,
-    vllm_deployment,
     wait_until,
+    wrong_statuses,
 )
-from node_agent import NodePool
-from test_cp_leader import desired_series, leader_gauge, read_lease, status_patches, writes
+from test_cp_leader import leader_gauge, status_patches, writes
 from test_cp_loop import IDLE, SATURATED
-from wva.api.constants import GROUP, PLURAL, VERSION
 from wva.sharding import shard_of
-from wva.sim.prometheus import LocalPrometheus
 
 SHARDS = 3
 MODELS_PER_SHARD = 3
-LEASE_SECONDS = 6.0
-RENEW_SECONDS = LEASE_SECONDS / 3
-SLACK_SECONDS = 3.0
 MIN_REPLICAS, MAX_REPLICAS = 1, 2
 VARIANTS = (("l4", "L4", "5"), ("h100", "H100", "20"))  # (suffix, accelerator, cost)
 
@@ -93,19 +92,6 @@ def fleet(namespace: str) -> dict[str, tuple[str, int, str, str]]:
     return out
 
 
-def gpu_free_deployment(name: str, namespace: str, model: str) -> dict[str, Any]:
-    body = vllm_deployment(name, namespace, model, replicas=1)
-    pod_spec = body["spec"]["template"]["spec"]
-    pod_spec.pop("nodeSelector")
-    pod_spec["containers"][0].pop("resources")
-    return body
-
-
-def list_vas(api: k8s.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:
-    items = k8s.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
-    return {va["metadata"]["name"]: va for va in items}
-
-
 def status_writers(va: dict[str, Any]) -> set[str]:
     """The wva field managers that wrote the VA's status subresource (the server's own record)."""
     return {
@@ -123,11 +109,6 @@ def decided_vas(wva: WvaProcess, namespace: str) -> set[str] | None:
     return {key.split("/", 1)[1] for key in keys if key.split("/", 1)[0] == namespace}
 
 
-def gauge_vas(metrics: str, namespace: str) -> dict[str, float]:
-    return {labels["variant_name"]: value for labels, value in desired_series(metrics)
-            if labels.get("namespace") == namespace}
-
-
 def one_value(metrics: str, name: str) -> tuple[dict[str, str], float] | None:
     found = samples(metrics, name)
     return found[0] if len(found) == 1 else None
@@ -137,26 +118,6 @@ def last_cycle_groups(wva: WvaProcess) -> int | None:
     """``groups=`` of the process' last "Engine cycle done" log line."""
     lines = [ln for ln in wva.log_text().splitlines() if "Engine cycle done groups=" in ln]
     return int(lines[-1].split("groups=", 1)[1].split()[0]) if lines else None
-
-
-def engine_cycles(metrics: str) -> float:
-    return sum(value for _, value in samples(metrics, "wva_engine_cycles_total"))
-
-
-def wrong_statuses(api: k8s.ApiClient, namespace: str, expected: dict[str, int]) -> dict[str, str]:
-    """VA -> what is not (yet) right about its status, for the VAs in ``expected`` (name -> desired)."""
-    vas = list_vas(api, namespace)
-    wrong = {}
-    for name, want in expected.items():
-        va = vas.get(name)
-        if va is None:
-            wrong[name] = "missing"
-            continue
-        got = ((condition(va, "TargetResolved") or {}).get("status"),
-               (condition(va, "MetricsAvailable") or {}).get("status"), desired_replicas(va))
-        if got != ("True", "True", want):
-            wrong[name] = f"TargetResolved={got[0]} MetricsAvailable={got[1]} desired={got[2]}"
-    return wrong
 
 
 def statuses_are(api: k8s.ApiClient, namespace: str, expected: dict[str, int]) -> bool:
@@ -176,16 +137,9 @@ def lease_base(kube: k8s.ApiClient, wva_release: Release, namespace: str) -> Ite
 
 
 def test_three_shards_each_decide_only_their_groups_and_a_standby_takes_over_its_shard(
-    control_plane: ControlPlane,
-    nodes: NodePool,
-    cp_prometheus: LocalPrometheus,
-    wva_release: Release,
-    kube: k8s.ApiClient,
-    namespace: str,
-    lease_base: str,
-    tmp_path: Path,
+    live: LiveCluster, lease_base: str
 ) -> None:
-    core = k8s.CoreV1Api(kube)
+    kube, namespace = live.kube, live.namespace
     vas = fleet(namespace)
     owner = {name: shard for name, (_model, shard, _acc, _cost) in vas.items()}
     groups = {i: sum(1 for s in owner.values() if s == i) for i in range(SHARDS)}  # one per accelerator of a model
@@ -196,17 +150,14 @@ def test_three_shards_each_decide_only_their_groups_and_a_standby_takes_over_its
                                 min_replicas=MIN_REPLICAS, max_replicas=MAX_REPLICAS))
 
     env = {
-        "LEADER_ELECTION": "true",
-        "LEADER_ELECTION_LEASE_NAME": lease_base,
-        "LEADER_ELECTION_LEASE_DURATION": f"{LEASE_SECONDS:g}s",
-        "COLLECTOR_V2": "true",
+        **election_env(lease_base),
         "ACTUATION_MODE": "hpa",
         "GLOBAL_OPT_INTERVAL": "1s",
         "WVA_METRICS_SECURE": "false",  # the test reads /debug/decisions and /metrics directly
     }
     # shard 2 takes its index from its pod name's StatefulSet ordinal
     plan = {"wva-shard-0": "0", "wva-shard-1": "1", "wva-shard-1-standby": "1", "wva-shard-2": "ordinal"}
-    procs = {name: chart_wva(control_plane, kube, wva_release, tmp_path, name, **env) for name in plan}
+    procs = {name: live.wva(name, **env) for name in plan}
     leaders = {0: procs["wva-shard-0"], 1: procs["wva-shard-1"], 2: procs["wva-shard-2"]}
     standby = procs["wva-shard-1-standby"]
     codes: dict[str, int | None] = {}
@@ -221,17 +172,14 @@ def test_three_shards_each_decide_only_their_groups_and_a_standby_takes_over_its
         standby.start("--namespace", namespace, f"--shards={SHARDS}", "--shard-index=1")
         standby.wait_ready(90)
 
-        ips = wait_until(lambda: (found := {p.metadata.labels["app"]: p.status.pod_ip
-                                            for p in core.list_namespaced_pod(namespace).items
-                                            if p.status.pod_ip and any(c.type == "Ready" and c.status == "True"
-                                                                       for c in p.status.conditions or [])})
-                         and len(found) == len(vas) and found, 120, f"{len(vas)} ready pods", interval=0.5)
+        ips = wait_until(lambda: (found := ready_pod_ips(kube, namespace)) and len(found) == len(vas) and found, 120,
+                         f"{len(vas)} ready pods", interval=0.5)
         for name in vas:
             set_load(ips[name], **IDLE)
 
         # --- who leads what: one Lease per shard, each shard says who it is -------------------------------
         for i, proc in leaders.items():
-            lease = read_lease(kube, wva_release.namespace, f"{lease_base}-shard-{i}")
+            lease = live.read_lease(f"{lease_base}-shard-{i}")
             assert lease.spec.holder_identity == f"wva-shard-{i}", lease.spec
             assert f"shard={i}/{SHARDS} lease={lease_base}-shard-{i}" in proc.log_text()
         assert leader_gauge(standby) == 0.0
@@ -254,7 +202,7 @@ def test_three_shards_each_decide_only_their_groups_and_a_standby_takes_over_its
                 before = engine_cycles(proc.metrics())
                 wait_until(lambda p=proc, n=before: engine_cycles(p.metrics()) > n, 15, f"a cycle of shard {i}")
             held = {i: decided_vas(p, namespace) for i, p in leaders.items()}
-            gauges = {i: gauge_vas(p.metrics(), namespace) for i, p in leaders.items()}
+            gauges = {i: desired_gauges(p.metrics(), namespace) for i, p in leaders.items()}
             for i in range(SHARDS):
                 mine = {name for name, s in owner.items() if s == i}
                 assert held[i] == mine, (i, held[i], mine)
@@ -264,9 +212,9 @@ def test_three_shards_each_decide_only_their_groups_and_a_standby_takes_over_its
         assert all(engine_cycles(p.metrics()) >= cycles_before[i] + 3 for i, p in leaders.items())
         standby_metrics = standby.metrics()
         assert {resource for _verb, resource in writes(standby_metrics)} <= {"leases"}, writes(standby_metrics)
-        assert status_patches(standby_metrics) == 0 and gauge_vas(standby_metrics, namespace) == {}
+        assert status_patches(standby_metrics) == 0 and desired_gauges(standby_metrics, namespace) == {}
         assert "Saturation engine started" not in standby.log_text()
-        transitions = read_lease(kube, wva_release.namespace, f"{lease_base}-shard-1").spec.lease_transitions or 0
+        transitions = live.read_lease(f"{lease_base}-shard-1").spec.lease_transitions or 0
 
         # --- SIGKILL of shard 1's leader: its standby takes shard 1, the other shards carry on ---------------
         killed_at = time.monotonic()
@@ -282,12 +230,11 @@ def test_three_shards_each_decide_only_their_groups_and_a_standby_takes_over_its
         assert handover <= LEASE_SECONDS + RENEW_SECONDS + SLACK_SECONDS, f"handover took {handover:.2f}s"
         assert handover >= LEASE_SECONDS - RENEW_SECONDS - 1.0, f"took over a live lease after {handover:.2f}s"
         assert others_led, "shards 0 and 2 kept leading while shard 1 changed hands"
-        lease = read_lease(kube, wva_release.namespace, f"{lease_base}-shard-1")
+        lease = live.read_lease(f"{lease_base}-shard-1")
         assert lease.spec.holder_identity == "wva-shard-1-standby"
         assert (lease.spec.lease_transitions or 0) == transitions + 1
         for i in (0, 2):
-            assert read_lease(kube, wva_release.namespace, f"{lease_base}-shard-{i}").spec.holder_identity == \
-                f"wva-shard-{i}"
+            assert live.read_lease(f"{lease_base}-shard-{i}").spec.holder_identity == f"wva-shard-{i}"
 
         # the new leader decides shard 1's groups, now saturated, and only those
         for name, shard in owner.items():
@@ -297,7 +244,7 @@ def test_three_shards_each_decide_only_their_groups_and_a_standby_takes_over_its
         wait_until(lambda: statuses_are(kube, namespace, expected), 60,
                    f"shard 1's VAs scaled up by the new leader; its log:\n{standby.tail(15)}", interval=0.5)
         mine = {name for name, s in owner.items() if s == 1}
-        wait_until(lambda: gauge_vas(standby.metrics(), namespace) == dict.fromkeys(mine, float(MAX_REPLICAS)), 30,
+        wait_until(lambda: desired_gauges(standby.metrics(), namespace) == dict.fromkeys(mine, float(MAX_REPLICAS)), 30,
                    "the new leader publishes shard 1's decisions")
         assert decided_vas(standby, namespace) == mine
         assert last_cycle_groups(standby) == groups[1]
@@ -313,6 +260,4 @@ def test_three_shards_each_decide_only_their_groups_and_a_standby_takes_over_its
         codes = {name: proc.stop() for name, proc in procs.items() if proc.alive}
     assert all(code == 0 for code in codes.values()), codes
     for name, proc in procs.items():
-        log = proc.log_text()
-        assert "Traceback" not in log, f"{name}:\n{log[-4000:]}"
-        assert " 403" not in log and "Forbidden" not in log, f"{name}: the chart's RBAC covers every shard's Lease"
+        assert_clean_log(proc, "every shard's Lease", name)
