@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.emulator_proc import PodSpec
+from bench.report import BATCHED_MODES
 from wva.actuator.metrics import MetricsEmitter
 from wva.actuator.status import StatusWriter
 from wva.api.constants import API_VERSION, KIND
 from wva.collector import MetricsCollector, new_metrics_collector
 from wva.collector.legacy import CacheConfig
 from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
+from wva.collector.v2.recording import RecordingMode
 from wva.inventory import Inventory
 from wva.saturation.config import SaturationConfigStore
 from wva.saturation.engine import SaturationEngine
@@ -170,7 +172,8 @@ class CountingKube:
 
 
 def build_collector(mode: str, prom: Any, mapper: PodVAMapper, query_timeout: float = 30.0) -> MetricsCollector:
-    """The collector of a benchmark mode: ``v1``, ``v2-per-model`` or ``v2-batched``."""
+    """The collector of a benchmark mode: ``v1``, ``v2-per-model``, ``v2-batched`` (raw series only) or
+    ``v2-recorded`` (batched, reading wva's recording rules where they exist, as ``WVA_RECORDING_RULES=auto``)."""
     if mode == "v1":
         # upstream v1 as the engine sees it every cycle: per-model queries, no result cache in between
         return new_metrics_collector(
@@ -178,7 +181,8 @@ def build_collector(mode: str, prom: Any, mapper: PodVAMapper, query_timeout: fl
         )
     registry = SourceRegistry()
     registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=query_timeout)))
-    return V2MetricsCollector(registry, mapper, batch_queries=mode == "v2-batched")
+    recording = RecordingMode.AUTO if mode == "v2-recorded" else RecordingMode.OFF
+    return V2MetricsCollector(registry, mapper, batch_queries=mode in BATCHED_MODES, recording_rules=recording)
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-MODES = ("v1", "v2-per-model", "v2-batched")
+MODES = ("v1", "v2-per-model", "v2-batched", "v2-recorded")
+BATCHED_MODES = ("v2-batched", "v2-recorded")
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -21,7 +22,7 @@ def markdown_table(results: dict[str, Any]) -> str:
             m = stage["modes"].get(mode)
             if m is None:
                 continue
-            prefetch = m.get("batch_prefetch_seconds") if mode == "v2-batched" else None
+            prefetch = m.get("batch_prefetch_seconds") if mode in BATCHED_MODES else None
             pre = _ms_and_multiple(prefetch, stage["rtt_seconds"])
             evaluation = _ms_and_multiple(m.get("prometheus_eval_seconds_per_cycle"), stage["rtt_seconds"])
             gc_time = m.get("gc_seconds_per_cycle")
@@ -34,14 +35,40 @@ def markdown_table(results: dict[str, Any]) -> str:
             )
     mem = results["memory"]
     rtts = ", ".join(f"N={s['n']}: {s['rtt_seconds'] * 1000:.2f} ms" for s in results["stages"])
-    foot = (
-        f"\nPrometheus round trip (median of {results['rtt_samples']} `vector(1)` queries): {rtts}.  \n"
-        f"Operator RSS (a fresh process holding one batched operator state after its cycles; "
-        f"{mem['baseline_rss_mb']:.1f} MB after the imports): "
-        + ", ".join(f"N={s['n']}: {s['rss_mb']:.1f} MB" for s in results["stages"])
-        + f"; peak {mem['peak_rss_mb']:.1f} MB; growth {mem['rss_growth_mb_per_1000_vas']:.1f} MB per 1000 VAs.\n"
+    foot = f"\nPrometheus round trip (median of {results['rtt_samples']} `vector(1)` queries): {rtts}.  \n"
+    if mem is not None:
+        foot += (
+            f"Operator RSS (a fresh process holding one batched operator state after its cycles; "
+            f"{mem['baseline_rss_mb']:.1f} MB after the imports): "
+            + ", ".join(f"N={s['n']}: {s['rss_mb']:.1f} MB" for s in results["stages"] if s.get("rss_mb"))
+            + f"; peak {mem['peak_rss_mb']:.1f} MB; growth {mem['rss_growth_mb_per_1000_vas']:.1f} MB per 1000 VAs.\n"
+        )
+    return head + "\n".join(rows) + "\n" + foot + prometheus_cpu_table(results)
+
+
+def prometheus_cpu_table(results: dict[str, Any]) -> str:
+    """Prometheus' own CPU over the fixed windows (``--cpu-window``), when they were measured."""
+    rows = []
+    for stage in results["stages"]:
+        for name, w in (stage.get("prometheus_cpu") or {}).items():
+            group = w.get("rule_group")
+            rules = "-" if group is None else (
+                f"{group['evaluation_seconds'] * 1000:.1f} ms every {group['interval_seconds']:g} s "
+                f"({group['evaluation_seconds'] / group['interval_seconds'] * 1000:.1f} ms/s)"
+            )
+            rows.append(
+                f"| {stage['n']} | {name} | {w['window_seconds']:.0f} | {w['cycles']} "
+                f"| {w['cpu_seconds']:.2f} | {w['cpu_per_second'] * 1000:.0f} | {rules} |"
+            )
+    if not rows:
+        return ""
+    return (
+        "\nPrometheus' own CPU (`process_cpu_seconds_total`) over a fixed window, the engine cycling every "
+        f"{results['setup'].get('cpu_window_tick_seconds', 30):g} s:\n\n"
+        "| N VAs | window | seconds | cycles | Prometheus CPU (s) | Prometheus CPU (ms per s) "
+        "| rule group evaluation |\n"
+        "|---:|---|---:|---:|---:|---:|---|\n" + "\n".join(rows) + "\n"
     )
-    return head + "\n".join(rows) + "\n" + foot
 
 
 def _ms_and_multiple(seconds: float | None, rtt: float) -> str:

@@ -4,6 +4,12 @@ Real Prometheus scrapes one emulator (in a child process) serving every pod. For
 operator's pieces are built directly (inventory, collector, saturation engine, a counting Kubernetes
 client), a warm-up cycle runs, then ``--cycles`` measured cycles. Results go to
 ``bench/results/<date>.json``, ``.md`` and ``.png``. Run: ``python -m bench.run [--quick]``.
+
+``v2-recorded`` is the batched mode with wva's recording rules (deploy/prometheus/wva-recording-rules.yaml)
+loaded into the benchmark's Prometheus for that mode only. ``--cpu-window S`` also measures
+Prometheus' own CPU (``process_cpu_seconds_total``, rule evaluation included) over S seconds per
+setting: idle (scraping only), the batched mode cycling every ``--cpu-tick`` seconds without rules,
+and the recorded mode cycling with the rules loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import logging
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -28,13 +35,17 @@ from urllib3.util.retry import Retry
 
 from bench.emulator_proc import EmulatorProcess
 from bench.fleet import NAMESPACES, PODS_PER_VA, build_operator, fleet
-from bench.report import MODES, markdown_table, plot
+from bench.report import BATCHED_MODES, MODES, markdown_table, plot
+from wva.collector.v2.recording import RULE_GROUP
 from wva.gctuning import tune_gc
 from wva.promconnect import MeteredPrometheusConnect
 from wva.sim.prometheus import LocalPrometheus
 
 log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"
+RECORDING_RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "wva-recording-rules.yaml"
+MODE_ORDER = ("v2-batched", "v2-recorded", "v2-per-model", "v1")
+"""Light modes first: after thousands of per-model queries Prometheus stays busy for a while."""
 RTT_SAMPLES = 20
 SLOW_CYCLE = 15.0
 MAX_WARMUPS = 4
@@ -65,6 +76,47 @@ def prometheus_eval_seconds(url: str, queries: list[str]) -> float:
             response.raise_for_status()
             total += float(response.json()["data"]["stats"]["timings"]["execTotalTime"])
     return total
+
+
+def prometheus_cpu_seconds(url: str) -> float:
+    """Prometheus' own ``process_cpu_seconds_total`` from its /metrics."""
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    match = re.search(r"^process_cpu_seconds_total (\S+)$", text, flags=re.MULTILINE)
+    if match is None:
+        raise RuntimeError("Prometheus' /metrics has no process_cpu_seconds_total")
+    return float(match.group(1))
+
+
+def rule_group_stats(url: str) -> dict[str, float] | None:
+    """The wva recording group's last evaluation time and interval (``/api/v1/rules``), if loaded."""
+    groups = requests.get(f"{url}/api/v1/rules", timeout=30).json()["data"]["groups"]
+    for group in groups:
+        if group["name"] == RULE_GROUP:
+            return {"evaluation_seconds": float(group["evaluationTime"]), "interval_seconds": float(group["interval"])}
+    return None
+
+
+async def prometheus_cpu_window(url: str, seconds: float, tick: float, engine: Any | None) -> dict[str, Any]:
+    """Prometheus' CPU over a fixed window of ``seconds``, ``engine`` (if any) cycling every ``tick`` seconds.
+
+    Scrapes and rule evaluations run in it as always, so the figure is Prometheus' whole cost of the
+    setting; compare it with an idle window (no engine) for the cycles' own share.
+    """
+    cpu0, t0 = prometheus_cpu_seconds(url), time.monotonic()
+    cycles = 0
+    while True:
+        started = time.monotonic()
+        if started - t0 >= seconds:
+            break
+        if engine is not None:
+            await engine.run_cycle()
+            cycles += 1
+        await asyncio.sleep(max(0.0, min(t0 + seconds, started + tick) - time.monotonic()))
+    elapsed, cpu = time.monotonic() - t0, prometheus_cpu_seconds(url) - cpu0
+    return {
+        "window_seconds": elapsed, "cycles": cycles, "cpu_seconds": cpu, "cpu_per_second": cpu / elapsed,
+        "rule_group": rule_group_stats(url), "load_average": os.getloadavg(),
+    }
 
 
 class GCTimer:
@@ -108,7 +160,9 @@ def fresh_process_memory(url: str, n: int) -> dict[str, float]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[str, Any], Any]:
+async def measure_mode(
+    mode: str, n: int, url: str, cycles: int, cpu_window: float = 0.0, cpu_tick: float = 30.0
+) -> tuple[dict[str, Any], Any]:
     prom = connect(url)
     op = build_operator(n, prom, mode)
     engine, kube = op.engine, op.kube
@@ -132,10 +186,12 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
                 break
         walls, cpus, gcs, queries, reads, writes = [], [], [], [], [], []
         op.prefetch_seconds.clear()
+        batcher = getattr(op.collector, "batcher", None)
+        stats_before = batcher.stats if batcher is not None else None
         # a cycle longer than SLOW_CYCLE is one stable sample on its own: keep the whole run short
         for _ in range(1 if warm_seconds > SLOW_CYCLE else cycles):
             q0, (r0, w0), c0 = prom.queries, kube.totals(), time.process_time()
-            prom.recorded = [] if mode == "v2-batched" else None
+            prom.recorded = [] if mode in BATCHED_MODES else None
             with GCTimer() as gc_timer:
                 report = await engine.run_cycle()
             cpus.append(time.process_time() - c0)
@@ -155,7 +211,20 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
             shares, _functions = await profiled_cycles(engine, 1)
             cpu = statistics.median(cpus)
             phases = {phase: share * cpu for phase, share in shares.items()}
+        measured = len(walls)
+        recorded_stats = None
+        if batcher is not None and stats_before is not None and mode == "v2-recorded":
+            stats, was = batcher.stats, stats_before
+            recorded_stats = {
+                "recorded_prefetches_per_cycle": (stats.recorded_prefetches - was.recorded_prefetches) / measured,
+                "raw_fallbacks_per_cycle": (stats.recorded_fallbacks - was.recorded_fallbacks) / measured,
+                "per_model_queries_per_cycle": (stats.per_model_queries - was.per_model_queries) / measured,
+            }
+        evaluation = prometheus_eval_seconds(url, prom.recorded) if prom.recorded else None
+        window = await prometheus_cpu_window(url, cpu_window, cpu_tick, engine) if cpu_window > 0 else None
         result = {
+            "recording": recorded_stats,
+            "prometheus_cpu_window": window,
             "cpu_seconds_per_cycle_by_phase": phases,
             "cycle_seconds": statistics.median(walls),
             "cycle_seconds_all": walls,
@@ -169,7 +238,7 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
             "gc_seconds_per_cycle": statistics.median(gcs),
             # the last cycle's queries, evaluated again by Prometheus with stats (batched mode only:
             # re-running thousands of per-model queries would double the run time)
-            "prometheus_eval_seconds_per_cycle": prometheus_eval_seconds(url, prom.recorded) if prom.recorded else None,
+            "prometheus_eval_seconds_per_cycle": evaluation,
             "batch_prefetch_seconds": statistics.median(op.prefetch_seconds) if op.prefetch_seconds else None,
             "decisions": len(warm.decisions),
         }
@@ -179,10 +248,24 @@ async def measure_mode(mode: str, n: int, url: str, cycles: int) -> tuple[dict[s
         await op.collector.stop()
 
 
+async def load_recording_rules(prometheus: LocalPrometheus, n: int) -> None:
+    """Load the shipped recording rules and wait until they have recorded every model of the fleet."""
+    await asyncio.to_thread(prometheus.load_rules, [RECORDING_RULES], [RULE_GROUP])
+    t0 = time.monotonic()
+    await prometheus.wait_for(
+        'count(namespace_model:vllm_request_success:rate1m{namespace=~"bench-.*"})',
+        lambda r: int(float(r[0]["value"][1])) == n,
+        timeout=180.0,
+    )
+    print(f"  recording rules loaded, every model recorded after {time.monotonic() - t0:.1f}s", flush=True)
+
+
 async def run(
-    sizes: list[int], cycles: int, scrape_interval: float, modes_at: dict[int, tuple[str, ...]] | None = None
+    sizes: list[int], cycles: int, scrape_interval: float, modes_at: dict[int, tuple[str, ...]] | None = None,
+    cpu_window: float = 0.0, cpu_tick: float = 30.0, memory: bool = True,
 ) -> dict[str, Any]:
-    """``modes_at``: N -> the modes measured at that N (default: every mode at every N)."""
+    """``modes_at``: N -> the modes measured at that N (default: every mode at every N). ``cpu_window``
+    > 0 measures Prometheus' CPU over that many seconds per setting (see :func:`prometheus_cpu_window`)."""
     started = time.monotonic()
     tune_gc()  # as `wva run` does
     emulator = EmulatorProcess()
@@ -215,19 +298,33 @@ async def run(
             print(f"N={n}: {want} pods scraped, rate windows filled after {time.monotonic() - t0:.1f}s", flush=True)
             rtt = round_trip(prometheus.url)
             stage: dict[str, Any] = {"n": n, "pods": want, "rtt_seconds": rtt, "modes": {}}
-            # light mode first: after thousands of per-model queries Prometheus stays busy for a while
-            for mode in reversed(MODES):
+            if cpu_window > 0:
+                idle = await prometheus_cpu_window(prometheus.url, cpu_window, cpu_tick, None)
+                stage["prometheus_cpu"] = {"idle": idle}
+                print(f"  idle window: Prometheus CPU {idle['cpu_per_second'] * 1000:.0f} ms/s", flush=True)
+            for mode in MODE_ORDER:
                 if modes_at and mode not in modes_at.get(n, MODES):
                     continue
                 gc.collect()
-                result, _state = await measure_mode(mode, n, prometheus.url, cycles)
+                if mode == "v2-recorded":
+                    await load_recording_rules(prometheus, n)
+                try:
+                    result, _state = await measure_mode(mode, n, prometheus.url, cycles, cpu_window, cpu_tick)
+                finally:
+                    if mode == "v2-recorded":
+                        await asyncio.to_thread(prometheus.load_rules, [], [])
                 del _state
+                window = result.pop("prometheus_cpu_window")
+                if window is not None:
+                    stage["prometheus_cpu"][mode] = window
+                    print(f"  {mode} window: Prometheus CPU {window['cpu_per_second'] * 1000:.0f} ms/s "
+                          f"({window['cycles']} cycles)", flush=True)
                 result["cycle_rtt_multiple"] = result["cycle_seconds"] / rtt
                 evaluation = result.get("prometheus_eval_seconds_per_cycle")
                 # the target: a cycle costs little more than Prometheus' own evaluation of its queries
                 result["cycle_to_prometheus_eval"] = result["cycle_seconds"] / evaluation if evaluation else None
                 stage["modes"][mode] = result
-                if mode == "v2-batched":
+                if mode == "v2-batched" and memory:
                     # before the per-model modes keep Prometheus busy for a while
                     stage["memory"] = await asyncio.to_thread(fresh_process_memory, prometheus.url, n)
                 print(
@@ -242,13 +339,13 @@ async def run(
             stage["target_up"] = bool(up) and float(up[0]["value"][1]) == 1.0
             if not stage["target_up"]:
                 print(f"  warning: the emulator target was down during N={n}; results are not valid", flush=True)
-            stage["rss_mb"] = stage["memory"]["rss_mb"]
+            stage["rss_mb"] = stage.get("memory", {}).get("rss_mb")
             stages.append(stage)
     finally:
         prometheus.close()
         emulator.stop()
-    by_n = {s["n"]: s for s in stages}
-    lo, hi = min(by_n), max(by_n)
+    by_n = {s["n"]: s for s in stages if s.get("memory")}
+    lo, hi = (min(by_n), max(by_n)) if by_n else (0, 0)
     growth = (by_n[hi]["rss_mb"] - by_n[lo]["rss_mb"]) / ((hi - lo) / 1000) if hi > lo else 0.0
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -259,15 +356,18 @@ async def run(
             "scrape_interval_seconds": scrape_interval,
             "measured_cycles": cycles,
             "warmup_cycles": f"until a cycle writes no status, at most {MAX_WARMUPS}",
+            "cpu_window_seconds": cpu_window,
+            "cpu_window_tick_seconds": cpu_tick,
+            "recording_rules": str(RECORDING_RULES.relative_to(RECORDING_RULES.parents[2])),
         },
         "rtt_samples": RTT_SAMPLES,
         "stages": stages,
         "memory": {
             # a fresh process per N holding one batched operator state (bench.memory)
             "baseline_rss_mb": by_n[lo]["memory"]["base_mb"],
-            "peak_rss_mb": max(s["memory"]["peak_rss_mb"] for s in stages),
+            "peak_rss_mb": max(s["memory"]["peak_rss_mb"] for s in by_n.values()),
             "rss_growth_mb_per_1000_vas": growth,
-        },
+        } if by_n else None,
         "total_seconds": time.monotonic() - started,
     }
 
@@ -283,16 +383,30 @@ def main(argv: list[str] | None = None) -> int:
         "--batched-only-from", type=int, default=None, metavar="N",
         help="from this N on, measure only the batched mode (the per-model modes take minutes per cycle there)",
     )
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated modes to measure (default: all of {', '.join(MODES)})")
+    parser.add_argument("--cpu-window", type=float, default=0.0, metavar="SECONDS",
+                        help="also measure Prometheus' CPU over this many seconds per setting (idle, raw, recorded)")
+    parser.add_argument("--cpu-tick", type=float, default=30.0, metavar="SECONDS",
+                        help="engine interval during the CPU windows (default 30, the operator's)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurement")
+    parser.add_argument("--tag", default="", help="results file name suffix: <date>-<tag>.json")
     args = parser.parse_args(argv)
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown modes {unknown}; choose from {', '.join(MODES)}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     sizes = [10, 100] if args.quick else [int(x) for x in args.sizes.split(",") if x.strip()]
     cycles = 2 if args.quick else args.cycles
-    modes_at = (
-        {n: ("v2-batched",) for n in sizes if n >= args.batched_only_from} if args.batched_only_from else None
-    )
-    results = asyncio.run(run(sizes, cycles, args.scrape_interval, modes_at))
+    modes_at = {
+        n: tuple(m for m in modes if m in BATCHED_MODES or not (args.batched_only_from and n >= args.batched_only_from))
+        for n in sizes
+    }
+    results = asyncio.run(run(sizes, cycles, args.scrape_interval, modes_at, args.cpu_window, args.cpu_tick,
+                              memory=not args.no_memory))
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / datetime.date.today().isoformat()
+    stem = args.out / (datetime.date.today().isoformat() + (f"-{args.tag}" if args.tag else ""))
     previous = previous_results(args.out, stem.with_suffix(".json").name)
     table = markdown_table(results)
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
@@ -302,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"results: {stem}.json, {stem}.md" + (f" ({skipped})" if skipped else f", {stem}.png"))
     print(f"total time: {results['total_seconds']:.0f}s")
-    if previous is not None:
+    if previous is not None and not args.tag:
         print()
         print(comparison(previous, results))
     return 0
