@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from wva.collector import promql
 from wva.collector.types import (
@@ -34,13 +33,6 @@ def pod_label(labels: object) -> str:
     if get is None:
         return ""
     return str(get(promql.LABEL_POD) or get(promql.LABEL_POD_FALLBACK) or "")
-
-
-@dataclass(slots=True)
-class _PodSample:
-    kv: float | None = None
-    queue: int | None = None
-    stamp: float = 0.0
 
 
 class ReplicaMetricsCollector:
@@ -81,36 +73,34 @@ class ReplicaMetricsCollector:
         else:
             results = await self._source.refresh(spec)
         now = self._clock()
-        pods: dict[str, _PodSample] = {}
-        kv = self._checked(results, promql.Q_KV_CACHE_USAGE, "KV cache query failed")
         invalid: set[str] = set()
-        for pod, value, stamp in self._pod_values(kv, now, invalid):
-            sample = pods.setdefault(pod, _PodSample())
-            sample.kv = value
-            sample.stamp = min(sample.stamp, stamp) if sample.stamp else stamp
-        queue = self._checked(results, promql.Q_QUEUE_LENGTH, "queue length query failed")
-        for pod, value, stamp in self._pod_values(queue, now, invalid):
-            sample = pods.setdefault(pod, _PodSample())
-            sample.queue = int(value)  # truncation, as upstream
-            sample.stamp = min(sample.stamp, stamp) if sample.stamp else stamp
-        for pod in sorted(invalid):
-            # a broken reading is unknown load, not zero load: the pod counts as not reporting
-            pods.pop(pod, None)
-
+        stamps: dict[str, float] = {}
+        kv = self._pod_values(
+            self._checked(results, promql.Q_KV_CACHE_USAGE, "KV cache query failed"), now, invalid, stamps
+        )
+        queue = self._pod_values(
+            self._checked(results, promql.Q_QUEUE_LENGTH, "queue length query failed"), now, invalid, stamps
+        )
+        # a broken reading is unknown load, not zero load: the pod counts as not reporting
+        pods = [pod for pod in dict.fromkeys([*kv, *queue]) if pod not in invalid] if invalid \
+            else list(dict.fromkeys([*kv, *queue]))
         by_name = {v.name: v for v in variants if v.namespace == namespace}
         metadata = ReplicaMetricsMetadata(
             collected_at=now, age=0.0, freshness_status=FreshnessStatus.FRESH, source=self._source_name
         )
         out: list[ReplicaMetrics] = []
-        for pod, sample in pods.items():
-            if sample.kv is None or sample.queue is None:
+        va_for_pod = self._mapper.get_va_for_pod
+        for pod in pods:
+            kv_value = kv.get(pod)
+            queue_value = queue.get(pod)
+            if kv_value is None or queue_value is None:
                 logger.warning(  # upstream's reading (spec 3.8); the decision record marks the signal unknown
                     "Pod has only one saturation metric, using 0 for the other: pod=%s kv=%s queue=%s",
                     pod,
-                    sample.kv,
-                    sample.queue,
+                    kv_value,
+                    None if queue_value is None else int(queue_value),
                 )
-            va_name = self._mapper.get_va_for_pod(pod, namespace)
+            va_name = va_for_pod(pod, namespace)
             variant = by_name.get(va_name) if va_name is not None else None
             if variant is None:
                 logger.debug(
@@ -119,18 +109,18 @@ class ReplicaMetricsCollector:
                 continue
             out.append(
                 ReplicaMetrics(
-                    pod_name=pod,
-                    kv_cache_usage=sample.kv or 0.0,
-                    queue_length=sample.queue or 0,
-                    variant_name=variant.name,
-                    namespace=namespace,
-                    model_id=model_id,
-                    accelerator_name=variant.accelerator_name,
-                    cost=variant.cost,
-                    metadata=metadata,
-                    sample_time=sample.stamp,
-                    kv_known=sample.kv is not None,
-                    queue_known=sample.queue is not None,
+                    pod,
+                    kv_value or 0.0,
+                    int(queue_value) if queue_value is not None else 0,  # truncation, as upstream
+                    variant.name,
+                    namespace,
+                    model_id,
+                    variant.accelerator_name,
+                    variant.cost,
+                    metadata,
+                    stamps[pod],
+                    kv_value is not None,
+                    queue_value is not None,
                 )
             )
         out.sort(key=lambda r: (r.variant_name, r.pod_name))
@@ -146,34 +136,36 @@ class ReplicaMetricsCollector:
         return result
 
     def _pod_values(
-        self, result: MetricResult, now: float, invalid: set[str]
-    ) -> list[tuple[str, float, float]]:
-        """(pod, value, sample timestamp) of every fresh sample.
+        self, result: MetricResult, now: float, invalid: set[str], stamps: dict[str, float]
+    ) -> dict[str, float]:
+        """pod -> value of every fresh sample (the last one wins); ``stamps`` keeps each pod's oldest known
+        sample timestamp over every call.
 
         Pods with a NaN, infinite or negative reading go to ``invalid``."""
-        out = []
+        out: dict[str, float] = {}
+        threshold = self.staleness_threshold
         for value in result.values:
-            pod = pod_label(value.labels)
+            labels = value.labels
+            pod = labels.get(promql.LABEL_POD) or labels.get(promql.LABEL_POD_FALLBACK)
+            if type(pod) is not str:
+                pod = pod_label(labels)
             if not pod:
                 continue
-            if not value.finite or value.value < 0:
+            number = value.value
+            if not value.finite or number < 0:
                 logger.warning(
                     "Ignoring invalid sample: query=%s pod=%s value=%s", result.query_name, pod,
-                    value.value if value.finite else "non-finite",
+                    number if value.finite else "non-finite",
                 )
                 invalid.add(pod)
                 continue
-            if (
-                self.staleness_threshold > 0
-                and value.timestamp > 0
-                and now - value.timestamp > self.staleness_threshold
-            ):
+            stamp = value.timestamp
+            if threshold > 0 and stamp > 0 and now - stamp > threshold:
                 logger.debug(
-                    "Skipping stale sample: query=%s pod=%s age=%.1fs",
-                    result.query_name,
-                    pod,
-                    now - value.timestamp,
+                    "Skipping stale sample: query=%s pod=%s age=%.1fs", result.query_name, pod, now - stamp
                 )
                 continue
-            out.append((pod, value.value, value.timestamp))
+            out[pod] = number
+            known = stamps.get(pod)
+            stamps[pod] = min(known, stamp) if known else stamp
         return out
