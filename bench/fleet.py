@@ -106,10 +106,12 @@ class Variant:
         ]
 
     def emulator_pods(self) -> list[PodSpec]:
-        # moderate, steady load: no variant saturated, values differ per pod
+        # a fleet at its equilibrium: every variant has the replicas its load needs (KV usage 0.55-0.69,
+        # queues of 0-1: neither rule fires), so the steady state is that of a cluster where the HPA has
+        # acted on earlier decisions; values differ per pod
         return [
             (pod, self.namespace, self.model,
-             {"kv_cache_usage": round(0.2 + 0.05 * ((self.index + j) % 8), 3), "num_requests_waiting": j % 3})
+             {"kv_cache_usage": round(0.55 + 0.02 * ((self.index + j) % 8), 3), "num_requests_waiting": j % 2})
             for j, pod in enumerate(self.pod_names())
         ]
 
