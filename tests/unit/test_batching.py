@@ -420,21 +420,21 @@ def _spec(model: str, ns: str) -> Any:
 
 
 async def test_a_batch_caches_only_what_it_ran_and_serves_every_model_from_its_table() -> None:
-    """The split parts are not written into the source's cache under per-model keys (nothing reads
-    them there): the cache holds the namespace-wide answers, and the cycle reads the batch itself."""
+    """Neither the split parts (under per-model keys) nor the namespace-wide answers are written into
+    the source's cache (nothing reads them there): the cycle reads the batch from its own table."""
     models = [f"m{i}" for i in range(5)]
     prom = FakePrometheus(dataset(models, ["ns"], pods_per_model=1))
     source = PrometheusSource(prom, PrometheusSourceConfig(cache_maxsize=20))
     register_default_queries(source.query_list())
     batcher = QueryBatcher()
     sent = await batcher.prefetch(source, [(m, "ns") for m in models])
-    assert sent == 1 and len(source.cache) == 1  # the combined query of the namespace, nothing per model
+    assert sent == 1 and len(source.cache) == 0  # one combined query for the namespace, nothing kept
     prom.queries.clear()
     for m in models:
         got = await batcher.fetch(source, _spec(m, "ns"))
         assert [v.labels["pod"] for v in got[promql.Q_KV_CACHE_USAGE].values] == [f"dep{models.index(m)}-abc-0"]
     assert prom.queries == [] and batcher.stats.per_model_queries == 0
-    assert len(source.cache) == 1
+    assert len(source.cache) == 0
 
 
 async def test_a_failing_combined_query_is_retried_only_every_few_cycles() -> None:

@@ -20,7 +20,9 @@ to the per-model ``source.refresh``. The table is replaced by every prefetch and
 after ``max_age`` seconds or the source cache's TTL, whichever is shorter, so a previous cycle's
 batch is never served to this cycle. The split parts are not written into the source's cache under
 per-model keys: nothing in a cycle reads them there, and at 1,000 models those writes were a sixth of
-the cycle's CPU. The source caches the namespace-wide answers it ran, as it caches every query.
+the cycle's CPU. Nor are the namespace-wide answers kept in the source's cache (``RefreshSpec.cache``
+False): the table holds them for the cycle, and at 10,000 models the cache would hold some 70 MB
+of decoded series from one cycle to the next.
 
 Where wva's recording rules run (:mod:`wva.collector.v2.recording`), the combined query reads the five
 optimizer metrics from their per-(namespace, model) series instead of the per-pod raw series
@@ -397,7 +399,7 @@ class QueryBatcher:
         if self.combine and self._may_combine(namespace):
             recorded = self._reads_recorded_in(namespace)
             name = self._recorded_name if recorded else self._combined_name
-            results = await source.refresh(RefreshSpec(queries=[name], params=params))
+            results = await source.refresh(RefreshSpec(queries=[name], params=params, cache=False))
             self._count("batch_queries")
             sent += 1
             combined = results.get(name)
@@ -427,7 +429,7 @@ class QueryBatcher:
                 namespace, self.combined_retry_after, combined.error if combined is not None else "no result",
             )
         names = [batch_query_name(q) for q in self._queries]
-        results = await source.refresh(RefreshSpec(queries=names, params=params))
+        results = await source.refresh(RefreshSpec(queries=names, params=params, cache=False))
         self._count("batch_queries", len(names))
         sent += len(names)
         for query in self._queries:
@@ -507,7 +509,7 @@ class QueryBatcher:
                 "Recorded series absent, reading raw series: namespace=%s mode=true models=%d", namespace, len(missing)
             )
         params = {promql.PARAM_NAMESPACE: namespace}
-        results = await source.refresh(RefreshSpec(queries=[self._fallback_name], params=params))
+        results = await source.refresh(RefreshSpec(queries=[self._fallback_name], params=params, cache=False))
         self._count("batch_queries")
         self._count("recorded_fallbacks")
         fallback = results.get(self._fallback_name)

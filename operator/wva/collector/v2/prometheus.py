@@ -304,7 +304,7 @@ class PrometheusSource:
             return {}
         params = dict(spec.params)
         logger.debug("Refreshing queries: names=%s params=%s", names, params)
-        results = await asyncio.gather(*(self._run(name, params) for name in names))
+        results = await asyncio.gather(*(self._run(name, params, spec.cache) for name in names))
         return dict(zip(names, results, strict=True))
 
     def get(self, query_name: str, params: Mapping[str, str] | None = None) -> CachedValue | None:
@@ -345,7 +345,7 @@ class PrometheusSource:
 
     # --- internals -----------------------------------------------------------------------------
 
-    async def _run(self, name: str, params: dict[str, str]) -> MetricResult:
+    async def _run(self, name: str, params: dict[str, str], cache: bool = True) -> MetricResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -366,9 +366,10 @@ class PrometheusSource:
             else:
                 result = MetricResult(query_name=name, values=values, collected_at=self._clock())
                 outcome = QueryOutcome.SUCCESS
-        key = build_cache_key(name, params)
-        self.cache.set(key, result)
-        logger.debug("Query result cached: key=%s outcome=%s values=%d", key, outcome, len(result.values))
+        if cache:
+            key = build_cache_key(name, params)
+            self.cache.set(key, result)
+            logger.debug("Query result cached: key=%s outcome=%s values=%d", key, outcome, len(result.values))
         self._record(name, outcome, loop.time() - started)
         return result
 
