@@ -187,12 +187,13 @@ def phase_table(shares: dict[str, float], cpu: float, n: int) -> str:
     return "\n".join(lines)
 
 
-async def replay(path: Path, cycles: int, top: int) -> dict[str, Any]:
+async def replay(path: Path, cycles: int, top: int, reuse: bool = True) -> dict[str, Any]:
     with gzip.open(path, "rt") as fh:
         recording = json.load(fh)
     n = int(recording["n"])
     client = ReplayClient(recording["answers"])
     engine, collector, kube = build_engine(n, client)
+    engine.reuse_decisions = reuse  # off: every group is decided again, as when every signal moves
     await collector.start()
     try:
         await _cycles(engine, 2)  # warm-up: first status writes, caches, gauges' label sets
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay", type=Path, help="profile cycles answered from a recording")
     parser.add_argument("--cycles", type=int, default=5, help="profiled cycles (default 5)")
     parser.add_argument("--top", type=int, default=25, help="functions to list (default 25)")
+    parser.add_argument("--no-reuse", action="store_true",
+                        help="decide every group every cycle (no kept decisions), as when every signal moves")
     parser.add_argument("--scrape-interval", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         asyncio.run(record(args.n, args.record, args.scrape_interval))
     if args.replay or args.record:
-        asyncio.run(replay(args.replay or args.record, args.cycles, args.top))
+        asyncio.run(replay(args.replay or args.record, args.cycles, args.top, reuse=not args.no_reuse))
     elif not args.record:
         parser.error("give --record FILE (needs Prometheus) or --replay FILE")
     return 0
