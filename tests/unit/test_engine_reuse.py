@@ -21,8 +21,13 @@ def env() -> tuple[SaturationEngine, Inventory, FakeCollector, FakeKube]:
     return _fresh_env()
 
 
-async def settle(engine: SaturationEngine) -> CycleReport:
-    """Cycles until one reuses the group's decision (the first writes it, the next decides on top of it)."""
+async def steady_variant(env: tuple[SaturationEngine, Inventory, FakeCollector, FakeKube]) -> CycleReport:
+    """VA ``v`` on 2 replicas at a steady load, cycled until its decision is kept (the first cycle
+    writes it, the next decides on top of it)."""
+    engine, inventory, collector, _kube = env
+    inventory.apply_variant(va("v"))
+    inventory.apply_deployment(deployment("v", 2))
+    collector.kv["v"] = list(STEADY)
     for _ in range(4):
         report = await engine.run_cycle()
         if report.reused:
@@ -31,11 +36,8 @@ async def settle(engine: SaturationEngine) -> CycleReport:
 
 
 async def test_a_steady_group_keeps_its_decision_and_writes_nothing(env: Any) -> None:
-    engine, inventory, collector, kube = env
-    inventory.apply_variant(va("v"))
-    inventory.apply_deployment(deployment("v", 2))
-    collector.kv["v"] = list(STEADY)
-    await settle(engine)
+    engine, _inventory, _collector, kube = env
+    await steady_variant(env)
     kept, writes = engine.decisions.latest(NS, "v"), kube.calls[WRITES]
 
     report = await engine.run_cycle()
@@ -48,11 +50,8 @@ async def test_a_steady_group_keeps_its_decision_and_writes_nothing(env: Any) ->
 
 
 async def test_a_changed_signal_is_decided_again(env: Any) -> None:
-    engine, inventory, collector, kube = env
-    inventory.apply_variant(va("v"))
-    inventory.apply_deployment(deployment("v", 2))
-    collector.kv["v"] = list(STEADY)
-    await settle(engine)
+    engine, _inventory, collector, kube = env
+    await steady_variant(env)
     kept = engine.decisions.latest(NS, "v")
 
     collector.kv["v"] = [0.9, 0.75]  # one pod saturated, too little spare on the other
@@ -65,11 +64,8 @@ async def test_a_changed_signal_is_decided_again(env: Any) -> None:
 
 
 async def test_a_changed_configuration_is_decided_again(env: Any) -> None:
-    engine, inventory, collector, _kube = env
-    inventory.apply_variant(va("v"))
-    inventory.apply_deployment(deployment("v", 2))
-    collector.kv["v"] = list(STEADY)
-    await settle(engine)
+    engine, _inventory, _collector, _kube = env
+    await steady_variant(env)
 
     # a lower KV threshold makes the same load saturating
     assert engine.config_store.update({"default": "kvCacheThreshold: 0.55\n"}) == {}
@@ -80,11 +76,8 @@ async def test_a_changed_configuration_is_decided_again(env: Any) -> None:
 
 
 async def test_a_failed_status_write_is_retried_next_cycle(env: Any) -> None:
-    engine, inventory, collector, kube = env
-    inventory.apply_variant(va("v"))
-    inventory.apply_deployment(deployment("v", 2))
-    collector.kv["v"] = list(STEADY)
-    await settle(engine)
+    engine, _inventory, collector, kube = env
+    await steady_variant(env)
 
     # the load profile in status.currentAlloc changes (the decision does not): a write is due, and fails
     async def busier(model_id: str, namespace: str, va_name: str) -> OptimizerMetrics:
@@ -108,11 +101,8 @@ async def test_a_failed_status_write_is_retried_next_cycle(env: Any) -> None:
 
 
 async def test_the_status_heartbeat_still_writes_a_kept_decision(env: Any) -> None:
-    engine, inventory, collector, kube = env
-    inventory.apply_variant(va("v"))
-    inventory.apply_deployment(deployment("v", 2))
-    collector.kv["v"] = list(STEADY)
-    await settle(engine)
+    engine, _inventory, _collector, kube = env
+    await steady_variant(env)
     engine.status_writer.heartbeat = 0.0  # due at every cycle
     writes = kube.calls[WRITES]
 
