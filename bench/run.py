@@ -36,7 +36,7 @@ from urllib3.util.retry import Retry
 from bench.emulator_proc import EmulatorProcess
 from bench.fleet import NAMESPACES, PODS_PER_VA, build_operator, fleet
 from bench.report import BATCHED_MODES, MODES, markdown_table, plot
-from wva.collector.v2.recording import RULE_GROUP
+from wva.collector.v2.recording import DEFAULT_RULE_INTERVAL, RULE_GROUP, rules_file_text
 from wva.gctuning import tune_gc
 from wva.promconnect import MeteredPrometheusConnect
 from wva.sim.prometheus import LocalPrometheus
@@ -248,9 +248,18 @@ async def measure_mode(
         await op.collector.stop()
 
 
-async def load_recording_rules(prometheus: LocalPrometheus, n: int) -> None:
-    """Load the shipped recording rules and wait until they have recorded every model of the fleet."""
-    await asyncio.to_thread(prometheus.load_rules, [RECORDING_RULES], [RULE_GROUP])
+def rules_file(interval: str | None, directory: Path) -> Path:
+    """The shipped rules file, or (``interval`` given) the same rules evaluated every ``interval``."""
+    if interval is None:
+        return RECORDING_RULES
+    path = directory / "wva-recording-rules.yaml"
+    path.write_text(rules_file_text(interval), encoding="utf-8")
+    return path
+
+
+async def load_recording_rules(prometheus: LocalPrometheus, n: int, rules: Path) -> None:
+    """Load the recording rules and wait until they have recorded every model of the fleet."""
+    await asyncio.to_thread(prometheus.load_rules, [rules], [RULE_GROUP])
     t0 = time.monotonic()
     await prometheus.wait_for(
         'count(namespace_model:vllm_request_success:rate1m{namespace=~"bench-.*"})',
@@ -262,7 +271,7 @@ async def load_recording_rules(prometheus: LocalPrometheus, n: int) -> None:
 
 async def run(
     sizes: list[int], cycles: int, scrape_interval: float, modes_at: dict[int, tuple[str, ...]] | None = None,
-    cpu_window: float = 0.0, cpu_tick: float = 30.0, memory: bool = True,
+    cpu_window: float = 0.0, cpu_tick: float = 30.0, memory: bool = True, rule_interval: str | None = None,
 ) -> dict[str, Any]:
     """``modes_at``: N -> the modes measured at that N (default: every mode at every N). ``cpu_window``
     > 0 measures Prometheus' CPU over that many seconds per setting (see :func:`prometheus_cpu_window`)."""
@@ -272,6 +281,7 @@ async def run(
     port = emulator.start()
     prometheus = LocalPrometheus([f"127.0.0.1:{port}"], scrape_interval=scrape_interval)
     prometheus.start()
+    rules = rules_file(rule_interval, prometheus.data_dir.parent)
     stages: list[dict[str, Any]] = []
     try:
         prometheus.wait_for_blocking("up", timeout=60.0)
@@ -307,7 +317,12 @@ async def run(
                     continue
                 gc.collect()
                 if mode == "v2-recorded":
-                    await load_recording_rules(prometheus, n)
+                    await load_recording_rules(prometheus, n, rules)
+                    if cpu_window > 0:  # the rules' own cost: evaluated, but nobody reads them
+                        quiet = await prometheus_cpu_window(prometheus.url, cpu_window, cpu_tick, None)
+                        stage["prometheus_cpu"]["rules, no engine"] = quiet
+                        print(f"  rules-only window: Prometheus CPU {quiet['cpu_per_second'] * 1000:.0f} ms/s",
+                              flush=True)
                 try:
                     result, _state = await measure_mode(mode, n, prometheus.url, cycles, cpu_window, cpu_tick)
                 finally:
@@ -359,6 +374,7 @@ async def run(
             "cpu_window_seconds": cpu_window,
             "cpu_window_tick_seconds": cpu_tick,
             "recording_rules": str(RECORDING_RULES.relative_to(RECORDING_RULES.parents[2])),
+            "rule_interval": rule_interval or DEFAULT_RULE_INTERVAL,
         },
         "rtt_samples": RTT_SAMPLES,
         "stages": stages,
@@ -389,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure Prometheus' CPU over this many seconds per setting (idle, raw, recorded)")
     parser.add_argument("--cpu-tick", type=float, default=30.0, metavar="SECONDS",
                         help="engine interval during the CPU windows (default 30, the operator's)")
+    parser.add_argument("--rule-interval", default=None, metavar="DURATION",
+                        help=f"evaluate the recording rules every DURATION (default: the shipped file's, "
+                             f"{DEFAULT_RULE_INTERVAL})")
     parser.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory measurement")
     parser.add_argument("--tag", default="", help="results file name suffix: <date>-<tag>.json")
     args = parser.parse_args(argv)
@@ -404,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes
     }
     results = asyncio.run(run(sizes, cycles, args.scrape_interval, modes_at, args.cpu_window, args.cpu_tick,
-                              memory=not args.no_memory))
+                              memory=not args.no_memory, rule_interval=args.rule_interval))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / (datetime.date.today().isoformat() + (f"-{args.tag}" if args.tag else ""))
     previous = previous_results(args.out, stem.with_suffix(".json").name)

@@ -506,3 +506,12 @@ def test_promtool_test_catches_a_wrong_rule(promtool: str, tmp_path: Path) -> No
     result = _promtool(promtool, "test", "rules", case)
     assert result.returncode != 0
     assert "namespace_model:vllm_request_prompt_tokens_count:rate1m" in result.stdout + result.stderr
+
+
+def test_the_setting_and_the_rules_are_documented() -> None:
+    configuration = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert "| `WVA_RECORDING_RULES` | `auto` |" in configuration
+    performance = (REPO / "docs" / "performance.md").read_text(encoding="utf-8")
+    assert "\n## Recording rules\n" in performance
+    for rule in RULES[:1]:
+        assert rule.record in performance
