@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.emulator_proc import PodSpec
-from bench.report import BATCHED_MODES
+from bench.report import BATCHED_MODES, DECIDE_ALL
 from wva.actuator.metrics import MetricsEmitter
 from wva.actuator.status import StatusWriter
 from wva.api.constants import API_VERSION, KIND
@@ -213,6 +213,7 @@ def build_operator(
     engine = SaturationEngine(
         inventory, collector, SaturationConfigStore(), StatusWriter(kube, inventory),  # type: ignore[arg-type]
         MetricsEmitter(), kube,  # type: ignore[arg-type]
+        reuse_decisions=mode != DECIDE_ALL,
     )
     op = BenchOperator(inventory, collector, kube, engine)
     begin_cycle = getattr(collector, "begin_cycle", None)

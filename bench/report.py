@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-MODES = ("v1", "v2-per-model", "v2-batched", "v2-recorded")
-BATCHED_MODES = ("v2-batched", "v2-recorded")
+MODES = ("v1", "v2-per-model", "v2-batched", "v2-batched-decide-all", "v2-recorded")
+BATCHED_MODES = ("v2-batched", "v2-batched-decide-all", "v2-recorded")
+DECIDE_ALL = "v2-batched-decide-all"
+"""Batched, with no group keeping its quiet decision: every group decided every cycle, as in a fleet
+whose signals all move (the benchmark's fleet is at its equilibrium: in ``v2-batched`` the groups keep
+their decisions once settled)."""
 
 
 def markdown_table(results: dict[str, Any]) -> str:

@@ -5,8 +5,10 @@ operator's pieces are built directly (inventory, collector, saturation engine, a
 client), a warm-up cycle runs, then ``--cycles`` measured cycles. Results go to
 ``bench/results/<date>.json``, ``.md`` and ``.png``. Run: ``python -m bench.run [--quick]``.
 
-``v2-recorded`` is the batched mode with wva's recording rules (deploy/prometheus/wva-recording-rules.yaml)
-loaded into the benchmark's Prometheus for that mode only. ``--cpu-window S`` also measures
+``v2-batched-decide-all`` is the batched mode with every group decided every cycle (no kept quiet
+decisions), as in a fleet whose signals all move. ``v2-recorded`` is the batched mode with wva's
+recording rules (deploy/prometheus/wva-recording-rules.yaml) loaded into the benchmark's Prometheus
+for that mode only. ``--cpu-window S`` also measures
 Prometheus' own CPU (``process_cpu_seconds_total``, rule evaluation included) over S seconds per
 setting: idle (scraping only), the batched mode cycling every ``--cpu-tick`` seconds without rules,
 and the recorded mode cycling with the rules loaded.
@@ -35,7 +37,7 @@ from urllib3.util.retry import Retry
 
 from bench.emulator_proc import EmulatorProcess
 from bench.fleet import NAMESPACES, PODS_PER_VA, build_operator, fleet
-from bench.report import BATCHED_MODES, MODES, markdown_table, plot
+from bench.report import BATCHED_MODES, DECIDE_ALL, MODES, markdown_table, plot
 from wva.collector.v2.recording import DEFAULT_RULE_INTERVAL, RULE_GROUP, rules_file_text
 from wva.gctuning import tune_gc
 from wva.promconnect import MeteredPrometheusConnect
@@ -44,7 +46,7 @@ from wva.sim.prometheus import LocalPrometheus
 log = logging.getLogger("bench")
 RESULTS = Path(__file__).resolve().parent / "results"
 RECORDING_RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "wva-recording-rules.yaml"
-MODE_ORDER = ("v2-batched", "v2-recorded", "v2-per-model", "v1")
+MODE_ORDER = ("v2-batched", "v2-batched-decide-all", "v2-recorded", "v2-per-model", "v1")
 """Light modes first: after thousands of per-model queries Prometheus stays busy for a while."""
 RTT_SAMPLES = 20
 SLOW_CYCLE = 15.0
@@ -204,7 +206,7 @@ async def measure_mode(
             if report.group_errors:
                 raise RuntimeError(f"{mode} N={n}: cycle errors {list(report.group_errors.items())[:3]}")
         phases = None
-        if mode == "v2-batched":
+        if mode in ("v2-batched", DECIDE_ALL):
             # one more cycle under the profiler: where the CPU goes, by phase (bench.profile)
             from bench.profile import profiled_cycles
 
