@@ -149,8 +149,17 @@ async def _cycles(engine: SaturationEngine, count: int) -> list[float]:
     return cpus
 
 
-def phase_split(profiler: cProfile.Profile) -> tuple[dict[str, float], list[tuple[float, str]]]:
-    """(phase -> share of the profiled time, [(own seconds, function)]) from a finished profile."""
+QUERY_THREADS = "query threads (HTTP read, JSON decode)"
+
+
+def phase_split(
+    profiler: cProfile.Profile, other_threads: float = 0.0
+) -> tuple[dict[str, float], list[tuple[float, str]]]:
+    """(phase -> share of the cycles' CPU, [(own seconds, function)]) from a finished profile.
+
+    The profile measures the event loop's thread (its CPU time, so waiting for Prometheus costs
+    nothing); ``other_threads`` is the CPU the process spent meanwhile in its other threads, the
+    query threads that send the requests and decode the answers."""
     stats = pstats.Stats(profiler)
     by_phase: dict[str, float] = defaultdict(float)
     functions: list[tuple[float, str]] = []
@@ -165,19 +174,24 @@ def phase_split(profiler: cProfile.Profile) -> tuple[dict[str, float], list[tupl
         spent = sum(per_caller.values()) or 1.0
         for (caller_file, _l, _n), own in per_caller.items():
             by_phase[phase_of(caller_file)] += tottime * own / spent
+    if other_threads > 0:
+        by_phase[QUERY_THREADS] += other_threads
     total = sum(by_phase.values()) or 1.0
     shares = {phase: seconds / total for phase, seconds in sorted(by_phase.items(), key=lambda kv: -kv[1])}
     return shares, sorted(functions, reverse=True)
 
 
 async def profiled_cycles(engine: SaturationEngine, cycles: int) -> tuple[dict[str, float], list[tuple[float, str]]]:
-    profiler = cProfile.Profile()
+    """Profile ``cycles`` cycles: the loop's thread by its own CPU time, the other threads as one phase."""
+    profiler = cProfile.Profile(time.thread_time)
+    thread0, process0 = time.thread_time(), time.process_time()
     profiler.enable()
     try:
         await _cycles(engine, cycles)
     finally:
         profiler.disable()
-    return phase_split(profiler)
+    own, process = time.thread_time() - thread0, time.process_time() - process0
+    return phase_split(profiler, max(0.0, process - own))
 
 
 def phase_table(shares: dict[str, float], cpu: float, n: int) -> str:
