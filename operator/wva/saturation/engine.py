@@ -390,9 +390,10 @@ class SaturationEngine:
             if config.scale_to_zero and not at_zero and self.activity is not None:
                 idle = await self.activity.idle(model_id, namespace, config.scale_to_zero_retention)
             variants = self._variant_inputs(namespace, members)
+            reuse = self.reuse_decisions
             inputs = decision_inputs(variants, collected.replicas, collected.availability, collected.error,
-                                     collected.source, idle, woken)
-            kept = self._kept.get(key) if self.reuse_decisions else None
+                                     collected.source, idle, woken) if reuse else None
+            kept = self._kept.get(key) if reuse else None
             applied = (tuple(members), collected.availability, collected.optimizer)
             if kept is not None and kept.inputs == inputs and same_config(kept.config, config):
                 # nothing the decision reads changed since a quiet decision: it stands (see wva.saturation.reuse)
@@ -407,7 +408,7 @@ class SaturationEngine:
                                         idle, woken)
                 self._histories[key] = next_history(self._histories.get(key), decision.record)
                 self.decisions.add(decision.record, (record.key for record in records))
-                kept = _Kept(config, inputs, decision) if is_quiet(decision, config) else None
+                kept = _Kept(config, inputs, decision) if reuse and is_quiet(decision, config) else None
                 if kept is not None:
                     self._kept[key] = kept
                 else:
