@@ -37,14 +37,18 @@ def build(
 
 
 async def cycle(collector: V2MetricsCollector, refs: dict[tuple[str, str], VariantRef]) -> list[Any]:
+    """One engine cycle's collector calls for every model (availability, optimizer, replicas), in order."""
     await collector.begin_cycle(sorted(refs))
-    out: list[Any] = []
-    for (model, ns), ref in sorted(refs.items()):
-        availability = await collector.validate_metrics_availability(model, ns)
-        out.append((availability.available, availability.reason))
-        out.append(await collector.collect_optimizer_metrics(model, ns, ref.name))
-        out.append(await collector.collect_replica_metrics(model, ns, [ref]))
-    return out
+    try:
+        out: list[Any] = []
+        for (model, ns), ref in sorted(refs.items()):
+            availability = await collector.validate_metrics_availability(model, ns)
+            out.append((availability.available, availability.reason))
+            out.append(await collector.collect_optimizer_metrics(model, ns, ref.name))
+            out.append(await collector.collect_replica_metrics(model, ns, [ref]))
+        return out
+    finally:
+        await collector.end_cycle()
 
 
 @pytest.mark.parametrize("combine", [True, False], ids=["combined", "per-metric"])

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 from urllib3.util.retry import Retry
 
+from test_batching_prometheus import cycle
 from wva.collector.types import OptimizerMetrics, VariantRef
 from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
 from wva.collector.v2.recording import RULE_GROUP, RecordingMode, rules_file_text
@@ -98,20 +99,6 @@ def build(prometheus: LocalPrometheus, refs: dict[tuple[str, str], VariantRef], 
     collector = V2MetricsCollector(registry, mapper, clock=lambda: fixed_clock, batch_queries=batch,
                                    recording_rules=recording)
     return collector, prom
-
-
-async def cycle(collector: V2MetricsCollector, refs: dict[tuple[str, str], VariantRef]) -> list[Any]:
-    await collector.begin_cycle(sorted(refs))
-    try:
-        out: list[Any] = []
-        for (model, ns), ref in sorted(refs.items()):
-            availability = await collector.validate_metrics_availability(model, ns)
-            out.append((availability.available, availability.reason))
-            out.append(await collector.collect_optimizer_metrics(model, ns, ref.name))
-            out.append(await collector.collect_replica_metrics(model, ns, [ref]))
-        return out
-    finally:
-        await collector.end_cycle()
 
 
 def assert_same(got: list[Any], want: list[Any]) -> None:
