@@ -19,6 +19,7 @@ ClusterRole the manifests bind to the Prometheus ServiceAccount; :func:`is_allow
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -51,6 +52,8 @@ class PermissionRule:
     """In namespace-scoped mode this rule is granted in each watched namespace instead of cluster-wide."""
     direct_actuation_only: bool = False
     """Needed (and rendered) only when ``ACTUATION_MODE=direct``."""
+    direct_actuation_verbs: tuple[str, ...] = ()
+    """Verbs added to ``verbs`` only when ``ACTUATION_MODE=direct``."""
     secure_metrics_only: bool = False
     """Needed (and rendered) only while the metrics port is secure (``--metrics-secure``, the default)."""
 
@@ -71,9 +74,8 @@ RULES: tuple[PermissionRule, ...] = (
     PermissionRule(
         "apps", "deployments/scale", ("get", "patch"), "cluster", True, direct_actuation_only=True
     ),
-    # patch: only the pod-deletion-cost annotation before a scale-down (wva.actuator.drain); one rule per
-    # resource, so it is granted in both modes even though only direct actuation scales
-    PermissionRule("", "pods", ("get", "list", "watch", "patch"), "cluster", True),
+    # patch: only the pod-deletion-cost annotation before a direct scale-down (wva.actuator.drain)
+    PermissionRule("", "pods", ("get", "list", "watch"), "cluster", True, direct_actuation_verbs=("patch",)),
     PermissionRule("", "events", ("create", "patch"), "cluster", True),
     PermissionRule("events.k8s.io", "events", ("create", "patch"), "cluster", True),
     # Configuration and leader election live in the operator's own namespace only.
@@ -102,7 +104,9 @@ def required_rules(actuation_mode: str = "hpa", secure_metrics: bool = True) -> 
         raise ValueError(f"ACTUATION_MODE={actuation_mode!r} is not one of hpa, direct")
     direct = actuation_mode == "direct"
     return tuple(
-        r for r in RULES
+        dataclasses.replace(r, verbs=(*r.verbs, *r.direct_actuation_verbs)) if direct and r.direct_actuation_verbs
+        else r
+        for r in RULES
         if (direct or not r.direct_actuation_only) and (secure_metrics or not r.secure_metrics_only)
     )
 

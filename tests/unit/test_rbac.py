@@ -62,6 +62,9 @@ def test_required_rules_depend_on_actuation_mode() -> None:
     hpa = {r.resource for r in rbac.required_rules("hpa")}
     direct = {r.resource for r in rbac.required_rules("direct")}
     assert direct - hpa == {"deployments/scale"}
+    # pods are patched (the pod-deletion-cost annotation) only before a direct scale-down
+    verbs = {m: {r.resource: set(r.verbs) for r in rbac.required_rules(m)}["pods"] for m in ("hpa", "direct")}
+    assert verbs == {"hpa": {"get", "list", "watch"}, "direct": {"get", "list", "watch", "patch"}}
     assert rbac.required_rules() == rbac.required_rules("hpa")
     with pytest.raises(ValueError, match="ACTUATION_MODE"):
         rbac.required_rules("auto")
@@ -173,6 +176,7 @@ def test_missing_permissions_names_each_gap() -> None:
     assert missing == [
         "apps/deployments/scale get in cluster-wide",
         "apps/deployments/scale patch in cluster-wide",
+        "core/pods patch in cluster-wide",
     ]
     # The own-namespace role placed elsewhere leaves configmaps and leases uncovered.
     missing = rbac.missing_permissions(rbac.required_rules("hpa"), objects, own_namespace="elsewhere")
