@@ -427,3 +427,23 @@ async def test_a_deleted_va_loses_its_decision_counters(env: Any) -> None:
     inventory.delete_variant(NS, "gone")
     engine.forget(NS, "gone")
     assert counted() == {("kept", "up")}
+
+
+async def test_the_collectors_cache_lookups_are_published_per_cycle(env: Any) -> None:
+    engine, inventory, collector, _kube = env
+    inventory.apply_variant(va("v"))
+    inventory.apply_deployment(deployment("v", 2))
+    collector.kv["v"] = [0.6, 0.6]
+    lookups = iter([(3, 1), (5, 4), (0, 1)])  # the last: a new collector, counting from 0 again
+    collector.cache_lookups = lambda: next(lookups)  # type: ignore[attr-defined]
+    def published() -> tuple[float | None, float | None]:
+        get = engine.emitter.registry.get_sample_value
+        return (get("wva_metrics_cache_requests_total", {"result": "hit"}),
+                get("wva_metrics_cache_requests_total", {"result": "miss"}))
+
+    await engine.run_cycle()
+    assert published() == (3, 1)
+    await engine.run_cycle()
+    assert published() == (5, 4)
+    await engine.run_cycle()  # never a negative step: the counter holds, and counts on from the new start
+    assert published() == (5, 4)

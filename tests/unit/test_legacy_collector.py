@@ -196,6 +196,17 @@ async def test_optimizer_metrics_are_cached_per_va() -> None:
     assert len(prom.queries) == 10
 
 
+async def test_cache_lookups_count_hits_and_misses() -> None:
+    prom = optimizer_prom()
+    collector = make(prom)
+    assert collector.cache_lookups() == (0, 0)
+    await collector.collect_optimizer_metrics("m", "ns", "va")  # miss, then stored
+    await collector.collect_optimizer_metrics("m", "ns", "va")  # hit
+    hits, misses = collector.cache_lookups()
+    assert hits == 1 and misses >= 1
+    assert make(prom, CacheConfig(enabled=False)).cache_lookups() == (0, 0)
+
+
 async def test_optimizer_cache_expires_after_ttl() -> None:
     clock = FakeClock(NOW)
     prom = optimizer_prom(arrival=1.0)

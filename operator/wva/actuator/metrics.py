@@ -73,7 +73,10 @@ class OperatorMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.cache_requests = Counter(
-            "wva_metrics_cache_requests_total", "Metrics cache lookups, by result.", ["result"], registry=registry
+            "wva_metrics_cache_requests_total",
+            "Lookups of the metrics collector's result cache (v1: per model; v2: the source's), by result.",
+            ["result"],
+            registry=registry,
         )
         self.kube_requests = Counter(
             "wva_kube_api_requests_total",

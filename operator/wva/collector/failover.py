@@ -132,6 +132,16 @@ class FailoverCollector:
             except Exception:
                 log.exception("Collector end_cycle failed collector=%s", type(collector).__name__)
 
+    def cache_lookups(self) -> tuple[int, int]:
+        """(hits, misses) of both collectors' result caches together."""
+        hits = misses = 0
+        for collector in (self.primary, self.fallback):
+            lookups = getattr(collector, "cache_lookups", None)
+            if lookups is not None:
+                h, m = lookups()
+                hits, misses = hits + h, misses + m
+        return hits, misses
+
     # --- MetricsCollector ------------------------------------------------------------------------
     async def validate_metrics_availability(self, model_id: str, namespace: str) -> MetricsValidationResult:
         key = (model_id, namespace)

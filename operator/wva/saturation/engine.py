@@ -165,6 +165,7 @@ class SaturationEngine:
         # a group's quiet decision stands while its inputs are unchanged (wva.saturation.reuse)
         self.reuse_decisions = reuse_decisions
         self._kept: dict[GroupKey, _Kept] = {}
+        self._cache_seen = (0, 0)  # the collector's cache (hits, misses) already published
         self._max_groups = max_concurrent_groups
         self._task: asyncio.Task[None] | None = None
         self._cycle_lock = asyncio.Lock()
@@ -263,6 +264,7 @@ class SaturationEngine:
             self.emitter.operator.cycles.labels("ok" if not report.group_errors else "partial").inc()
             self.emitter.operator.groups.labels("decided").inc(report.groups - report.reused)
             self.emitter.operator.groups.labels("kept").inc(report.reused)
+            self._publish_cache_lookups()
             self.cycles += 1
             self.last_report = report
             log.info(
@@ -270,6 +272,23 @@ class SaturationEngine:
                 report.groups, len(report.decisions), len(report.group_errors), report.duration,
             )
             return report
+
+    def _publish_cache_lookups(self) -> None:
+        """``wva_metrics_cache_requests_total``: the collector's result-cache hits and misses since the last cycle."""
+        lookups = getattr(self.collector, "cache_lookups", None)
+        if lookups is None:
+            return
+        try:
+            hits, misses = lookups()
+        except Exception:  # a metric must never fail the cycle
+            log.debug("Reading the collector's cache lookups failed", exc_info=True)
+            return
+        seen_hits, seen_misses = self._cache_seen
+        counter = self.emitter.operator.cache_requests
+        if hits >= seen_hits and misses >= seen_misses:  # a collector swapped for a new one starts at 0
+            counter.labels("hit").inc(hits - seen_hits)
+            counter.labels("miss").inc(misses - seen_misses)
+        self._cache_seen = (hits, misses)
 
     async def _gather(self, tasks: list[Awaitable[None]]) -> None:
         """Run ``tasks`` with at most ``max_concurrent_groups`` in flight (a fixed pool of workers)."""

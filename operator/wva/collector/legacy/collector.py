@@ -233,6 +233,13 @@ class PrometheusCollector:
 
     # --- invalidation ------------------------------------------------------------------------
 
+    def cache_lookups(self) -> tuple[int, int]:
+        """(hits, misses) of the per-model result cache so far; (0, 0) while caching is off."""
+        cache = self.cache
+        if isinstance(cache, MemoryCache):
+            return cache.hits, cache.misses
+        return 0, 0
+
     def invalidate_variant(self, model_id: str, namespace: str, variant: str) -> None:
         """Drop the variant's cached metrics and the model's replica metrics (they include the variant)."""
         self.cache.invalidate_by_prefix(q.variant_prefix(model_id, namespace, variant))

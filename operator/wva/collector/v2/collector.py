@@ -133,6 +133,12 @@ class V2MetricsCollector:
         """The cycle is over: its batch is no longer served."""
         self.batcher.release()
 
+    def cache_lookups(self) -> tuple[int, int]:
+        """(hits, misses) of the metrics source's result cache so far; (0, 0) for a source without one."""
+        stats = getattr(self._registry.get(self.source_name), "stats", None)
+        hits, misses = getattr(stats, "cache_hits", 0), getattr(stats, "cache_misses", 0)
+        return (hits, misses) if isinstance(hits, int) and isinstance(misses, int) else (0, 0)
+
     async def validate_metrics_availability(self, model_id: str, namespace: str) -> MetricsValidationResult:
         source, _ = self._source()
         result = await self._one(
