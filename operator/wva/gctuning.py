@@ -7,13 +7,21 @@ the whole heap: at 1000 VAs about a fifth of the cycle's CPU time (``make bench`
 thresholds keep the same collector, so reference cycles are still freed, but run it far less often.
 Objects that exist once the operator has started (modules, the handler registry) are moved out of
 the collector's reach with ``gc.freeze()``, so full collections no longer walk them either.
+
+During an engine cycle the collector is paused (:func:`paused`): at 10,000 models the cycle's batch
+(140,000 decoded series) lives through the whole cycle, and every collection the cycle's allocations
+set off walked it again, 200 ms of a 1.2 s cycle. Reference counting still frees the cycle's garbage
+at once; what it cannot free (reference cycles) waits for the first collection after the cycle,
+which only walks what the cycle left alive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
-__all__ = ["OPERATOR_GC_THRESHOLDS", "tune_gc"]
+__all__ = ["OPERATOR_GC_THRESHOLDS", "paused", "tune_gc"]
 
 OPERATOR_GC_THRESHOLDS = (50_000, 20, 100)
 """(young, middle, old): allocations before a young collection; young (middle) collections before a middle (old) one."""
@@ -29,3 +37,15 @@ def tune_gc(thresholds: tuple[int, int, int] = OPERATOR_GC_THRESHOLDS, *, freeze
         gc.collect()
         gc.freeze()
     return (previous[0], previous[1], previous[2])
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """No automatic collection inside the block; the collector's previous state (on or off) after it."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

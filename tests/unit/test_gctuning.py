@@ -1,12 +1,15 @@
-"""wva.gctuning: the operator process's garbage-collector thresholds."""
+"""wva.gctuning: the operator process's garbage-collector thresholds, and the pause during engine cycles."""
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from test_engine import _fresh_env, deployment, va
 
+from wva import gctuning
 from wva.gctuning import OPERATOR_GC_THRESHOLDS, tune_gc
 
 
@@ -51,3 +54,38 @@ def test_rejects_bad_thresholds_naming_them(bad: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match=str(bad[0])):
         tune_gc(bad)  # type: ignore[arg-type]
     assert gc.get_threshold() == before
+
+
+def test_paused_turns_automatic_collection_off_and_restores_the_previous_state() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gctuning.paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a failing cycle")
+    assert gc.isenabled()  # back on, even after an exception
+    gc.disable()
+    try:
+        with gctuning.paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # someone else had turned it off: it stays off
+    finally:
+        gc.enable()
+
+
+async def test_the_engine_pauses_the_collector_during_a_cycle_only() -> None:
+    engine, inventory, collector, _kube = _fresh_env()
+    inventory.apply_variant(va("v"))
+    inventory.apply_deployment(deployment("v", 2))
+    collector.kv["v"] = [0.6, 0.6]
+    seen: list[bool] = []
+    collect = collector.collect_replica_metrics
+
+    async def watching(*args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return await collect(*args)
+
+    collector.collect_replica_metrics = watching  # type: ignore[method-assign]
+    await engine.run_cycle()
+    assert seen == [False] and gc.isenabled()
+    engine.pause_gc = False
+    await engine.run_cycle()
+    assert seen == [False, True]

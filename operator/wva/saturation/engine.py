@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from wva import gctuning
 from wva.actuator.drain import DrainAwareScaler
 from wva.actuator.metrics import MetricsEmitter
 from wva.actuator.status import ConditionUpdate, DecisionSummary, StatusUpdate, StatusWriter
@@ -144,6 +145,7 @@ class SaturationEngine:
         decisions: DecisionStore | None = None,
         drain: DrainAwareScaler | None = None,
         reuse_decisions: bool = True,
+        pause_gc: bool = True,
     ) -> None:
         self.inventory = inventory
         self.collector = collector
@@ -166,6 +168,7 @@ class SaturationEngine:
         self.reuse_decisions = reuse_decisions
         self._kept: dict[GroupKey, _Kept] = {}
         self._cache_seen = (0, 0)  # the collector's cache (hits, misses) already published
+        self.pause_gc = pause_gc  # no automatic garbage collection during a cycle (wva.gctuning.paused)
         self._max_groups = max_concurrent_groups
         self._task: asyncio.Task[None] | None = None
         self._cycle_lock = asyncio.Lock()
@@ -223,55 +226,61 @@ class SaturationEngine:
     async def run_cycle(self) -> CycleReport:
         """Run one cycle now; never overlaps a running one."""
         async with self._cycle_lock:
-            calls_before = sum(self.kube.calls.values())
-            report = CycleReport(started_at=time.time())
-            t0 = time.perf_counter()
-            if self.before_cycle is not None:
-                try:
-                    await self.before_cycle()
-                except Exception:
-                    log.exception("Refreshing configuration before the cycle failed; using the current one")
-            known = {record.key for record in self.inventory.variants()}
-            groups, side_writes = self._active_groups(report)
-            report.groups = len(groups)
-            begin_cycle = getattr(self.collector, "begin_cycle", None)
-            if begin_cycle is not None and groups:
-                # lets a collector fetch once per namespace for every model instead of once per model
-                try:
-                    await begin_cycle(sorted({(model, ns) for model, ns, _acc in groups}))
-                except Exception:
-                    log.exception("Collector begin_cycle failed; falling back to per-model queries")
+            if not self.pause_gc:
+                return await self._run_cycle()
+            with gctuning.paused():  # see wva.gctuning: the cycle's batch is walked by no collection
+                return await self._run_cycle()
+
+    async def _run_cycle(self) -> CycleReport:
+        calls_before = sum(self.kube.calls.values())
+        report = CycleReport(started_at=time.time())
+        t0 = time.perf_counter()
+        if self.before_cycle is not None:
             try:
-                await self._gather(
-                    [self._process_group(key, members, report) for key, members in groups.items()] + side_writes
-                )
-            finally:
-                end_cycle = getattr(self.collector, "end_cycle", None)
-                if end_cycle is not None:  # the cycle's batch is served until here, however long it took
-                    try:
-                        await end_cycle()
-                    except Exception:
-                        log.exception("Collector end_cycle failed")
-            self._forget_deleted_meanwhile(known)
-            self._prune_sources({(model, ns) for model, ns, _acc in groups})
-            for gone in [k for k in self._histories if k not in groups]:
-                del self._histories[gone]
-            for gone in [k for k in self._kept if k not in groups]:
-                del self._kept[gone]
-            report.duration = time.perf_counter() - t0
-            report.kube_calls = sum(self.kube.calls.values()) - calls_before
-            self.emitter.operator.cycle_duration.observe(report.duration)
-            self.emitter.operator.cycles.labels("ok" if not report.group_errors else "partial").inc()
-            self.emitter.operator.groups.labels("decided").inc(report.groups - report.reused)
-            self.emitter.operator.groups.labels("kept").inc(report.reused)
-            self._publish_cache_lookups()
-            self.cycles += 1
-            self.last_report = report
-            log.info(
-                "Engine cycle done groups=%d decisions=%d errors=%d duration=%.3fs",
-                report.groups, len(report.decisions), len(report.group_errors), report.duration,
+                await self.before_cycle()
+            except Exception:
+                log.exception("Refreshing configuration before the cycle failed; using the current one")
+        known = {record.key for record in self.inventory.variants()}
+        groups, side_writes = self._active_groups(report)
+        report.groups = len(groups)
+        begin_cycle = getattr(self.collector, "begin_cycle", None)
+        if begin_cycle is not None and groups:
+            # lets a collector fetch once per namespace for every model instead of once per model
+            try:
+                await begin_cycle(sorted({(model, ns) for model, ns, _acc in groups}))
+            except Exception:
+                log.exception("Collector begin_cycle failed; falling back to per-model queries")
+        try:
+            await self._gather(
+                [self._process_group(key, members, report) for key, members in groups.items()] + side_writes
             )
-            return report
+        finally:
+            end_cycle = getattr(self.collector, "end_cycle", None)
+            if end_cycle is not None:  # the cycle's batch is served until here, however long it took
+                try:
+                    await end_cycle()
+                except Exception:
+                    log.exception("Collector end_cycle failed")
+        self._forget_deleted_meanwhile(known)
+        self._prune_sources({(model, ns) for model, ns, _acc in groups})
+        for gone in [k for k in self._histories if k not in groups]:
+            del self._histories[gone]
+        for gone in [k for k in self._kept if k not in groups]:
+            del self._kept[gone]
+        report.duration = time.perf_counter() - t0
+        report.kube_calls = sum(self.kube.calls.values()) - calls_before
+        self.emitter.operator.cycle_duration.observe(report.duration)
+        self.emitter.operator.cycles.labels("ok" if not report.group_errors else "partial").inc()
+        self.emitter.operator.groups.labels("decided").inc(report.groups - report.reused)
+        self.emitter.operator.groups.labels("kept").inc(report.reused)
+        self._publish_cache_lookups()
+        self.cycles += 1
+        self.last_report = report
+        log.info(
+            "Engine cycle done groups=%d decisions=%d errors=%d duration=%.3fs",
+            report.groups, len(report.decisions), len(report.group_errors), report.duration,
+        )
+        return report
 
     def _publish_cache_lookups(self) -> None:
         """``wva_metrics_cache_requests_total``: the collector's result-cache hits and misses since the last cycle."""
