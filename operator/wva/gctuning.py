@@ -12,14 +12,15 @@ During an engine cycle the collector is paused (:func:`paused`): at 10,000 model
 (140,000 decoded series) lives through the whole cycle, and every collection the cycle's allocations
 set off walked it again, 200 ms of a 1.2 s cycle. Reference counting still frees the cycle's garbage
 at once; what it cannot free (reference cycles) waits for the first collection after the cycle,
-which only walks what the cycle left alive.
+which only walks what the cycle left alive. A cycle that runs long (5 s by default) gets automatic
+collection back for the rest of it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = ["OPERATOR_GC_THRESHOLDS", "paused", "tune_gc"]
 
@@ -40,12 +41,20 @@ def tune_gc(thresholds: tuple[int, int, int] = OPERATOR_GC_THRESHOLDS, *, freeze
 
 
 @contextlib.contextmanager
-def paused() -> Iterator[None]:
-    """No automatic collection inside the block; the collector's previous state (on or off) after it."""
+def paused() -> Iterator[Callable[[], None]]:
+    """No automatic collection inside the block; the collector's previous state (on or off) after it.
+
+    Yields ``resume``, which turns automatic collection back on early (if it was on before): the
+    engine calls it when a cycle runs long (an outage, a fallback to per-model queries), so that the
+    reference cycles of a long cycle's errors are collected as usual instead of piling up."""
     was_enabled = gc.isenabled()
     gc.disable()
-    try:
-        yield
-    finally:
+
+    def resume() -> None:
         if was_enabled:
             gc.enable()
+
+    try:
+        yield resume
+    finally:
+        resume()

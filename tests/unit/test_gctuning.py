@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator
 from typing import Any
@@ -89,3 +90,23 @@ async def test_the_engine_pauses_the_collector_during_a_cycle_only() -> None:
     engine.pause_gc = False
     await engine.run_cycle()
     assert seen == [False, True]
+
+
+async def test_a_long_cycle_gets_automatic_collection_back() -> None:
+    engine, inventory, collector, _kube = _fresh_env()
+    inventory.apply_variant(va("v"))
+    inventory.apply_deployment(deployment("v", 2))
+    collector.kv["v"] = [0.6, 0.6]
+    engine.gc_pause_limit = 0.05
+    seen: list[bool] = []
+    collect = collector.collect_replica_metrics
+
+    async def slow(*args: Any) -> Any:  # a cycle held up by a slow Prometheus
+        seen.append(gc.isenabled())
+        await asyncio.sleep(0.2)
+        seen.append(gc.isenabled())
+        return await collect(*args)
+
+    collector.collect_replica_metrics = slow  # type: ignore[method-assign]
+    await engine.run_cycle()
+    assert seen == [False, True] and gc.isenabled()

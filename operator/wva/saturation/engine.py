@@ -113,6 +113,8 @@ class _Kept:
 EventSink = Callable[[VariantRecord, str, str, str], Awaitable[None]]
 
 
+GC_PAUSE_LIMIT = 5.0  # seconds of a cycle without automatic garbage collection, at most
+
 STRETCH_AT = 0.8  # a cycle longer than this share of the interval spaces the next one out
 MAX_STRETCH = 4.0  # ... by at most this factor of the interval
 
@@ -169,6 +171,7 @@ class SaturationEngine:
         self._kept: dict[GroupKey, _Kept] = {}
         self._cache_seen = (0, 0)  # the collector's cache (hits, misses) already published
         self.pause_gc = pause_gc  # no automatic garbage collection during a cycle (wva.gctuning.paused)
+        self.gc_pause_limit = GC_PAUSE_LIMIT
         self._max_groups = max_concurrent_groups
         self._task: asyncio.Task[None] | None = None
         self._cycle_lock = asyncio.Lock()
@@ -228,8 +231,13 @@ class SaturationEngine:
         async with self._cycle_lock:
             if not self.pause_gc:
                 return await self._run_cycle()
-            with gctuning.paused():  # see wva.gctuning: the cycle's batch is walked by no collection
-                return await self._run_cycle()
+            with gctuning.paused() as resume:  # see wva.gctuning: the cycle's batch is walked by no collection
+                # a long cycle (an outage, per-model fallbacks) gets automatic collection back
+                handle = asyncio.get_running_loop().call_later(self.gc_pause_limit, resume)
+                try:
+                    return await self._run_cycle()
+                finally:
+                    handle.cancel()
 
     async def _run_cycle(self) -> CycleReport:
         calls_before = sum(self.kube.calls.values())
