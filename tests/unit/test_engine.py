@@ -266,6 +266,29 @@ async def test_status_write_conflict_is_retried(env: Any) -> None:
     assert kube.calls[("get", "variantautoscalings")] == 1, "a conflict re-reads the object before retrying"
 
 
+async def test_a_va_deleted_during_the_conflict_re_read_is_not_brought_back(env: Any) -> None:
+    """The DELETED event is handled while the re-read is in flight: the body read before it must not
+    put the VA back into the inventory (it would stay there, decided for, until a resync)."""
+    engine, inventory, collector, kube = env
+    inventory.apply_variant(va("v"))
+    inventory.apply_deployment(deployment("v", 1))
+    collector.kv["v"] = [0.95]
+    kube.objects[(NS, "v")] = va("v")
+    kube.fail_status = [409]
+    get_va = kube.get_va
+
+    async def read_then_deleted(namespace: str, name: str) -> dict[str, Any]:
+        body = await get_va(namespace, name)
+        inventory.delete_variant(namespace, name)  # the watch's DELETED event, handled meanwhile
+        return body
+
+    kube.get_va = read_then_deleted  # type: ignore[method-assign]
+    await engine.run_cycle()
+    assert inventory.variant(NS, "v") is None
+    assert inventory.mapper.va_count() == 0
+    assert kube.calls[("patch", "variantautoscalings/status")] == 1  # no retry for a VA that is gone
+
+
 async def test_unchanged_status_is_not_rewritten_every_cycle(env: Any) -> None:
     engine, inventory, collector, kube = env
     inventory.apply_variant(va("v"))

@@ -234,6 +234,11 @@ class StatusWriter:
                 "Status re-read after conflict failed namespace=%s name=%s error=%s", record.namespace, record.name, exc
             )
             return None
+        if self.inventory.variant(record.namespace, record.name) is None:
+            # deleted while we read it: the DELETED event has been handled, and putting the body read
+            # before it back into the inventory would keep a VA that no longer exists
+            log.info("VA deleted during its status re-read namespace=%s name=%s", record.namespace, record.name)
+            return None
         return self.inventory.apply_variant(body)
 
     def _unchanged(self, key: tuple[str, str], current: VariantAutoscalingStatus, update: StatusUpdate) -> bool:
