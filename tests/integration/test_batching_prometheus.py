@@ -11,6 +11,7 @@ from urllib3.util.retry import Retry
 from wva.collector import promql
 from wva.collector.types import VariantRef
 from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
+from wva.collector.v2.recording import RecordingMode
 from wva.promconnect import MeteredPrometheusConnect
 from wva.sim.prometheus import LocalPrometheus
 from wva.sim.vllm import VLLMEmulator
@@ -21,8 +22,10 @@ MODELS = ["llama", "llama.*", 'quo"te', "back\\slash", "a|b", "(grp)+[x]$", "uni
 
 
 def build(
-    prometheus: LocalPrometheus, refs: dict[tuple[str, str], VariantRef], *, batch: bool, combine: bool = True
+    prometheus: LocalPrometheus, refs: dict[tuple[str, str], VariantRef], *, batch: bool, combine: bool = True,
+    recording: RecordingMode | None = None,
 ) -> tuple[V2MetricsCollector, MeteredPrometheusConnect]:
+    """A v2 collector over the real Prometheus for ``refs``; ``recording`` None: as WVA_RECORDING_RULES says."""
     prom = MeteredPrometheusConnect(url=prometheus.url, disable_ssl=True, retry=Retry(total=0))
     mapper = PodVAMapper()
     for ref in refs.values():
@@ -31,7 +34,8 @@ def build(
     registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=5.0)))
     fixed_clock = 1_700_000_000.0  # metadata.collected_at must not differ between the two collectors
     collector = V2MetricsCollector(
-        registry, mapper, clock=lambda: fixed_clock, batch_queries=batch, combine_batch_queries=combine
+        registry, mapper, clock=lambda: fixed_clock, batch_queries=batch, combine_batch_queries=combine,
+        recording_rules=recording,
     )
     return collector, prom
 

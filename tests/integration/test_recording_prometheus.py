@@ -5,8 +5,9 @@ once they are removed.
 One Prometheus of this module's own (its rules are swapped while it runs) scrapes the session's vLLM
 emulator; a driver task counts requests on every pod at a steady rate, so the rates are non-zero.
 The per-request averages (tokens, TTFT, ITL) are the same at any instant and must match to float
-precision; the arrival rate is a rate read at two instants up to one rule interval apart, so it
-matches within a few percent (promtool's test proves the expressions equal at one instant).
+precision; the arrival rate is a rate read at two instants up to one rule interval apart, over
+rate() windows younger than their minute, so it matches only within 20% (promtool's test proves the
+expressions equal at one instant).
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from urllib3.util.retry import Retry
 
-from test_batching_prometheus import cycle
+from test_batching_prometheus import build, cycle
 from wva.collector.types import OptimizerMetrics, VariantRef
-from wva.collector.v2 import PodVAMapper, PrometheusSource, PrometheusSourceConfig, SourceRegistry, V2MetricsCollector
 from wva.collector.v2.recording import RULE_GROUP, RecordingMode, rules_file_text
-from wva.promconnect import MeteredPrometheusConnect
 from wva.sim.prometheus import LocalPrometheus
 from wva.sim.vllm import VLLMEmulator
 
@@ -87,27 +85,14 @@ async def fleet(vllm_emulator: VLLMEmulator, unique_ns: str) -> AsyncIterator[di
             vllm_emulator.remove_pod(ns, pod)
 
 
-def build(prometheus: LocalPrometheus, refs: dict[tuple[str, str], VariantRef], recording: RecordingMode,
-          *, batch: bool = True) -> tuple[V2MetricsCollector, MeteredPrometheusConnect]:
-    prom = MeteredPrometheusConnect(url=prometheus.url, disable_ssl=True, retry=Retry(total=0))
-    mapper = PodVAMapper()
-    for ref in refs.values():
-        mapper.register(ref.name, ref.namespace, ref.deployment_name)
-    registry = SourceRegistry()
-    registry.register("prometheus", PrometheusSource(prom, PrometheusSourceConfig(query_timeout=5.0)))
-    fixed_clock = 1_700_000_000.0
-    collector = V2MetricsCollector(registry, mapper, clock=lambda: fixed_clock, batch_queries=batch,
-                                   recording_rules=recording)
-    return collector, prom
-
-
 def assert_same(got: list[Any], want: list[Any]) -> None:
-    """Equal answers; the optimizer averages to float precision, the arrival rate within 10%."""
+    """Equal answers; the optimizer averages to float precision, the arrival rate within 20% (two instants,
+    and rate() windows of series younger than their minute, whose extrapolation moves with each scrape)."""
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
         if isinstance(w, OptimizerMetrics):
             assert isinstance(g, OptimizerMetrics)
-            assert g.arrival_rate == pytest.approx(w.arrival_rate, rel=0.1) and w.arrival_rate > 0
+            assert g.arrival_rate == pytest.approx(w.arrival_rate, rel=0.2) and w.arrival_rate > 0
             for name in ("avg_input_tokens", "avg_output_tokens", "ttft_seconds", "itl_seconds"):
                 assert getattr(g, name) == pytest.approx(getattr(w, name), rel=1e-9), name
             assert (g.avg_input_tokens, g.ttft_seconds) == pytest.approx((512.0, 0.25))
@@ -133,8 +118,8 @@ async def test_auto_reads_raw_without_rules_recorded_with_them_and_the_answers_m
     namespaces = len({ns for _model, ns in fleet})
     raw_rates = "sum by (namespace, model_name) (rate(vllm:request_success_total{{{sel}}}[1m]))"
     await wait_for_rates(prometheus, fleet, raw_rates)
-    auto, auto_prom = build(prometheus, fleet, RecordingMode.AUTO)
-    raw, _ = build(prometheus, fleet, RecordingMode.OFF, batch=False)  # per model: the ground truth
+    auto, auto_prom = build(prometheus, fleet, batch=True, recording=RecordingMode.AUTO)
+    raw, _ = build(prometheus, fleet, batch=False, recording=RecordingMode.OFF)  # per model: the ground truth
 
     # no rules loaded: auto stays on the raw forms, one query per namespace
     for _ in range(2):
