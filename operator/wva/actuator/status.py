@@ -204,9 +204,12 @@ class StatusWriter:
     def current(self, record: VariantRecord) -> bool:
         """Whether ``record`` holds the status this writer last wrote or confirmed for it, and its heartbeat
         is not due: the engine may then skip building an update it knows to be the same."""
-        key = record.key
+        return self._holds_written(record.key, record.status)
+
+    def _holds_written(self, key: tuple[str, str], current: VariantAutoscalingStatus) -> bool:
+        """``current`` is the status last written or confirmed for ``key``, and the heartbeat is not due."""
         written = self._last_written.get(key)
-        if written is None or written[0] is not record.status:
+        if written is None or written[0] is not current:
             return False
         last = self._last_full_write.get(key)
         return last is not None and time.monotonic() - last < self.heartbeat
@@ -242,11 +245,7 @@ class StatusWriter:
         return self.inventory.apply_variant(body)
 
     def _unchanged(self, key: tuple[str, str], current: VariantAutoscalingStatus, update: StatusUpdate) -> bool:
-        written = self._last_written.get(key)
-        if written is None or written[0] is not current or self._last_update.get(key) != update:
-            return False
-        last = self._last_full_write.get(key)
-        return last is not None and time.monotonic() - last < self.heartbeat
+        return self._holds_written(key, current) and self._last_update.get(key) == update
 
     def _needs_write(self, key: tuple[str, str], current: VariantAutoscalingStatus, comparable: dict[str, Any]) -> bool:
         """Write when the status differs from the stored one, or when the heartbeat is due.

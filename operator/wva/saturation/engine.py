@@ -271,10 +271,9 @@ class SaturationEngine:
                     log.exception("Collector end_cycle failed")
         self._forget_deleted_meanwhile(known)
         self._prune_sources({(model, ns) for model, ns, _acc in groups})
-        for gone in [k for k in self._histories if k not in groups]:
-            del self._histories[gone]
-        for gone in [k for k in self._kept if k not in groups]:
-            del self._kept[gone]
+        for per_group in (self._histories, self._kept):  # groups no longer scaled leave no state behind
+            for gone in [k for k in per_group if k not in groups]:
+                del per_group[gone]
         report.duration = time.perf_counter() - t0
         report.kube_calls = sum(self.kube.calls.values()) - calls_before
         self.emitter.operator.cycle_duration.observe(report.duration)
@@ -430,7 +429,7 @@ class SaturationEngine:
             inputs = decision_inputs(variants, collected.replicas, collected.availability, collected.error,
                                      collected.source, idle, woken) if reuse else None
             kept = self._kept.get(key) if reuse else None
-            applied = (tuple(members), collected.availability, collected.optimizer)
+            applied = (tuple(members), collected.availability, collected.optimizer) if reuse else None
             if kept is not None and kept.inputs == inputs and same_config(kept.config, config):
                 # nothing the decision reads changed since a quiet decision: it stands (see wva.saturation.reuse)
                 decision = kept.decision

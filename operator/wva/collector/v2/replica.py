@@ -82,8 +82,7 @@ class ReplicaMetricsCollector:
             self._checked(results, promql.Q_QUEUE_LENGTH, "queue length query failed"), now, invalid, stamps
         )
         # a broken reading is unknown load, not zero load: the pod counts as not reporting
-        pods = [pod for pod in dict.fromkeys([*kv, *queue]) if pod not in invalid] if invalid \
-            else list(dict.fromkeys([*kv, *queue]))
+        pods = [pod for pod in {**kv, **queue} if pod not in invalid]
         by_name = {v.name: v for v in variants if v.namespace == namespace}
         metadata = ReplicaMetricsMetadata(
             collected_at=now, age=0.0, freshness_status=FreshnessStatus.FRESH, source=self._source_name
