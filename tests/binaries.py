@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -58,3 +59,16 @@ def require_promtool() -> str:
     if path is None:
         unavailable(PROMTOOL_HINT)
     return path
+
+
+def run_promtool(promtool: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``promtool args...``, output captured, at most 60 s."""
+    return subprocess.run([promtool, *map(str, args)], capture_output=True, text=True, timeout=60, check=False)
+
+
+def assert_rules_check_passes(promtool: str, paths: tuple[Path, ...], rules: int) -> None:
+    """``promtool check rules`` accepts every file of ``paths`` and counts ``rules`` rules in each."""
+    for path in paths:
+        result = run_promtool(promtool, "check", "rules", path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"SUCCESS: {rules} rules found" in result.stdout

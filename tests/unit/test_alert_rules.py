@@ -9,14 +9,13 @@ which proves every alert has a case where it fires and one where it must not.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from binaries import require_promtool
+from binaries import assert_rules_check_passes, require_promtool, run_promtool
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "wva-alerts.yaml"
@@ -39,30 +38,23 @@ def promtool() -> str:
     return require_promtool()
 
 
-def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=60, check=False)
-
-
 def test_the_chart_copy_is_the_plain_file() -> None:
     assert CHART_RULES.read_bytes() == RULES.read_bytes(), "run make sync-monitoring"
 
 
 def test_promtool_check_rules_accepts_both_copies(promtool: str) -> None:
-    for path in (RULES, CHART_RULES):
-        result = _run(promtool, "check", "rules", path)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert f"SUCCESS: {len(ALERTS)} rules found" in result.stdout
+    assert_rules_check_passes(promtool, (RULES, CHART_RULES), len(ALERTS))
 
 
 def test_promtool_check_rules_rejects_a_broken_rule(promtool: str, tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(RULES.read_text(encoding="utf-8").replace("absent(wva_leader)", "absent(wva_leader"))
-    result = _run(promtool, "check", "rules", broken)
+    result = run_promtool(promtool, "check", "rules", broken)
     assert result.returncode != 0
 
 
 def test_promtool_unit_tests_pass(promtool: str) -> None:
-    result = _run(promtool, "test", "rules", UNIT_TESTS)
+    result = run_promtool(promtool, "test", "rules", UNIT_TESTS)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -102,7 +94,7 @@ def _mutated(tmp_path: Path, alert: str, expr: str) -> Path:
 def test_the_unit_tests_catch_a_rule_that_never_or_always_fires(
     promtool: str, tmp_path: Path, alert: str, mutation: str, expr: str
 ) -> None:
-    result = _run(promtool, "test", "rules", _mutated(tmp_path, alert, expr))
+    result = run_promtool(promtool, "test", "rules", _mutated(tmp_path, alert, expr))
     assert result.returncode != 0, f"the unit tests of {alert} pass with a rule that {mutation}"
     assert f"alertname: {alert}" in result.stdout + result.stderr
 

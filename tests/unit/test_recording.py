@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import runpy
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 import yaml
 from test_batching import NOW, OPTIMIZER_VALUES, TRICKY_MODELS, FakePrometheus, _Holder, dataset, one_cycle, variants
 
-from binaries import require_promtool
+from binaries import assert_rules_check_passes, require_promtool, run_promtool
 from fakes import FakeClock
 from wva.collector import promql
 from wva.collector.v2 import (
@@ -477,21 +476,14 @@ def promtool() -> str:
     return require_promtool()
 
 
-def _promtool(promtool: str, *args: str | Path) -> Any:
-    return subprocess.run([promtool, *map(str, args)], capture_output=True, text=True, timeout=60, check=False)
-
-
 def test_promtool_checks_both_shipped_copies(promtool: str) -> None:
-    for path in (PLAIN, CHART_COPY):
-        result = _promtool(promtool, "check", "rules", path)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert f"SUCCESS: {len(RULES)} rules found" in result.stdout
+    assert_rules_check_passes(promtool, (PLAIN, CHART_COPY), len(RULES))
 
 
 def test_promtool_recorded_forms_equal_the_raw_forms(promtool: str, tmp_path: Path) -> None:
     case = tmp_path / "test.yaml"
     case.write_text(yaml.safe_dump(_promtool_case(PLAIN)), encoding="utf-8")
-    result = _promtool(promtool, "test", "rules", case)
+    result = run_promtool(promtool, "test", "rules", case)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -503,7 +495,7 @@ def test_promtool_test_catches_a_wrong_rule(promtool: str, tmp_path: Path) -> No
     ), encoding="utf-8")
     case = tmp_path / "test.yaml"
     case.write_text(yaml.safe_dump(_promtool_case(wrong)), encoding="utf-8")
-    result = _promtool(promtool, "test", "rules", case)
+    result = run_promtool(promtool, "test", "rules", case)
     assert result.returncode != 0
     assert "namespace_model:vllm_request_prompt_tokens_count:rate1m" in result.stdout + result.stderr
 
